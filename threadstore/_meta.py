@@ -1,0 +1,383 @@
+"""Thread metadata and the pure fold that derives it from the log.
+
+``Patch.from_items`` turns a contiguous run of items into a patch; patches ``merge``
+associatively; ``Projection.apply`` folds a patch into a thread's metadata. Folding items in
+one batch or in any split of batches gives exactly the same ``Projection``.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal, TypeAlias, cast
+
+import attrs
+
+from ._items import (
+    METADATA_KIND,
+    URGENT_KINDS,
+    StoredItem,
+    datetime_to_us,
+    normalize_json,
+    us_to_datetime,
+)
+
+__all__ = [
+    "LAST_MESSAGE_CHARS",
+    "PREVIEW_CHARS",
+    "Patch",
+    "Projection",
+    "Status",
+    "ThreadMeta",
+    "truncate",
+]
+
+PREVIEW_CHARS = 240
+LAST_MESSAGE_CHARS = 240
+
+Status: TypeAlias = Literal["idle", "running", "error"]
+_STATUSES: tuple[Status, Status, Status] = ("idle", "running", "error")
+# A status transition maps each of idle/running/error (in that order) to the resulting status.
+_Transition: TypeAlias = tuple[Status, Status, Status]
+_SAME: _Transition = ("idle", "running", "error")
+_TRANSITIONS: dict[str, _Transition] = {
+    "turn_started": ("running", "running", "running"),
+    "error": ("error", "error", "error"),
+    "turn_completed": ("idle", "idle", "error"),
+    "turn_aborted": ("idle", "idle", "error"),
+}
+
+
+def _readonly(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(mapping))
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in "…" when it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+@attrs.frozen(kw_only=True)
+class ThreadMeta:
+    """A thread's metadata: what thread pickers list and sort. Derived from the log."""
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    recency_at: datetime
+    title: str | None
+    goal: str | None
+    preview: str | None
+    last_message: str | None
+    item_count: int
+    turn_count: int
+    status: Status
+    input_tokens: int
+    output_tokens: int
+    archived_at: datetime | None
+    extra: Mapping[str, Any] = attrs.field(converter=_readonly)
+    seq: int
+
+
+def _compose(first: _Transition, then: _Transition) -> _Transition:
+    a, b, c = (then[_STATUSES.index(s)] for s in first)
+    return (a, b, c)
+
+
+def _merge_nested(
+    left: Mapping[str, Mapping[str, Any]], right: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Mapping[str, Any]]:
+    result = dict(left)
+    for name, update in right.items():
+        result[name] = _readonly({**result.get(name, {}), **update})
+    return result
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _later(current: datetime, us: int | None) -> datetime:
+    if us is None or us <= datetime_to_us(current):
+        return current
+    return us_to_datetime(us)
+
+
+def _latest(a: str | None, b: str | None) -> str | None:
+    return a if b is None else b
+
+
+@attrs.frozen(kw_only=True)
+class Patch:
+    """The metadata change derived from a contiguous run of items (times in µs).
+
+    ``first_seq``/``last_seq`` are the seq range covered, both 0 for a patch with no items
+    (``Patch.empty()`` or a projector's ``Patch.extra_update``). ``a.merge(b)`` is what applying
+    ``a`` then ``b`` does; it is associative.
+    """
+
+    first_seq: int = 0
+    last_seq: int = 0
+    item_count: int = 0
+    turn_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: First non-blank user_message text in the run (already truncated to ``PREVIEW_CHARS``).
+    first_user_text: str | None = None
+    goal: str | None = None
+    title: str | None = None
+    #: Latest assistant_message text, truncated to ``LAST_MESSAGE_CHARS``.
+    last_message: str | None = None
+    updated_at_us: int | None = None
+    recency_at_us: int | None = None
+    status: _Transition = _SAME
+    #: Top-level ``extra`` keys set by ``metadata`` items; ``None`` deletes the key.
+    extra: Mapping[str, Any] = attrs.field(default={}, converter=_readonly)
+    #: Projector updates, shallow-merged into ``extra[name]`` after ``extra`` is applied.
+    extra_nested: Mapping[str, Mapping[str, Any]] = attrs.field(default={}, converter=_readonly)
+    has_urgent_kind: bool = False
+
+    @classmethod
+    def empty(cls) -> Patch:
+        """The patch that changes nothing (the identity of ``merge``)."""
+        return cls()
+
+    @classmethod
+    def from_items(cls, items: Sequence[StoredItem]) -> Patch:
+        """The patch of ``items``: validated items with consecutive seqs, in seq order."""
+        patch = cls()
+        for item in items:
+            patch = patch.merge(cls._from_item(item))
+        return patch
+
+    @classmethod
+    def _from_item(cls, item: StoredItem) -> Patch:
+        kind, data = item.kind, item.data
+        at = datetime_to_us(item.created_at)
+        text = data.get("text")
+        fields: dict[str, Any] = {}
+        if kind == "user_message" and isinstance(text, str):
+            fields["recency_at_us"] = at
+            if text.strip():
+                fields["first_user_text"] = truncate(text, PREVIEW_CHARS)
+        elif kind == "turn_started":
+            fields["recency_at_us"] = at
+            fields["turn_count"] = 1
+        elif kind == "assistant_message" and isinstance(text, str):
+            fields["last_message"] = truncate(text, LAST_MESSAGE_CHARS)
+        elif kind in ("goal", "title") and isinstance(text, str):
+            fields[kind] = text
+        elif kind == "token_usage":
+            fields["input_tokens"] = data.get("input", 0)
+            fields["output_tokens"] = data.get("output", 0)
+        elif kind == METADATA_KIND and isinstance(data.get("extra"), Mapping):
+            fields["extra"] = normalize_json(data["extra"], "data['extra']")
+        return cls(
+            first_seq=item.seq,
+            last_seq=item.seq,
+            item_count=1,
+            updated_at_us=at,
+            status=_TRANSITIONS.get(kind, _SAME),
+            has_urgent_kind=kind in URGENT_KINDS,
+            **fields,
+        )
+
+    @classmethod
+    def extra_update(cls, name: str, mapping: Mapping[str, Any]) -> Patch:
+        """A projector's output: shallow-merge ``mapping`` into ``extra[name]``.
+
+        A value of ``None`` deletes that key. Raise ``InvalidItemError`` if ``mapping`` is not
+        JSON (see ``normalize_json``).
+        """
+        update = normalize_json(mapping, f"projector {name!r} output")
+        if not isinstance(update, dict):
+            raise TypeError(f"projector {name!r} must return a mapping, got {mapping!r}")
+        return cls(extra_nested={name: update})
+
+    @property
+    def urgent(self) -> bool:
+        """Whether the run holds a kind in ``URGENT_KINDS``.
+
+        A thread's first user message is urgent too, which only the caller can tell:
+        ``patch.has_user_message and not projection.has_user_message``.
+        """
+        return self.has_urgent_kind
+
+    @property
+    def has_user_message(self) -> bool:
+        """Whether the run holds a non-blank user message (which becomes the preview)."""
+        return self.first_user_text is not None
+
+    def merge(self, other: Patch) -> Patch:
+        """The patch equal to applying ``self`` then ``other`` (``other``'s items follow)."""
+        if self.last_seq and other.first_seq and other.first_seq != self.last_seq + 1:
+            raise ValueError(
+                f"patches are not contiguous: seq {self.first_seq}..{self.last_seq} "
+                f"then {other.first_seq}..{other.last_seq}"
+            )
+        extra = {**self.extra, **other.extra}
+        nested = {k: v for k, v in self.extra_nested.items() if k not in other.extra}
+        return Patch(
+            first_seq=self.first_seq or other.first_seq,
+            last_seq=other.last_seq or self.last_seq,
+            item_count=self.item_count + other.item_count,
+            turn_count=self.turn_count + other.turn_count,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            first_user_text=self.first_user_text or other.first_user_text,
+            goal=_latest(self.goal, other.goal),
+            title=_latest(self.title, other.title),
+            last_message=_latest(self.last_message, other.last_message),
+            updated_at_us=_max(self.updated_at_us, other.updated_at_us),
+            recency_at_us=_max(self.recency_at_us, other.recency_at_us),
+            status=_compose(self.status, other.status),
+            extra=extra,
+            extra_nested=_merge_nested(nested, other.extra_nested),
+            has_urgent_kind=self.has_urgent_kind or other.has_urgent_kind,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Projection:
+    """A thread's metadata plus the fold state that is not part of ``ThreadMeta``."""
+
+    meta: ThreadMeta
+    #: Whether the preview already comes from a user message (a later goal no longer moves it).
+    has_user_message: bool
+
+    @classmethod
+    def new(cls, thread_id: str, created_at_us: int) -> Projection:
+        """The projection of a thread with no items yet."""
+        created = us_to_datetime(created_at_us)
+        meta = ThreadMeta(
+            id=thread_id,
+            created_at=created,
+            updated_at=created,
+            recency_at=created,
+            title=None,
+            goal=None,
+            preview=None,
+            last_message=None,
+            item_count=0,
+            turn_count=0,
+            status="idle",
+            input_tokens=0,
+            output_tokens=0,
+            archived_at=None,
+            extra={},
+            seq=0,
+        )
+        return cls(meta=meta, has_user_message=False)
+
+    def apply(self, patch: Patch) -> Projection:
+        """Fold ``patch`` in; its items must start right after ``meta.seq``."""
+        meta = self.meta
+        if patch.first_seq and patch.first_seq != meta.seq + 1:
+            raise ValueError(
+                f"patch for seq {patch.first_seq}..{patch.last_seq} does not follow "
+                f"thread {meta.id!r} at seq {meta.seq}"
+            )
+        has_user = self.has_user_message
+        preview = meta.preview
+        if not has_user and patch.first_user_text is not None:
+            has_user, preview = True, patch.first_user_text
+        elif not has_user and patch.goal is not None:
+            preview = truncate(patch.goal, PREVIEW_CHARS) if patch.goal.strip() else None
+        extra = dict(meta.extra)
+        for key, value in patch.extra.items():
+            if value is None:
+                extra.pop(key, None)
+            else:
+                extra[key] = value
+        for name, update in patch.extra_nested.items():
+            current = extra.get(name)
+            merged = dict(current) if isinstance(current, Mapping) else {}
+            for key, value in update.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            extra[name] = merged
+        new_meta = attrs.evolve(
+            meta,
+            updated_at=_later(meta.updated_at, patch.updated_at_us),
+            recency_at=_later(meta.recency_at, patch.recency_at_us),
+            title=_latest(meta.title, patch.title),
+            goal=_latest(meta.goal, patch.goal),
+            preview=preview,
+            last_message=_latest(meta.last_message, patch.last_message),
+            item_count=meta.item_count + patch.item_count,
+            turn_count=meta.turn_count + patch.turn_count,
+            status=patch.status[_STATUSES.index(meta.status)],
+            input_tokens=meta.input_tokens + patch.input_tokens,
+            output_tokens=meta.output_tokens + patch.output_tokens,
+            extra=extra,
+            seq=patch.last_seq or meta.seq,
+        )
+        return Projection(meta=new_meta, has_user_message=has_user)
+
+    def with_archived_at(self, archived_at_us: int | None) -> Projection:
+        """This projection archived at ``archived_at_us`` (``None``: not archived)."""
+        archived = None if archived_at_us is None else us_to_datetime(archived_at_us)
+        return attrs.evolve(self, meta=attrs.evolve(self.meta, archived_at=archived))
+
+    def to_row(self) -> dict[str, object]:
+        """The storage row: times as int µs, ``extra`` as JSON text, ``has_user_message`` 0/1."""
+        m = self.meta
+        return {
+            "id": m.id,
+            "created_at": datetime_to_us(m.created_at),
+            "updated_at": datetime_to_us(m.updated_at),
+            "recency_at": datetime_to_us(m.recency_at),
+            "title": m.title,
+            "goal": m.goal,
+            "preview": m.preview,
+            "last_message": m.last_message,
+            "item_count": m.item_count,
+            "turn_count": m.turn_count,
+            "status": m.status,
+            "input_tokens": m.input_tokens,
+            "output_tokens": m.output_tokens,
+            "archived_at": None if m.archived_at is None else datetime_to_us(m.archived_at),
+            "extra": json.dumps(
+                dict(m.extra), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            ),
+            "seq": m.seq,
+            "has_user_message": int(self.has_user_message),
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> Projection:
+        """The inverse of ``to_row``."""
+        status = row["status"]
+        if status not in _STATUSES:
+            raise ValueError(f"invalid thread status in storage: {status!r}")
+        archived = row["archived_at"]
+        extra = json.loads(cast(str, row["extra"]))
+        meta = ThreadMeta(
+            id=cast(str, row["id"]),
+            created_at=us_to_datetime(cast(int, row["created_at"])),
+            updated_at=us_to_datetime(cast(int, row["updated_at"])),
+            recency_at=us_to_datetime(cast(int, row["recency_at"])),
+            title=cast("str | None", row["title"]),
+            goal=cast("str | None", row["goal"]),
+            preview=cast("str | None", row["preview"]),
+            last_message=cast("str | None", row["last_message"]),
+            item_count=cast(int, row["item_count"]),
+            turn_count=cast(int, row["turn_count"]),
+            status=status,
+            input_tokens=cast(int, row["input_tokens"]),
+            output_tokens=cast(int, row["output_tokens"]),
+            archived_at=None if archived is None else us_to_datetime(cast(int, archived)),
+            extra=extra,
+            seq=cast(int, row["seq"]),
+        )
+        return cls(meta=meta, has_user_message=bool(row["has_user_message"]))

@@ -1,0 +1,622 @@
+"""The SQLite storage layer: connections, schema and every SQL statement the store runs.
+
+Everything here is plain synchronous code taking a :class:`sqlite3.Connection` first. It is
+only ever called from the writer's OS thread or from a reader worker thread, never on the
+trio thread. No function here begins or commits a transaction except :func:`ensure_schema`
+(which owns its own ``BEGIN IMMEDIATE``): the caller groups statements into transactions.
+
+Values cross this interface as plain Python values: timestamps are integer microseconds since
+the epoch, ``extra`` and item ``data`` are JSON text that the caller encodes and decodes, and
+metadata rows are ``dict``\\ s keyed by column name (:data:`THREAD_COLUMNS`).
+
+Requires SQLite >= 3.31 (indexed generated columns); row-value comparisons (3.15) drive the
+keyset pagination.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final, Literal, TypeAlias
+
+import structlog
+
+from threadstore._errors import StoreFormatError, ThreadNotFoundError
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "ORDER_COLUMNS",
+    "PROJECTED_COLUMNS",
+    "SCHEMA_VERSION",
+    "THREAD_COLUMNS",
+    "ItemRow",
+    "Migration",
+    "append_items",
+    "check_schema",
+    "checkpoint",
+    "connect",
+    "cursor_secret",
+    "delete_thread",
+    "ensure_schema",
+    "insert_thread",
+    "is_transient",
+    "lagging_threads",
+    "list_threads",
+    "read_items",
+    "read_projection_row",
+    "set_archived",
+    "thread_exists",
+    "thread_index",
+    "write_projection_row",
+]
+
+_log = structlog.get_logger(__name__)
+
+MINIMUM_SQLITE: Final = (3, 31, 0)
+_BUSY_TIMEOUT_MS: Final = 5000
+
+APPLICATION_ID: Final = 0x54535452  # "TSTR"
+"""Written to the database header (``PRAGMA application_id``) to mark a threadstore file."""
+
+SCHEMA_VERSION: Final = 1
+"""The schema version this code writes (``PRAGMA user_version``)."""
+
+ItemRow: TypeAlias = tuple[int, int, str, str]
+"""One log item as stored: ``(seq, created_at_us, kind, data_json)``."""
+
+Migration: TypeAlias = str | Callable[[sqlite3.Connection], None]
+"""One migration step: an SQL statement, or a function run inside the migration transaction."""
+
+
+def _create_cursor_secret(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO store_info (key, value) VALUES ('cursor_secret', ?)",
+        (secrets.token_bytes(32),),
+    )
+
+
+_LIST_INDEXES: Final = tuple(
+    stmt
+    for col in ("updated_at", "created_at", "recency_at")
+    for stmt in (
+        f"CREATE INDEX threads_listed_{col} ON threads (archived, listed, {col}, id)",
+        f"CREATE INDEX threads_all_{col} ON threads (archived, {col}, id)",
+    )
+)
+
+MIGRATIONS: Final[Mapping[int, Sequence[Migration]]] = {
+    1: (
+        """
+        CREATE TABLE threads (
+            id TEXT PRIMARY KEY NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            recency_at INTEGER NOT NULL,
+            title TEXT,
+            goal TEXT,
+            preview TEXT,
+            last_message TEXT,
+            item_count INTEGER,
+            turn_count INTEGER,
+            status TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            archived_at INTEGER,
+            extra TEXT NOT NULL DEFAULT '{}',
+            seq INTEGER NOT NULL DEFAULT 0,
+            has_user_message INTEGER NOT NULL DEFAULT 0,
+            last_seq INTEGER NOT NULL DEFAULT 0,
+            archived INTEGER AS (archived_at IS NOT NULL) VIRTUAL,
+            listed INTEGER AS (preview IS NOT NULL OR title IS NOT NULL) VIRTUAL
+        )
+        """,
+        *_LIST_INDEXES,
+        """
+        CREATE TABLE items (
+            thread_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL
+        )
+        """,
+        "CREATE UNIQUE INDEX items_thread_seq ON items (thread_id, seq)",
+        "CREATE TABLE store_info (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)",
+        _create_cursor_secret,
+    ),
+}
+"""Schema migrations: ``MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``.
+
+Steps run in order inside one ``BEGIN IMMEDIATE`` transaction together with the
+``user_version`` bump, so a migration applies whole or not at all. To add version 2, add
+``2: (...)`` here and raise :data:`SCHEMA_VERSION`.
+"""
+
+THREAD_COLUMNS: Final = (
+    "id",
+    "created_at",
+    "updated_at",
+    "recency_at",
+    "title",
+    "goal",
+    "preview",
+    "last_message",
+    "item_count",
+    "turn_count",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "archived_at",
+    "extra",
+    "seq",
+    "has_user_message",
+    "last_seq",
+)
+"""The stored columns of ``threads``, in the order of the dicts this module returns."""
+
+_INSERT_COLUMNS: Final = THREAD_COLUMNS[:-1]  # every column but last_seq
+
+PROJECTED_COLUMNS: Final = (
+    "updated_at",
+    "recency_at",
+    "title",
+    "goal",
+    "preview",
+    "last_message",
+    "item_count",
+    "turn_count",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "extra",
+    "seq",
+    "has_user_message",
+)
+"""The columns :func:`write_projection_row` updates (not id, created_at, archived_at, last_seq)."""
+
+ORDER_COLUMNS: Final = frozenset({"updated_at", "created_at", "recency_at"})
+"""The columns :func:`list_threads` can order by; each has its two listing indexes."""
+
+_SELECT_THREAD: Final = f"SELECT {', '.join(THREAD_COLUMNS)} FROM threads"
+_INSERT_THREAD: Final = (
+    f"INSERT INTO threads ({', '.join(_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in _INSERT_COLUMNS)})"
+)
+_UPDATE_PROJECTION: Final = (
+    f"UPDATE threads SET {', '.join(f'{c} = :{c}' for c in PROJECTED_COLUMNS)} WHERE id = :id"
+)
+
+# Primary result codes (the low byte of an extended code).
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+_SQLITE_IOERR: Final = 10
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_FULL: Final = 13
+_SQLITE_NOTADB: Final = 26
+_TRANSIENT_CODES: Final = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL})
+_TRANSIENT_MESSAGES: Final = ("database is locked", "database table is locked", "disk i/o error")
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def connect(
+    path: str, *, durability: Literal["normal", "full"], read_only: bool = False
+) -> sqlite3.Connection:
+    """Open a connection to the store file at ``path``. Sync; writer/reader thread only.
+
+    A writer connection (``read_only=False``) creates a missing file with mode ``0o600`` (the
+    ``-wal`` and ``-shm`` files SQLite derives inherit it) and switches the file to WAL.
+    A reader (``read_only=True``) opens ``file:...?mode=ro`` with ``PRAGMA query_only=1``: it
+    never creates or writes the file, and reads a live WAL database correctly (also one the
+    writer created moments ago). ``durability`` sets ``synchronous`` (``NORMAL`` or ``FULL``).
+
+    The connection has ``isolation_level=None`` (callers issue ``BEGIN``/``COMMIT``) and
+    ``check_same_thread=False`` (the owner moves it between worker threads, one at a time).
+
+    Raises :class:`StoreFormatError` when the file is not an SQLite database or is damaged,
+    and :class:`FileNotFoundError` for a reader on a missing file.
+    """
+    if sqlite3.sqlite_version_info < MINIMUM_SQLITE:  # pragma: no cover - environment check
+        raise RuntimeError(
+            f"threadstore needs SQLite >= {'.'.join(map(str, MINIMUM_SQLITE))}, "
+            f"this Python has {sqlite3.sqlite_version}"
+        )
+    if durability not in ("normal", "full"):
+        raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+    if read_only:
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, "no store file", path)
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    else:
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        conn = sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        if read_only:
+            conn.execute("PRAGMA query_only = 1")
+            # Touch the file so a non-database fails here, not at the first query.
+            conn.execute("PRAGMA schema_version").fetchone()
+        else:
+            mode = _enable_wal(conn)
+            if mode != "wal":
+                raise StoreFormatError(
+                    f"cannot use WAL journal mode for {path!r} (SQLite chose {mode!r}); "
+                    "is it on a network filesystem?"
+                )
+        conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute("PRAGMA cache_size = -16384")  # KiB: 16 MiB per connection
+        conn.execute("PRAGMA temp_store = MEMORY")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        _raise_format_error(path, exc)
+        raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _enable_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL; return the journal mode SQLite reports.
+
+    Changing the journal mode of a new file while other connections open it can fail with
+    SQLITE_BUSY at once, without the busy handler being consulted, so retry for as long as
+    ``busy_timeout`` would have waited.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            return str(mode).lower()
+        except sqlite3.OperationalError as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _raise_format_error(path: str, exc: sqlite3.DatabaseError) -> None:
+    """Re-raise ``exc`` as :class:`StoreFormatError` if it says the file is not a database."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    message = str(exc).lower()
+    if code == _SQLITE_NOTADB or "file is not a database" in message:
+        raise StoreFormatError(f"{path!r} is not a threadstore database: {exc}") from exc
+    if code == _SQLITE_CORRUPT or "malformed" in message:
+        raise StoreFormatError(f"{path!r} is damaged: {exc}") from exc
+
+
+def _describe(conn: sqlite3.Connection) -> str:
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return repr(row[2]) if row and row[2] else "the database"
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _read_header(conn: sqlite3.Connection) -> tuple[int, int, bool]:
+    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    (has_objects,) = conn.execute("SELECT EXISTS (SELECT 1 FROM sqlite_master)").fetchone()
+    return int(app_id), int(version), bool(has_objects)
+
+
+def _check_header(where: str, app_id: int, version: int, has_objects: bool) -> bool:
+    """Validate the header; return whether the file is still empty (no schema yet)."""
+    if app_id != APPLICATION_ID:
+        if app_id != 0 or has_objects or version != 0:
+            raise StoreFormatError(
+                f"{where} is not a threadstore database (application_id {app_id:#x}, "
+                f"expected {APPLICATION_ID:#x})"
+            )
+        return True
+    if version > SCHEMA_VERSION:
+        raise StoreFormatError(
+            f"{where} was created by a newer threadstore "
+            f"(schema {version} > {SCHEMA_VERSION}); upgrade threadstore to open it"
+        )
+    return False
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create or migrate the schema to :data:`SCHEMA_VERSION`. Sync; writer thread only.
+
+    Idempotent and race-safe: the check and the migration run in one ``BEGIN IMMEDIATE``
+    transaction, so of several connections (threads or processes) opening a new file at once,
+    one creates the schema and the others find it done. Raises :class:`StoreFormatError` for a
+    file that is not a threadstore database or was written by a newer schema.
+    """
+    where = _describe(conn)
+    try:
+        start = _migrate(conn, where)
+    except sqlite3.DatabaseError as exc:
+        _raise_format_error(where, exc)
+        raise
+    if start < SCHEMA_VERSION:
+        _log.info("sqlite.schema_migrated", from_version=start, to_version=SCHEMA_VERSION)
+
+
+def _migrate(conn: sqlite3.Connection, where: str) -> int:
+    """Check and migrate in one write transaction; return the version found."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        app_id, version, has_objects = _read_header(conn)
+        start = 0 if _check_header(where, app_id, version, has_objects) else version
+        for target in range(start + 1, SCHEMA_VERSION + 1):
+            for step in MIGRATIONS[target]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
+        if start < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return start
+
+
+def check_schema(conn: sqlite3.Connection) -> None:
+    """Check, without writing, that the file holds a current schema. Sync; reader thread only.
+
+    For read-only opens. Raises :class:`StoreFormatError` like :func:`ensure_schema`, and also
+    when the file has no schema yet or an older one (a read-only open cannot migrate it).
+    """
+    where = _describe(conn)
+    try:
+        app_id, version, has_objects = _read_header(conn)
+    except sqlite3.DatabaseError as exc:
+        _raise_format_error(where, exc)
+        raise
+    if _check_header(where, app_id, version, has_objects):
+        raise StoreFormatError(f"{where} is empty: no threadstore schema has been created yet")
+    if version < SCHEMA_VERSION:
+        raise StoreFormatError(
+            f"{where} has schema {version} < {SCHEMA_VERSION}; "
+            "open it for writing once to migrate it"
+        )
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def _row_dict(row: Sequence[object]) -> dict[str, object]:
+    return dict(zip(THREAD_COLUMNS, row, strict=True))
+
+
+def insert_thread(conn: sqlite3.Connection, row: Mapping[str, object]) -> None:
+    """Insert a new metadata row. Sync; writer thread only.
+
+    ``row`` holds every column of :data:`THREAD_COLUMNS` except ``last_seq`` (which starts at
+    0 and follows :func:`append_items`). Raises :class:`sqlite3.IntegrityError` if the id is
+    taken.
+    """
+    conn.execute(_INSERT_THREAD, row)
+
+
+def thread_exists(conn: sqlite3.Connection, thread_id: str) -> bool:
+    """Whether a thread row with this id exists. Sync; writer/reader thread only."""
+    cur = conn.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,))
+    return cur.fetchone() is not None
+
+
+def read_projection_row(conn: sqlite3.Connection, thread_id: str) -> dict[str, object] | None:
+    """The thread's row as a dict keyed by :data:`THREAD_COLUMNS`, or ``None``.
+
+    Sync; writer/reader thread only.
+    """
+    row = conn.execute(_SELECT_THREAD + " WHERE id = ?", (thread_id,)).fetchone()
+    return None if row is None else _row_dict(row)
+
+
+def write_projection_row(conn: sqlite3.Connection, row: Mapping[str, object]) -> bool:
+    """Overwrite the projected columns of thread ``row["id"]``. Sync; writer thread only.
+
+    Writes every column of :data:`PROJECTED_COLUMNS` (all must be in ``row``); ``created_at``,
+    ``archived_at`` and ``last_seq`` are left alone. Returns whether the thread exists.
+    """
+    return conn.execute(_UPDATE_PROJECTION, row).rowcount > 0
+
+
+def set_archived(
+    conn: sqlite3.Connection, thread_id: str, archived_at_us: int | None
+) -> dict[str, object] | None:
+    """Set (or with ``None`` clear) ``archived_at``; return the updated row or ``None``.
+
+    Sync; writer thread only.
+    """
+    cur = conn.execute(
+        "UPDATE threads SET archived_at = ? WHERE id = ?", (archived_at_us, thread_id)
+    )
+    if cur.rowcount == 0:
+        return None
+    return read_projection_row(conn, thread_id)
+
+
+def delete_thread(conn: sqlite3.Connection, thread_id: str) -> bool:
+    """Delete the thread's items and row; return whether the row existed.
+
+    Sync; writer thread only. Cost is proportional to the thread's item count.
+    """
+    conn.execute("DELETE FROM items WHERE thread_id = ?", (thread_id,))
+    return conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount > 0
+
+
+def thread_index(conn: sqlite3.Connection) -> list[tuple[str, int, int, int]]:
+    """``(id, last_seq, seq, has_user_message)`` of every thread, for the in-memory index.
+
+    Sync; writer/reader thread only. Loaded once when the store opens (a full scan).
+    """
+    cur = conn.execute("SELECT id, last_seq, seq, has_user_message FROM threads")
+    return [(str(i), int(ls), int(s), int(h)) for i, ls, s, h in cur]
+
+
+def lagging_threads(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+    """``(id, seq, last_seq)`` of threads whose metadata lags their log (``seq < last_seq``).
+
+    Sync; writer/reader thread only. A full scan, meant for crash recovery at open.
+    """
+    cur = conn.execute("SELECT id, seq, last_seq FROM threads WHERE seq < last_seq ORDER BY id")
+    return [(str(i), int(s), int(ls)) for i, s, ls in cur]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _list_query(
+    *,
+    order_by: str,
+    descending: bool,
+    archived: bool,
+    search: str | None,
+    include_empty: bool,
+    after: tuple[int, str] | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """The SQL and parameters :func:`list_threads` runs (separate so tests can EXPLAIN it)."""
+    if order_by not in ORDER_COLUMNS:
+        raise ValueError(f"order_by must be one of {sorted(ORDER_COLUMNS)}, not {order_by!r}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, not {limit!r}")
+    direction = "DESC" if descending else "ASC"
+    index = f"threads_all_{order_by}" if include_empty else f"threads_listed_{order_by}"
+    where = ["archived = ?"]
+    params: list[object] = [int(archived)]
+    if not include_empty:
+        where.append("listed = 1")
+    if after is not None:
+        where.append(f"({order_by}, id) {'<' if descending else '>'} (?, ?)")
+        params.extend(after)
+    if search:
+        pattern = f"%{_escape_like(search)}%"
+        where.append(
+            "(title LIKE ? ESCAPE '\\' OR preview LIKE ? ESCAPE '\\' OR goal LIKE ? ESCAPE '\\')"
+        )
+        params.extend((pattern, pattern, pattern))
+    params.append(limit)
+    sql = (
+        f"{_SELECT_THREAD} INDEXED BY {index} WHERE {' AND '.join(where)} "
+        f"ORDER BY {order_by} {direction}, id {direction} LIMIT ?"
+    )
+    return sql, params
+
+
+def list_threads(
+    conn: sqlite3.Connection,
+    *,
+    order_by: str,
+    descending: bool,
+    archived: bool,
+    search: str | None,
+    include_empty: bool,
+    after: tuple[int, str] | None,
+    limit: int,
+) -> list[dict[str, object]]:
+    """One page of threads in ``(order_by, id)`` order. Sync; reader thread only.
+
+    Keyset pagination: only rows strictly after ``after = (sort_value, id)`` in the requested
+    order are returned, so a page boundary stays put while other rows change. The query walks
+    an index matching the order (``threads_listed_<col>`` or, with ``include_empty``,
+    ``threads_all_<col>``) and stops after ``limit`` rows; it never sorts.
+
+    ``search`` (empty means none) keeps rows whose title, preview or goal contains it,
+    case-insensitively for ASCII letters (SQLite ``LIKE``); ``%``, ``_`` and ``\\`` are
+    literal. A search filters while walking the index, so it may read more than ``limit`` rows.
+    """
+    sql, params = _list_query(
+        order_by=order_by,
+        descending=descending,
+        archived=archived,
+        search=search,
+        include_empty=include_empty,
+        after=after,
+        limit=limit,
+    )
+    return [_row_dict(row) for row in conn.execute(sql, params)]
+
+
+# --------------------------------------------------------------------------- items
+
+
+def append_items(conn: sqlite3.Connection, thread_id: str, rows: Sequence[ItemRow]) -> None:
+    """Insert log items and advance ``threads.last_seq``. Sync; writer thread only.
+
+    ``rows`` are ``(seq, created_at_us, kind, data_json)`` in seq order. Raises
+    :class:`ThreadNotFoundError` (having written nothing) if the thread row does not exist,
+    and :class:`sqlite3.IntegrityError` if a seq is already taken.
+    """
+    if not rows:
+        return
+    cur = conn.execute("UPDATE threads SET last_seq = ? WHERE id = ?", (rows[-1][0], thread_id))
+    if cur.rowcount == 0:
+        raise ThreadNotFoundError(thread_id)
+    conn.executemany(
+        "INSERT INTO items (thread_id, seq, created_at, kind, data) VALUES (?, ?, ?, ?, ?)",
+        [(thread_id, seq, created_at, kind, data) for seq, created_at, kind, data in rows],
+    )
+
+
+def read_items(
+    conn: sqlite3.Connection, thread_id: str, after_seq: int, limit: int | None
+) -> list[ItemRow]:
+    """Items with ``seq > after_seq`` in seq order, at most ``limit`` (``None``: all).
+
+    Sync; writer/reader thread only.
+    """
+    cur = conn.execute(
+        "SELECT seq, created_at, kind, data FROM items "
+        "WHERE thread_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (thread_id, after_seq, -1 if limit is None else limit),
+    )
+    return [(int(s), int(c), str(k), str(d)) for s, c, k, d in cur]
+
+
+# --------------------------------------------------------------------------- misc
+
+
+def cursor_secret(conn: sqlite3.Connection) -> bytes:
+    """The store's random 32-byte secret for signing listing cursors.
+
+    Sync; writer/reader thread only.
+    """
+    row = conn.execute("SELECT value FROM store_info WHERE key = 'cursor_secret'").fetchone()
+    if row is None or not isinstance(row[0], bytes):
+        raise StoreFormatError(f"{_describe(conn)} has no cursor secret: the file is damaged")
+    return row[0]
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Run a passive WAL checkpoint (never waits for readers). Sync; writer thread only."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is an SQLite error worth retrying: busy/locked, I/O error, disk full."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in _TRANSIENT_CODES:
+        return True
+    message = str(exc).lower()
+    return any(m in message for m in _TRANSIENT_MESSAGES)
