@@ -28,6 +28,7 @@ import structlog
 from threadstore._errors import StoreFormatError, ThreadNotFoundError
 
 __all__ = [
+    "SeqGapError",
     "APPLICATION_ID",
     "MIGRATIONS",
     "ORDER_COLUMNS",
@@ -559,22 +560,49 @@ def list_threads(
 # --------------------------------------------------------------------------- items
 
 
-def append_items(conn: sqlite3.Connection, thread_id: str, rows: Sequence[ItemRow]) -> None:
+def append_items(
+    conn: sqlite3.Connection,
+    thread_id: str,
+    rows: Sequence[ItemRow],
+    *,
+    expected_last: int | None = None,
+) -> None:
     """Insert log items and advance ``threads.last_seq``. Sync; writer thread only.
 
-    ``rows`` are ``(seq, created_at_us, kind, data_json)`` in seq order. Raises
+    ``rows`` are ``(seq, created_at_us, kind, data_json)`` in seq order. With
+    ``expected_last``, the log must end at exactly that seq (so seqs stay dense even when an
+    earlier append to the thread failed): otherwise :class:`SeqGapError`. Raises
     :class:`ThreadNotFoundError` (having written nothing) if the thread row does not exist,
     and :class:`sqlite3.IntegrityError` if a seq is already taken.
     """
     if not rows:
         return
-    cur = conn.execute("UPDATE threads SET last_seq = ? WHERE id = ?", (rows[-1][0], thread_id))
+    if expected_last is None:
+        cur = conn.execute("UPDATE threads SET last_seq = ? WHERE id = ?", (rows[-1][0], thread_id))
+    else:
+        cur = conn.execute(
+            "UPDATE threads SET last_seq = ? WHERE id = ? AND last_seq = ?",
+            (rows[-1][0], thread_id, expected_last),
+        )
     if cur.rowcount == 0:
-        raise ThreadNotFoundError(thread_id)
+        found = conn.execute("SELECT last_seq FROM threads WHERE id = ?", (thread_id,)).fetchone()
+        if found is None:
+            raise ThreadNotFoundError(thread_id)
+        raise SeqGapError(thread_id, int(found[0]), rows[0][0])
     conn.executemany(
         "INSERT INTO items (thread_id, seq, created_at, kind, data) VALUES (?, ?, ?, ?, ?)",
         [(thread_id, seq, created_at, kind, data) for seq, created_at, kind, data in rows],
     )
+
+
+class SeqGapError(Exception):
+    """An append would leave a gap: an earlier append to the thread was not stored."""
+
+    def __init__(self, thread_id: str, last: int, first: int) -> None:
+        super().__init__(
+            f"an earlier append to thread {thread_id!r} was not stored "
+            f"(log ends at seq {last}, this append starts at {first})"
+        )
 
 
 def read_items(

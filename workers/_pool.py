@@ -85,7 +85,13 @@ class ActorPool(Generic[K, W]):
     # -- feeding ------------------------------------------------------------------------
 
     def submit(
-        self, key: K, work: W, *, urgent: bool = False, generation: int | None = None
+        self,
+        key: K,
+        work: W,
+        *,
+        urgent: bool = False,
+        generation: int | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> int:
         """Queue ``work`` for ``key`` and return its generation. Sync; never blocks.
 
@@ -94,7 +100,8 @@ class ActorPool(Generic[K, W]):
         Generations increase per key: by default they come from a pool-wide counter (so they
         stay increasing after an idle key's actor retires); a caller with its own ordering,
         such as a log sequence number, passes ``generation=`` explicitly, larger than the
-        key's last. The submitter's ``structlog.contextvars`` travel with the work.
+        key's last. The submitter's ``structlog.contextvars`` travel with the work (or
+        ``context``, when the caller captured the originator's context earlier).
 
         Raises :class:`PoolClosedError` once shutdown has begun, ``ValueError`` for a
         generation that does not increase.
@@ -114,7 +121,7 @@ class ActorPool(Generic[K, W]):
                 raise ValueError(
                     f"generation {generation} for key {key!r} does not exceed {slot.generation}"
                 )
-        trace = structlog.contextvars.get_contextvars()
+        trace = structlog.contextvars.get_contextvars() if context is None else dict(context)
         merged = slot.put(work, generation, trio.current_time(), urgent, trace)
         self._submits += 1
         self._merged += merged

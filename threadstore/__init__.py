@@ -1,0 +1,51 @@
+"""threadstore: durable conversation-thread storage for agent runtimes.
+
+``append`` returns as soon as items are durable in the log; a per-thread actor projects the
+thread's metadata asynchronously, merging whatever queued up while it was busy; barriers
+(``flush``, ``append_and_flush``) wait until metadata is visible.
+"""
+
+from ._errors import (
+    AppendFailedError,
+    InvalidCursorError,
+    InvalidItemError,
+    ProjectionFailedError,
+    ReadOnlyStoreError,
+    StoreClosedError,
+    StoreFormatError,
+    StoreLockedError,
+    StoreOverloadedError,
+    ThreadDiscardedError,
+    ThreadExistsError,
+    ThreadNotFoundError,
+    ThreadStoreError,
+)
+from ._items import Item, StoredItem
+from ._meta import ThreadMeta
+from ._store import Receipt, Store, open_store
+from ._values import Projector, StoreStatistics, ThreadPage
+
+__all__ = [
+    "AppendFailedError",
+    "InvalidCursorError",
+    "InvalidItemError",
+    "Item",
+    "ProjectionFailedError",
+    "Projector",
+    "ReadOnlyStoreError",
+    "Receipt",
+    "Store",
+    "StoreClosedError",
+    "StoreFormatError",
+    "StoreLockedError",
+    "StoreOverloadedError",
+    "StoreStatistics",
+    "StoredItem",
+    "ThreadDiscardedError",
+    "ThreadExistsError",
+    "ThreadMeta",
+    "ThreadNotFoundError",
+    "ThreadPage",
+    "ThreadStoreError",
+    "open_store",
+]

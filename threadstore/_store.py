@@ -1,0 +1,859 @@
+"""The store: durable log appends, asynchronous per-thread projection, barriers, listing."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from functools import partial
+from typing import Any, Final, Literal
+
+import attrs
+import structlog
+import trio
+
+import workers
+
+from . import _sqlite as sql
+from ._cursor import CursorQuery, decode_cursor, encode_cursor
+from ._errors import (
+    AppendFailedError,
+    InvalidItemError,
+    ProjectionFailedError,
+    ReadOnlyStoreError,
+    StoreClosedError,
+    StoreOverloadedError,
+    ThreadDiscardedError,
+    ThreadExistsError,
+    ThreadNotFoundError,
+    shorten,
+)
+from ._items import (
+    Item,
+    StoredItem,
+    Timestamps,
+    decode_data,
+    encode_item,
+    metadata_item,
+    new_thread_id,
+    us_to_datetime,
+    validate_thread_id,
+)
+from ._lock import StoreLock
+from ._meta import Patch, Projection, ThreadMeta
+from ._readers import ReaderPool
+from ._values import Projector, StoreStatistics, ThreadPage
+from ._writer import Job, Writer
+
+__all__ = ["Receipt", "Store", "open_store"]
+
+log = structlog.get_logger(__name__)
+
+Durability = Literal["normal", "full"]
+OrderBy = Literal["updated_at", "created_at", "recency_at"]
+ORDERS: Final = ("updated_at", "created_at", "recency_at")
+MAX_LIST_LIMIT: Final = 1000
+MAX_READ_LIMIT: Final = 100_000
+_UNSET: Final[Any] = object()
+
+
+class _Thread:
+    """What the store keeps in memory per thread: seq watermarks, nothing else.
+
+    ``assigned``: last seq handed out; ``durable``: last seq committed to the log;
+    ``projected``: last seq the metadata row reflects. ``epoch`` changes when a failed log
+    commit rewinds ``assigned``, so late failures of older appends do not rewind it again.
+    """
+
+    __slots__ = (
+        "assigned",
+        "deleted",
+        "durable",
+        "epoch",
+        "has_user",
+        "id",
+        "last_job",
+        "projected",
+    )
+
+    def __init__(self, thread_id: str, seq: int, projected: int, has_user: bool) -> None:
+        self.id = thread_id
+        self.assigned = seq
+        self.durable = seq
+        self.projected = projected
+        self.has_user = has_user
+        self.epoch = 0
+        self.deleted = False
+        self.last_job: Job[Any] | None = None
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Receipt:
+    """What an append returns: the thread and the last seq its items were given.
+
+    ``await durable()`` returns once the items are committed to the log (raises
+    :class:`AppendFailedError` if that commit failed: none of them were stored).
+    ``await visible()`` returns once the thread's metadata reflects them (a barrier, see
+    :meth:`Store.flush`). Both may be awaited any number of times; cancelling a wait does
+    not affect the append.
+    """
+
+    thread_id: str
+    seq: int
+    _store: Store = attrs.field(alias="store", repr=False)
+    _job: Job[Any] = attrs.field(alias="job", repr=False)
+
+    async def durable(self) -> None:
+        """Block until the items are in the log; raise AppendFailedError if they never are."""
+        await self._job.wait()
+
+    async def visible(self) -> None:
+        """Block until the metadata reflects these items (``flush(thread_id, seq)``)."""
+        await self.durable()
+        await self._store.flush(self.thread_id, self.seq)
+
+
+@attrs.define
+class _Counters:
+    appends: int = 0
+    items_appended: int = 0
+    projection_writes: int = 0
+
+
+class Store:
+    """A threadstore database opened by :func:`open_store`. See the module README.
+
+    All methods run on the trio thread; SQLite work happens on the writer thread or the
+    reader threads. Methods are safe to call from many tasks at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        read_only: bool,
+        readers: ReaderPool,
+        secret: bytes,
+        writer: Writer | None = None,
+        projectors: Sequence[Projector] = (),
+        max_item_bytes: int,
+        max_pending_bytes: int,
+    ) -> None:
+        self.path = path
+        self.read_only = read_only
+        self._readers = readers
+        self._secret = secret
+        self._writer = writer
+        self._projectors = tuple(projectors)
+        self._max_item_bytes = max_item_bytes
+        self._max_pending_bytes = max_pending_bytes
+        self._threads: dict[str, _Thread] = {}
+        self._pool: workers.ActorPool[str, Patch] | None = None
+        self._times = Timestamps()
+        self._closing = False
+        self._n = _Counters()
+
+    # -- guards -------------------------------------------------------------------------
+
+    def _writable(self) -> Writer:
+        if self._writer is None:
+            raise ReadOnlyStoreError(f"store {self.path!r} was opened read-only")
+        if self._closing:
+            raise StoreClosedError(f"store {self.path!r} is closed")
+        return self._writer
+
+    def _live(self, thread_id: object) -> _Thread:
+        state = self._threads.get(thread_id) if isinstance(thread_id, str) else None
+        if state is None or state.deleted:
+            raise ThreadNotFoundError(validate_thread_id(thread_id))
+        return state
+
+    @property
+    def _actors(self) -> workers.ActorPool[str, Patch]:
+        assert self._pool is not None
+        return self._pool
+
+    # -- threads ------------------------------------------------------------------------
+
+    async def create_thread(
+        self,
+        goal: str | None = None,
+        title: str | None = None,
+        thread_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ThreadMeta:
+        """Create a thread; return its metadata once it is durable and projected.
+
+        ``goal``/``title``/``extra`` are stored as the thread's first items, so a goal-first
+        thread is listed (``preview == goal``) when this returns. ``thread_id`` defaults to
+        a new UUIDv7. Raises :class:`ThreadExistsError`, :class:`InvalidItemError` for bad
+        input (nothing written). If the caller is cancelled the creation still commits.
+        """
+        writer = self._writable()
+        tid = new_thread_id() if thread_id is None else validate_thread_id(thread_id)
+        items: list[Item] = []
+        if goal is not None:
+            items.append(Item.goal(_text("goal", goal)))
+        if title is not None:
+            items.append(Item.title(_text("title", title)))
+        if extra is not None:
+            items.append(metadata_item(_mapping("extra", extra)))
+        encoded = [encode_item(item, max_item_bytes=self._max_item_bytes) for item in items]
+        if tid in self._threads:
+            raise ThreadExistsError(tid)
+        state = _Thread(tid, len(items), len(items), False)
+        state.durable = state.projected = 0
+        self._threads[tid] = state
+        created = self._times.next_us()
+        rows = [
+            (i + 1, self._times.next_us(), item.kind, text)
+            for i, (item, text) in enumerate(zip(items, encoded, strict=True))
+        ]
+        job: Job[ThreadMeta] = Job(
+            partial(_create_job, tid, created, rows, tuple(items)),
+            on_done=partial(self._created, state),
+            size=sum(len(text) for text in encoded),
+        )
+        writer.submit(job)
+        state.last_job = job
+        meta = await job.wait()
+        log.info("thread.created", thread_id=tid, items=len(items))
+        return meta
+
+    def _created(self, state: _Thread, job: Job[ThreadMeta]) -> None:
+        if job.error is None:
+            state.durable = state.projected = state.assigned
+            return
+        if self._threads.get(state.id) is state:
+            del self._threads[state.id]
+        if isinstance(job.error, sqlite3.IntegrityError):
+            job.error = ThreadExistsError(state.id)
+        else:
+            job.error = _append_failed(state.id, 1, job.error)
+
+    # -- appends ------------------------------------------------------------------------
+
+    def _encode(self, thread_id: object, items: tuple[Item, ...]) -> tuple[_Thread, list[str]]:
+        self._writable()
+        state = self._live(thread_id)
+        if not items:
+            raise InvalidItemError("append needs at least one item")
+        for item in items:
+            if not isinstance(item, Item):
+                raise InvalidItemError(f"expected threadstore.Item, got {shorten(item)}")
+        return state, [encode_item(item, max_item_bytes=self._max_item_bytes) for item in items]
+
+    def _enqueue(self, state: _Thread, items: tuple[Item, ...], encoded: list[str]) -> Receipt:
+        writer = self._writable()
+        if state.deleted:
+            raise ThreadNotFoundError(state.id)
+        first = state.assigned + 1
+        rows = [
+            (first + i, self._times.next_us(), item.kind, text)
+            for i, (item, text) in enumerate(zip(items, encoded, strict=True))
+        ]
+        last = first + len(rows) - 1
+        job: Job[Patch] = Job(
+            partial(_append_job, state.id, rows, items),
+            on_done=partial(
+                self._appended, state, state.epoch, first, structlog.contextvars.get_contextvars()
+            ),
+            size=sum(len(text) for text in encoded),
+        )
+        writer.submit(job)
+        state.assigned = last
+        state.last_job = job
+        self._n.appends += 1
+        self._n.items_appended += len(rows)
+        return Receipt(thread_id=state.id, seq=last, store=self, job=job)
+
+    def _appended(
+        self, state: _Thread, epoch: int, first: int, context: Mapping[str, Any], job: Job[Patch]
+    ) -> None:
+        """On the trio thread, in commit order: advance watermarks and queue the patch."""
+        if job.error is not None:
+            if epoch == state.epoch:
+                # Seqs after the failed ones are refused by the writer (no gaps): rewind.
+                state.epoch += 1
+                state.assigned = state.durable
+            job.error = _append_failed(state.id, first, job.error)
+            return
+        patch = job.result
+        assert patch is not None
+        state.durable = patch.last_seq
+        if state.deleted or self._pool is None:
+            return
+        urgent = patch.urgent or (patch.has_user_message and not state.has_user)
+        state.has_user = state.has_user or patch.has_user_message
+        self._pool.submit(
+            state.id, patch, urgent=urgent, generation=patch.last_seq, context=context
+        )
+
+    def append_nowait(self, thread_id: str, *items: Item) -> Receipt:
+        """Validate and order ``items`` now; they become durable shortly after. Sync.
+
+        Two calls from one task land in call order. Never blocks: raises
+        :class:`StoreOverloadedError` when the bytes waiting for commit exceed the store's
+        bound (``append`` waits instead). Also raises :class:`InvalidItemError`,
+        :class:`ThreadNotFoundError`, :class:`StoreClosedError`,
+        :class:`ReadOnlyStoreError` — always before anything is queued.
+        """
+        state, encoded = self._encode(thread_id, items)
+        writer = self._writable()
+        if writer.queued_bytes and writer.queued_bytes + sum(map(len, encoded)) > (
+            self._max_pending_bytes
+        ):
+            raise StoreOverloadedError(
+                f"{writer.queued_bytes} bytes are waiting for commit (bound "
+                f"{self._max_pending_bytes}); use append() to wait for room"
+            )
+        return self._enqueue(state, items, encoded)
+
+    async def append(self, thread_id: str, *items: Item) -> Receipt:
+        """Append ``items``; return once they are durable in the log.
+
+        Metadata is projected asynchronously (see :meth:`flush`). Waits for room when the
+        store is over its memory bound. If the caller is cancelled after the items were
+        queued they are still committed and projected. Raises :class:`AppendFailedError`
+        if the commit failed (nothing of this call stored), plus the errors of
+        :meth:`append_nowait` except ``StoreOverloadedError``.
+        """
+        state, encoded = self._encode(thread_id, items)
+        await self._writable().wait_for_room(self._max_pending_bytes)
+        receipt = self._enqueue(state, items, encoded)
+        await receipt.durable()
+        return receipt
+
+    async def append_and_flush(self, thread_id: str, *items: Item) -> Receipt:
+        """Append ``items`` and return once they are durable *and* the metadata shows them."""
+        receipt = await self.append(thread_id, *items)
+        await self.flush(thread_id, receipt.seq)
+        return receipt
+
+    # -- barriers -----------------------------------------------------------------------
+
+    async def flush(self, thread_id: str, seq: int | None = None) -> None:
+        """Block until the thread's metadata reflects its items through ``seq``.
+
+        ``None`` means the last seq handed out at the call; later appends are not waited
+        for. Raises :class:`ProjectionFailedError` (cause: the last error) if the attempt
+        that covered ``seq`` failed for good, :class:`ThreadDiscardedError` if the work was
+        discarded, :class:`AppendFailedError` if the items never reached the log,
+        :class:`ThreadNotFoundError`, :class:`InvalidItemError` for a seq out of range.
+        Cancelling a waiting flush affects nothing else.
+        """
+        self._writable()
+        state = self._live(thread_id)
+        target = state.assigned if seq is None else _seq(seq, state.assigned)
+        if state.projected >= target:
+            await trio.lowlevel.checkpoint()
+            return
+        if state.durable < target and state.last_job is not None:
+            with suppress(AppendFailedError):  # reported below if it covered the target
+                await state.last_job.wait()
+            if state.durable < target:
+                raise AppendFailedError(state.id, target, "the items were not stored")
+        try:
+            await self._actors.wait(state.id, target)
+        except workers.WorkFailedError as exc:
+            raise ProjectionFailedError(state.id, target, exc.attempts) from exc.__cause__
+        except workers.WorkDiscardedError:
+            raise ThreadDiscardedError(state.id, target) from None
+        except workers.PoolClosedError:
+            raise StoreClosedError(f"store {self.path!r} closed before the flush") from None
+        if state.projected < target:
+            raise ThreadDiscardedError(state.id, target)
+
+    async def flush_all(self) -> None:
+        """Barrier for every thread with pending work at the call.
+
+        Waits for all of them, then raises the first failure, if any (see :meth:`flush`).
+        """
+        writer = self._writable()
+        await writer.drain()
+        errors: list[Exception] = []
+        for tid in self._actors.pending_keys():
+            try:
+                await self.flush(tid)
+            except ThreadNotFoundError:
+                continue
+            except (ProjectionFailedError, ThreadDiscardedError) as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    async def discard(self, thread_id: str) -> None:
+        """Drop the thread's queued (not in-flight) projection work.
+
+        Waits for a write already running; barriers waiting for dropped work raise
+        :class:`ThreadDiscardedError`. The log is untouched: the next projection of the
+        thread folds the skipped items from the log, so metadata still converges.
+        Idempotent; takes effect even if the caller is cancelled.
+        """
+        self._writable()
+        state = self._live(thread_id)
+        await self._actors.discard(state.id)
+
+    # -- explicit mutations -------------------------------------------------------------
+
+    async def update_thread(
+        self, thread_id: str, *, title: str = _UNSET, extra: Mapping[str, Any] = _UNSET
+    ) -> ThreadMeta:
+        """Set the title and/or merge ``extra`` (a None value deletes a key); return the meta.
+
+        Recorded in the log (as ``title``/``metadata`` items), so a rebuild keeps it, and
+        returns once visible. Waits first for derived metadata pending at the call.
+        """
+        items: list[Item] = []
+        if title is not _UNSET:
+            items.append(Item.title(_text("title", title)))
+        if extra is not _UNSET:
+            items.append(metadata_item(_mapping("extra", extra)))
+        if not items:
+            raise InvalidItemError("update_thread needs title= or extra=")
+        await self.append_and_flush(thread_id, *items)
+        return await self.get_thread(thread_id)
+
+    async def archive_thread(self, thread_id: str) -> ThreadMeta:
+        """Archive the thread (it moves to ``list_threads(archived=True)``); return its meta.
+
+        Waits for derived metadata pending at the call first.
+        """
+        return await self._set_archived(thread_id, archived=True)
+
+    async def unarchive_thread(self, thread_id: str) -> ThreadMeta:
+        """Undo :meth:`archive_thread`; return the thread's metadata."""
+        return await self._set_archived(thread_id, archived=False)
+
+    async def _set_archived(self, thread_id: str, *, archived: bool) -> ThreadMeta:
+        writer = self._writable()
+        state = self._live(thread_id)
+        await self.flush(state.id)
+        at = self._times.next_us() if archived else None
+        row = await writer.run(partial(sql.set_archived, archived_at_us=at, thread_id=state.id))
+        if row is None:
+            raise ThreadNotFoundError(state.id)
+        log.info("thread.archived" if archived else "thread.unarchived", thread_id=state.id)
+        return Projection.from_row(row).meta
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Discard pending projection work, then delete the thread's items and metadata.
+
+        From the call on, appends to the thread raise :class:`ThreadNotFoundError`; appends
+        accepted before it are committed and then deleted with the rest. Completes even if
+        the caller is cancelled.
+        """
+        writer = self._writable()
+        state = self._live(thread_id)
+        state.deleted = True
+        job: Job[bool] = Job(partial(_delete_job, state.id), on_done=partial(self._deleted, state))
+        with trio.CancelScope(shield=True):
+            await self._actors.discard(state.id)
+            writer.submit(job)
+            await job.wait()
+        await trio.lowlevel.checkpoint()
+        log.info("thread.deleted", thread_id=state.id)
+
+    def _deleted(self, state: _Thread, job: Job[bool]) -> None:
+        if job.error is None and self._threads.get(state.id) is state:
+            del self._threads[state.id]
+        elif job.error is not None:
+            state.deleted = False
+
+    # -- projection (runs in the thread's actor) ----------------------------------------
+
+    async def _project(self, thread_id: str, patch: Patch) -> None:
+        state = self._threads.get(thread_id)
+        if state is None or state.deleted:
+            return
+        target = patch.last_seq or state.durable
+        extra = Patch.empty()
+        if self._projectors:
+            meta, items = await self._readers.run(partial(_projector_input, thread_id, target))
+            if meta is None:
+                return
+            for projector in self._projectors:
+                out = projector.project(meta, items)
+                if inspect.isawaitable(out):
+                    out = await out
+                if out is not None:
+                    extra = extra.merge(Patch.extra_update(projector.name, out))
+        assert self._writer is not None
+        meta = await self._writer.run(partial(_project_job, thread_id, patch, extra, target))
+        if meta is None:
+            return
+        self._n.projection_writes += 1
+        state.projected = max(state.projected, meta.seq)
+        context = structlog.contextvars.get_contextvars()
+        log.debug(
+            "projection.applied",
+            thread_id=thread_id,
+            seq=meta.seq,
+            trace_parent=context.get("trace_parent"),
+            queue_age_ms=context.get("queue_age_ms"),
+        )
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get_thread(self, thread_id: str) -> ThreadMeta:
+        """The thread's visible metadata (what lists show). Raises ThreadNotFoundError."""
+        tid = validate_thread_id(thread_id)
+        row = await self._readers.run(partial(sql.read_projection_row, thread_id=tid))
+        if row is None:
+            raise ThreadNotFoundError(tid)
+        return Projection.from_row(row).meta
+
+    async def read_items(
+        self, thread_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[StoredItem]:
+        """The thread's items with seq > ``after_seq`` in order, at most ``limit``.
+
+        Reads committed items only. Raises ThreadNotFoundError, InvalidItemError.
+        """
+        tid = validate_thread_id(thread_id)
+        if not _is_int(after_seq) or after_seq < 0:
+            raise InvalidItemError(f"after_seq must be an int >= 0, not {shorten(after_seq)}")
+        if limit is not None and (not _is_int(limit) or not 1 <= limit <= MAX_READ_LIMIT):
+            raise InvalidItemError(
+                f"limit must be None or an int in 1..{MAX_READ_LIMIT}, not {shorten(limit)}"
+            )
+        rows = await self._readers.run(partial(_read_items, tid, after_seq, limit))
+        if rows is None:
+            raise ThreadNotFoundError(tid)
+        return [_stored(row) for row in rows]
+
+    async def list_threads(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        order_by: OrderBy = "updated_at",
+        descending: bool = True,
+        archived: bool = False,
+        search: str | None = None,
+        include_empty: bool = False,
+    ) -> ThreadPage:
+        """One page of threads, newest first by default; O(limit) through an index.
+
+        A thread is listed once it has a preview or a title (``include_empty=True`` lists
+        all). Ties are broken by id. ``cursor`` is the previous page's ``next_cursor``; it
+        is tied to this store and these arguments (else :class:`InvalidCursorError`).
+        ``search`` is a case-insensitive substring of title, preview or goal.
+        """
+        if not _is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidItemError(
+                f"limit must be an int in 1..{MAX_LIST_LIMIT}, not {shorten(limit)}"
+            )
+        if order_by not in ORDERS:
+            raise InvalidItemError(f"order_by must be one of {ORDERS}, not {shorten(order_by)}")
+        if search is not None and not isinstance(search, str):
+            raise InvalidItemError(f"search must be a str or None, not {shorten(search)}")
+        query = CursorQuery(
+            order_by=order_by,
+            descending=bool(descending),
+            archived=bool(archived),
+            search=search or None,
+            include_empty=bool(include_empty),
+        )
+        after = None if cursor is None else decode_cursor(self._secret, cursor, query)
+        rows = await self._readers.run(
+            partial(
+                sql.list_threads,
+                order_by=order_by,
+                descending=query.descending,
+                archived=query.archived,
+                search=query.search,
+                include_empty=query.include_empty,
+                after=after,
+                limit=limit + 1,
+            )
+        )
+        more = len(rows) > limit
+        metas = tuple(Projection.from_row(row).meta for row in rows[:limit])
+        next_cursor = None
+        if more:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(self._secret, query, int(last[order_by]), str(last["id"]))  # type: ignore[call-overload]
+        return ThreadPage(threads=metas, next_cursor=next_cursor)
+
+    def statistics(self) -> StoreStatistics:
+        """A snapshot of the counters (totals since open). Sync, O(threads with work)."""
+        pool = self._pool.statistics() if self._pool is not None else None
+        return StoreStatistics(
+            appends=self._n.appends,
+            items_appended=self._n.items_appended,
+            log_commits=self._writer.commits if self._writer else 0,
+            projection_writes=self._n.projection_writes,
+            patches_coalesced=pool.merged_submits if pool else 0,
+            retries=pool.retries if pool else 0,
+            projection_failures=pool.failures if pool else 0,
+            live_actors=pool.live_actors if pool else 0,
+            lagging_threads=pool.pending_keys if pool else 0,
+            max_lag=pool.max_lag if pool else 0,
+            feed_drops=0,
+            feed_must_deliver_drops=0,
+            subscribers=0,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def _recover(self) -> int:
+        """Re-project every thread whose metadata lags its log; return how many."""
+        assert self._writer is not None
+        lagging = await self._writer.run(sql.lagging_threads)
+        for tid, _seq, last_seq in lagging:
+            self._actors.submit(tid, Patch.empty(), urgent=True, generation=last_seq)
+        for tid, _seq, last_seq in lagging:
+            await self._actors.wait(tid, last_seq)
+        return len(lagging)
+
+    async def _shutdown(self, grace: float) -> workers.ShutdownReport:
+        with trio.CancelScope(shield=True):
+            self._closing = True
+            assert self._writer is not None
+            await self._writer.drain()  # everything accepted is committed
+            report = await self._actors.shutdown(grace)
+            log.info(
+                "store.closed",
+                path=self.path,
+                unprojected_threads=len(report.leftover),
+                timed_out=report.timed_out,
+            )
+        return report
+
+
+# -- writer jobs (sync; writer thread only) ---------------------------------------------
+
+
+def _append_job(
+    thread_id: str, rows: list[sql.ItemRow], items: tuple[Item, ...], conn: sqlite3.Connection
+) -> Patch:
+    sql.append_items(conn, thread_id, rows, expected_last=rows[0][0] - 1)
+    return Patch.from_items(
+        [
+            StoredItem(kind=item.kind, data=item.data, seq=seq, created_at=us_to_datetime(at))
+            for (seq, at, _k, _d), item in zip(rows, items, strict=True)
+        ]
+    )
+
+
+def _create_job(
+    thread_id: str,
+    created_us: int,
+    rows: list[sql.ItemRow],
+    items: tuple[Item, ...],
+    conn: sqlite3.Connection,
+) -> ThreadMeta:
+    projection = Projection.new(thread_id, created_us)
+    if items:
+        projection = projection.apply(
+            Patch.from_items(
+                [
+                    StoredItem(kind=i.kind, data=i.data, seq=seq, created_at=us_to_datetime(at))
+                    for (seq, at, _k, _d), i in zip(rows, items, strict=True)
+                ]
+            )
+        )
+    sql.insert_thread(conn, projection.to_row())
+    sql.append_items(conn, thread_id, rows, expected_last=0)
+    return projection.meta
+
+
+def _project_job(
+    thread_id: str, patch: Patch, extra: Patch, target: int, conn: sqlite3.Connection
+) -> ThreadMeta | None:
+    """Fold ``patch`` (or, if it does not follow the row, the log itself) into the row."""
+    row = sql.read_projection_row(conn, thread_id)
+    if row is None:
+        return None  # deleted meanwhile
+    projection = Projection.from_row(row)
+    seq = projection.meta.seq
+    if seq >= target and not extra.extra_nested:
+        return projection.meta
+    if patch.first_seq != seq + 1 or patch.last_seq < target:
+        # A gap (discarded work, recovery) or an overlap: fold from the log instead.
+        items = [_stored(r) for r in sql.read_items(conn, thread_id, seq, target - seq)]
+        patch = Patch.from_items(items) if items else Patch.empty()
+    projection = projection.apply(patch.merge(extra))
+    sql.write_projection_row(conn, projection.to_row())
+    return projection.meta
+
+
+def _delete_job(thread_id: str, conn: sqlite3.Connection) -> bool:
+    return sql.delete_thread(conn, thread_id)
+
+
+# -- reader functions (sync; reader threads only) ---------------------------------------
+
+
+def _projector_input(
+    thread_id: str, target: int, conn: sqlite3.Connection
+) -> tuple[ThreadMeta | None, list[StoredItem]]:
+    row = sql.read_projection_row(conn, thread_id)
+    if row is None:
+        return None, []
+    meta = Projection.from_row(row).meta
+    rows = sql.read_items(conn, thread_id, meta.seq, max(0, target - meta.seq))
+    return meta, [_stored(r) for r in rows]
+
+
+def _read_items(
+    thread_id: str, after_seq: int, limit: int | None, conn: sqlite3.Connection
+) -> list[sql.ItemRow] | None:
+    if not sql.thread_exists(conn, thread_id):
+        return None
+    return sql.read_items(conn, thread_id, after_seq, limit)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _stored(row: sql.ItemRow) -> StoredItem:
+    seq, at, kind, data = row
+    return StoredItem(kind=kind, data=decode_data(data), seq=seq, created_at=us_to_datetime(at))
+
+
+def _append_failed(thread_id: str, seq: int, error: BaseException) -> BaseException:
+    if isinstance(error, ThreadNotFoundError | AppendFailedError):
+        return error
+    failed = AppendFailedError(thread_id, seq, str(error) or type(error).__name__)
+    failed.__cause__ = error
+    return failed
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seq(seq: object, assigned: int) -> int:
+    if not _is_int(seq) or not 0 <= seq <= assigned:  # type: ignore[operator]
+        raise InvalidItemError(f"seq must be an int in 0..{assigned}, not {shorten(seq)}")
+    return seq  # type: ignore[return-value]
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidItemError(f"{name} must be a str, not {shorten(value)}")
+    return value
+
+
+def _mapping(name: str, value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidItemError(f"{name} must be a mapping, not {shorten(value)}")
+    return value
+
+
+def _connect_writer(path: str, durability: Durability) -> sqlite3.Connection:
+    conn = sql.connect(path, durability=durability)
+    try:
+        sql.ensure_schema(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _load_index(conn: sqlite3.Connection) -> tuple[list[tuple[str, int, int, int]], bytes]:
+    return sql.thread_index(conn), sql.cursor_secret(conn)
+
+
+def _check_read_only(conn: sqlite3.Connection) -> bytes:
+    sql.check_schema(conn)
+    return sql.cursor_secret(conn)
+
+
+@asynccontextmanager
+async def open_store(
+    path: str | os.PathLike[str],
+    *,
+    durability: Durability = "normal",
+    projectors: Sequence[Projector] = (),
+    projection_delay: float = 0.0,
+    read_only: bool = False,
+    shutdown_timeout: float = 5.0,
+    max_item_bytes: int = 1 << 20,
+    max_pending_bytes: int = 64 << 20,
+    retry: workers.RetryPolicy | None = None,
+    retry_interval: float | None = 30.0,
+    reader_connections: int = 2,
+) -> AsyncIterator[Store]:
+    """Open (creating if needed) the store at ``path`` for the duration of the block.
+
+    Takes the single-writer file lock (:class:`StoreLockedError` names the holder), sets WAL
+    and the ``durability`` level, creates or checks the schema (:class:`StoreFormatError`),
+    and re-projects every thread whose metadata lags its log before yielding. Leaving the
+    block refuses new appends, commits everything accepted, drains projection for up to
+    ``shutdown_timeout`` seconds (the rest is recovered at the next open), and releases the
+    lock — also on cancellation and KeyboardInterrupt.
+    """
+    path = os.fspath(path)
+    if durability not in ("normal", "full"):
+        raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+    if projection_delay < 0 or shutdown_timeout < 0:
+        raise ValueError("projection_delay and shutdown_timeout must be >= 0")
+    if max_item_bytes < 1 or max_pending_bytes < 1:
+        raise ValueError("max_item_bytes and max_pending_bytes must be >= 1")
+    for projector in projectors:
+        if not isinstance(projector, Projector):
+            raise TypeError(f"projector {projector!r} has no name/project()")
+    if read_only:
+        async with ReaderPool(path, reader_connections) as readers:
+            secret = await readers.run(_check_read_only)
+            yield Store(
+                path=path,
+                read_only=True,
+                readers=readers,
+                secret=secret,
+                max_item_bytes=max_item_bytes,
+                max_pending_bytes=max_pending_bytes,
+            )
+        return
+    lock = StoreLock.acquire(path)
+    try:
+        writer = Writer(partial(_connect_writer, path, durability))
+        await writer.start()
+        try:
+            index, secret = await writer.run(_load_index)
+            async with ReaderPool(path, reader_connections) as readers:
+                store = Store(
+                    path=path,
+                    read_only=False,
+                    readers=readers,
+                    secret=secret,
+                    writer=writer,
+                    projectors=projectors,
+                    max_item_bytes=max_item_bytes,
+                    max_pending_bytes=max_pending_bytes,
+                )
+                for tid, last_seq, seq, has_user in index:
+                    store._threads[tid] = _Thread(tid, last_seq, seq, bool(has_user))
+                policy = retry or workers.RetryPolicy(retryable=_retryable)
+                async with workers.open_pool(
+                    store._project,
+                    delay=projection_delay,
+                    retry=policy,
+                    shutdown_timeout=shutdown_timeout,
+                    retry_interval=retry_interval,
+                    applied_floor=lambda tid: (
+                        store._threads[tid].projected if tid in store._threads else 0
+                    ),
+                ) as pool:
+                    store._pool = pool
+                    recovered = await store._recover()
+                    log.info("store.opened", path=path, threads=len(index), recovered=recovered)
+                    try:
+                        yield store
+                    finally:
+                        await store._shutdown(shutdown_timeout)
+        finally:
+            await writer.aclose()
+    finally:
+        lock.release()
+
+
+def _retryable(error: BaseException) -> bool:
+    """Projection errors worth another attempt: projector errors and transient SQLite."""
+    if isinstance(error, sqlite3.Error):
+        return sql.is_transient(error)
+    return True

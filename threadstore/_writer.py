@@ -1,0 +1,260 @@
+"""The single writer: one OS thread owns the write connection and group-commits jobs.
+
+Jobs are plain sync functions of a ``sqlite3.Connection``. Whatever is queued when the
+writer thread is free goes into one ``BEGIN IMMEDIATE … COMMIT``; each job runs inside its
+own savepoint, so a failing job rolls back alone while the others commit. A failed COMMIT
+fails every job of the batch. Results come back to trio once per batch (one thread hop and
+one ``trio.Event`` per batch, not per job).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, Final, Generic, TypeVar
+
+import structlog
+import trio
+
+from ._errors import StoreClosedError
+
+__all__ = ["Batch", "Job", "Writer"]
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+#: Jobs one transaction takes at most; the rest wait for the next (bounds commit latency).
+MAX_BATCH: Final = 4096
+
+
+class Batch:
+    """Jobs committed (or failed) together; ``done`` is set once their results are in."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        #: The COMMIT error, if the whole batch failed.
+        self.error: BaseException | None = None
+
+
+class Job(Generic[T]):
+    """One unit of writer work: ``fn(conn)`` inside a savepoint of a group transaction.
+
+    ``on_done`` runs on the trio thread after the batch commits or fails, in queue order,
+    before anyone waiting on the batch wakes.
+    """
+
+    __slots__ = ("batch", "error", "fn", "on_done", "result", "size")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        on_done: Callable[[Job[T]], None] | None = None,
+        size: int = 0,
+    ) -> None:
+        self.fn = fn
+        self.on_done = on_done
+        self.size = size
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.batch: Batch | None = None
+
+    async def wait(self) -> T:
+        """Block until the job's batch is done; return its result or raise its error.
+
+        Cancelling the waiter does not cancel the job: it still commits (or fails) whole.
+        """
+        batch = self.batch
+        assert batch is not None
+        await batch.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+
+class Writer:
+    """Owns the write connection on a dedicated OS thread.
+
+    ``submit`` is sync and never blocks the trio thread on SQLite: it appends to a list the
+    writer thread swaps out under a lock. Construct and :meth:`start` inside ``trio.run``.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        fault: Callable[[str], None] | None = None,
+    ) -> None:
+        self._connect = connect
+        self._fault = fault
+        self._cond = threading.Condition()
+        #: Queued jobs grouped into batches of at most MAX_BATCH, formed at submit time.
+        self._groups: list[tuple[Batch, list[Job[Any]]]] = []
+        self._stopping = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._conn: sqlite3.Connection | None = None
+        self.commits = 0
+        self.failed_commits = 0
+        self.queued_bytes = 0
+        self._room = trio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the write connection on the writer thread and start its loop.
+
+        Raises whatever opening the connection raised (e.g. ``StoreFormatError``).
+        """
+        self._token = trio.lowlevel.current_trio_token()
+        opened = trio.Event()
+        failure: list[BaseException] = []
+
+        def report(error: BaseException | None) -> None:
+            if error is not None:
+                failure.append(error)
+            opened.set()
+
+        self._thread = threading.Thread(
+            target=self._main, args=(report,), name="threadstore-writer", daemon=True
+        )
+        self._thread.start()
+        with trio.CancelScope(shield=True):
+            await opened.wait()
+        if failure:
+            await trio.to_thread.run_sync(self._thread.join)
+            raise failure[0]
+
+    async def aclose(self) -> None:
+        """Commit everything queued, then stop the thread and close the connection.
+
+        Shielded: completes even if the caller is cancelled. Idempotent.
+        """
+        with trio.CancelScope(shield=True):
+            if self._closed or self._thread is None:
+                await trio.lowlevel.checkpoint()
+                return
+            self._closed = True
+            with self._cond:
+                self._stopping = True
+                self._cond.notify()
+            await trio.to_thread.run_sync(self._thread.join)
+
+    # -- feeding ------------------------------------------------------------------------
+
+    def submit(self, job: Job[Any]) -> Batch:
+        """Queue ``job`` for the next group commit. Sync; never blocks on SQLite."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        with self._cond:
+            if not self._groups or len(self._groups[-1][1]) >= MAX_BATCH:
+                self._groups.append((Batch(), []))
+                self._cond.notify()
+            batch, jobs = self._groups[-1]
+            job.batch = batch
+            jobs.append(job)
+            self.queued_bytes += job.size
+            return batch
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the next group transaction and return its result.
+
+        If the caller is cancelled the job still runs (and commits); the result is lost.
+        """
+        job: Job[T] = Job(fn)
+        self.submit(job)
+        return await job.wait()
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Block until the bytes queued for commit drop below ``limit``."""
+        while self.queued_bytes >= limit:
+            await self._room.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def drain(self) -> None:
+        """Block until everything submitted before the call is committed (or failed)."""
+        await self.run(_nothing)
+
+    # -- the writer thread --------------------------------------------------------------
+
+    def _main(self, report: Callable[[BaseException | None], None]) -> None:
+        assert self._token is not None
+        token = self._token
+        try:
+            self._conn = self._connect()
+        except BaseException as exc:  # reported to start(), which re-raises it
+            token.run_sync_soon(report, exc)
+            return
+        token.run_sync_soon(report, None)
+        conn = self._conn
+        try:
+            while True:
+                with self._cond:
+                    while not self._groups and not self._stopping:
+                        self._cond.wait()
+                    if not self._groups:
+                        return
+                    batch, jobs = self._groups.pop(0)
+                self._commit(conn, jobs, batch)
+                try:
+                    token.run_sync_soon(self._deliver, jobs, batch)
+                except trio.RunFinishedError:  # pragma: no cover - trio run already over
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, jobs: list[Job[Any]], batch: Batch) -> None:
+        try:
+            if self._fault is not None:
+                self._fault("begin")
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            batch.error = exc
+            for job in jobs:
+                job.error = exc
+            self.failed_commits += 1
+            return
+        for job in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                job.result = job.fn(conn)
+            except Exception as exc:
+                job.error = exc
+                conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        try:
+            if self._fault is not None:
+                self._fault("commit")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            batch.error = exc
+            for job in jobs:
+                job.result = None
+                if job.error is None:
+                    job.error = exc
+            self.failed_commits += 1
+            log.error("log.commit_failed", jobs=len(jobs), error=repr(exc))
+            return
+        self.commits += 1
+
+    def _deliver(self, jobs: list[Job[Any]], batch: Batch) -> None:
+        """On the trio thread: run the jobs' callbacks in order, then wake the waiters."""
+        freed = 0
+        for job in jobs:
+            freed += job.size
+            if job.on_done is not None:
+                job.on_done(job)
+        self.queued_bytes -= freed
+        if freed:
+            self._room.set()
+            self._room = trio.Event()
+        batch.done.set()
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
