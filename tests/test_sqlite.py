@@ -122,13 +122,10 @@ def test_foreign_sqlite_database_is_rejected(path: str) -> None:
     foreign.execute("CREATE TABLE recipes (name TEXT)")
     foreign.commit()
     foreign.close()
-    conn = _sqlite.connect(path, durability="normal")
-    try:
-        with pytest.raises(StoreFormatError, match="not a threadstore database"):
-            _sqlite.ensure_schema(conn)
-        assert not conn.in_transaction
-    finally:
-        conn.close()
+    before = Path(path).read_bytes()
+    with pytest.raises(StoreFormatError, match="not a threadstore database"):
+        _sqlite.connect(path, durability="normal")
+    assert Path(path).read_bytes() == before  # refused before any header change (no WAL)
     reader = _sqlite.connect(path, durability="normal", read_only=True)
     try:
         with pytest.raises(StoreFormatError, match="not a threadstore database"):

@@ -228,7 +228,8 @@ def normalize_json(value: object, path: str = "data", *, _depth: int = 0) -> Any
         return str(value)
     if _depth >= MAX_JSON_DEPTH:
         raise InvalidItemError(
-            f"{path} is nested deeper than {MAX_JSON_DEPTH} levels (or contains itself)"
+            f"{_shorten_path(path)} is nested deeper than {MAX_JSON_DEPTH} levels "
+            "(or contains itself)"
         )
     if isinstance(value, Mapping):
         result: dict[str, Any] = {}
@@ -249,6 +250,13 @@ def normalize_json(value: object, path: str = "data", *, _depth: int = 0) -> Any
     raise InvalidItemError(
         f"{path} is {shorten(value)} of type {type(value).__name__}, which is not JSON"
     )
+
+
+def _shorten_path(path: str, limit: int = 80) -> str:
+    """A value's path cut to its start and end, for messages about deep nesting."""
+    if len(path) <= limit:
+        return path
+    return path[: limit // 2] + "…" + path[-limit // 2 :]
 
 
 def _check_utf8(text: str, path: str) -> None:

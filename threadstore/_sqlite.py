@@ -254,6 +254,9 @@ def connect(
             # Touch the file so a non-database fails here, not at the first query.
             conn.execute("PRAGMA schema_version").fetchone()
         else:
+            # Refuse a foreign or newer file before switching it to WAL: that would
+            # rewrite its header, and a file we refuse must be left exactly as it was.
+            _check_header(repr(path), *_read_header(conn))
             mode = _enable_wal(conn)
             if mode != "wal":
                 raise StoreFormatError(

@@ -215,6 +215,7 @@ class Store:
             partial(_create_job, tid, created, rows, tuple(items)),
             on_done=partial(self._created, state),
             size=sum(len(text) for text in encoded),
+            log=bool(rows),
         )
         writer.submit(job)
         state.last_job = job
@@ -245,7 +246,9 @@ class Store:
                 raise InvalidItemError(f"expected threadstore.Item, got {shorten(item)}")
         return state, [encode_item(item, max_item_bytes=self._max_item_bytes) for item in items]
 
-    def _enqueue(self, state: _Thread, items: tuple[Item, ...], encoded: list[str]) -> Receipt:
+    def _enqueue(
+        self, state: _Thread, items: tuple[Item, ...], encoded: list[str], *, urgent: bool = False
+    ) -> Receipt:
         writer = self._writable()
         if state.deleted:
             raise ThreadNotFoundError(state.id)
@@ -258,9 +261,15 @@ class Store:
         job: Job[Patch] = Job(
             partial(_append_job, state.id, rows, items),
             on_done=partial(
-                self._appended, state, state.epoch, first, structlog.contextvars.get_contextvars()
+                self._appended,
+                state,
+                state.epoch,
+                first,
+                structlog.contextvars.get_contextvars(),
+                urgent,
             ),
             size=sum(len(text) for text in encoded),
+            log=True,
         )
         writer.submit(job)
         state.assigned = last
@@ -270,7 +279,13 @@ class Store:
         return Receipt(thread_id=state.id, seq=last, store=self, job=job)
 
     def _appended(
-        self, state: _Thread, epoch: int, first: int, context: Mapping[str, Any], job: Job[Patch]
+        self,
+        state: _Thread,
+        epoch: int,
+        first: int,
+        context: Mapping[str, Any],
+        explicit: bool,
+        job: Job[Patch],
     ) -> None:
         """On the trio thread, in commit order: advance watermarks and queue the patch."""
         if job.error is not None:
@@ -285,7 +300,8 @@ class Store:
         state.durable = patch.last_seq
         if state.deleted or self._pool is None:
             return
-        urgent = patch.urgent or (patch.has_user_message and not state.has_user)
+        # Explicit mutations (update_thread) wait for visibility: never hold them in the window.
+        urgent = explicit or patch.urgent or (patch.has_user_message and not state.has_user)
         state.has_user = state.has_user or patch.has_user_message
         self._pool.submit(
             state.id, patch, urgent=urgent, generation=patch.last_seq, context=context
@@ -320,9 +336,14 @@ class Store:
         if the commit failed (nothing of this call stored), plus the errors of
         :meth:`append_nowait` except ``StoreOverloadedError``.
         """
+        return await self._append(thread_id, items)
+
+    async def _append(
+        self, thread_id: str, items: tuple[Item, ...], *, urgent: bool = False
+    ) -> Receipt:
         state, encoded = self._encode(thread_id, items)
         await self._writable().wait_for_room(self._max_pending_bytes)
-        receipt = self._enqueue(state, items, encoded)
+        receipt = self._enqueue(state, items, encoded, urgent=urgent)
         await receipt.durable()
         return receipt
 
@@ -413,7 +434,10 @@ class Store:
             items.append(metadata_item(_mapping("extra", extra)))
         if not items:
             raise InvalidItemError("update_thread needs title= or extra=")
-        await self.append_and_flush(thread_id, *items)
+        # Urgent: an explicit change is projected at once, with whatever derived metadata is
+        # pending before it, even inside a ``projection_delay`` window.
+        receipt = await self._append(thread_id, tuple(items), urgent=True)
+        await self.flush(thread_id, receipt.seq)
         return await self.get_thread(thread_id)
 
     async def archive_thread(self, thread_id: str) -> ThreadMeta:
@@ -430,7 +454,8 @@ class Store:
     async def _set_archived(self, thread_id: str, *, archived: bool) -> ThreadMeta:
         writer = self._writable()
         state = self._live(thread_id)
-        await self.flush(state.id)
+        with suppress(ThreadDiscardedError):  # the pending work was dropped: nothing to wait for
+            await self.flush(state.id)
         at = self._times.next_us() if archived else None
         row = await writer.run(partial(sql.set_archived, archived_at_us=at, thread_id=state.id))
         if row is None:
@@ -467,6 +492,7 @@ class Store:
     async def _project(self, thread_id: str, patch: Patch) -> None:
         state = self._threads.get(thread_id)
         if state is None or state.deleted:
+            await trio.lowlevel.checkpoint()
             return
         target = patch.last_seq or state.durable
         extra = Patch.empty()
@@ -583,7 +609,7 @@ class Store:
         return StoreStatistics(
             appends=self._n.appends,
             items_appended=self._n.items_appended,
-            log_commits=self._writer.commits if self._writer else 0,
+            log_commits=self._writer.log_commits if self._writer else 0,
             projection_writes=self._n.projection_writes,
             patches_coalesced=pool.merged_submits if pool else 0,
             retries=pool.retries if pool else 0,
@@ -599,13 +625,27 @@ class Store:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def _recover(self) -> int:
-        """Re-project every thread whose metadata lags its log; return how many."""
+        """Re-project every thread whose metadata lags its log; return how many.
+
+        A thread whose re-projection fails for good (e.g. a custom projector that keeps
+        raising) does not keep the store from opening: its work stays queued for the
+        periodic retry and ``projection.recovery_failed`` is logged.
+        """
         assert self._writer is not None
         lagging = await self._writer.run(sql.lagging_threads)
         for tid, _seq, last_seq in lagging:
             self._actors.submit(tid, Patch.empty(), urgent=True, generation=last_seq)
         for tid, _seq, last_seq in lagging:
-            await self._actors.wait(tid, last_seq)
+            try:
+                await self._actors.wait(tid, last_seq)
+            except workers.WorkFailedError as exc:
+                log.warning(
+                    "projection.recovery_failed",
+                    thread_id=tid,
+                    seq=last_seq,
+                    attempts=exc.attempts,
+                    error=repr(exc.__cause__),
+                )
         return len(lagging)
 
     async def _shutdown(self, grace: float) -> workers.ShutdownReport:

@@ -43,20 +43,23 @@ class Job(Generic[T]):
     """One unit of writer work: ``fn(conn)`` inside a savepoint of a group transaction.
 
     ``on_done`` runs on the trio thread after the batch commits or fails, in queue order,
-    before anyone waiting on the batch wakes.
+    before anyone waiting on the batch wakes. ``log`` marks a job that appends log items:
+    only transactions in which one succeeded count as ``Writer.log_commits``.
     """
 
-    __slots__ = ("batch", "error", "fn", "on_done", "result", "size")
+    __slots__ = ("batch", "error", "fn", "log", "on_done", "result", "size")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], T],
         on_done: Callable[[Job[T]], None] | None = None,
         size: int = 0,
+        log: bool = False,
     ) -> None:
         self.fn = fn
         self.on_done = on_done
         self.size = size
+        self.log = log
         self.result: T | None = None
         self.error: BaseException | None = None
         self.batch: Batch | None = None
@@ -97,7 +100,9 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._conn: sqlite3.Connection | None = None
+        #: Committed transactions; ``log_commits`` those that appended log items.
         self.commits = 0
+        self.log_commits = 0
         self.failed_commits = 0
         self.queued_bytes = 0
         self._room = trio.Event()
@@ -241,6 +246,8 @@ class Writer:
             log.error("log.commit_failed", jobs=len(jobs), error=repr(exc))
             return
         self.commits += 1
+        if any(job.log and job.error is None for job in jobs):
+            self.log_commits += 1
 
     def _deliver(self, jobs: list[Job[Any]], batch: Batch) -> None:
         """On the trio thread: run the jobs' callbacks in order, then wake the waiters."""

@@ -113,14 +113,15 @@ class ActorPool(Generic[K, W]):
             generation = next(self._counter)
             if slot is None:
                 slot = self._new_slot(key, generation - 1)
+            elif generation <= slot.generation:
+                # The key's last generation was explicit and ran ahead of the counter.
+                generation = slot.generation + 1
         else:
+            last = slot.generation if slot is not None else self._floor(key)
+            if generation <= last:
+                raise ValueError(f"generation {generation} for key {key!r} does not exceed {last}")
             if slot is None:
-                floor = self._applied_floor(key) if self._applied_floor else 0
-                slot = self._new_slot(key, min(floor, generation - 1))
-            if generation <= slot.generation:
-                raise ValueError(
-                    f"generation {generation} for key {key!r} does not exceed {slot.generation}"
-                )
+                slot = self._new_slot(key, last)
         trace = structlog.contextvars.get_contextvars() if context is None else dict(context)
         merged = slot.put(work, generation, trio.current_time(), urgent, trace)
         self._submits += 1
@@ -130,6 +131,9 @@ class ActorPool(Generic[K, W]):
         slot.parked = False
         self._ensure_actor(slot)
         return generation
+
+    def _floor(self, key: K) -> int:
+        return self._applied_floor(key) if self._applied_floor else 0
 
     def _new_slot(self, key: K, applied: int) -> Slot[K, W]:
         slot: Slot[K, W] = Slot(key, applied)
@@ -168,10 +172,24 @@ class ActorPool(Generic[K, W]):
             raise ValueError(
                 f"generation {target} for key {key!r} not submitted yet (last is {slot.generation})"
             )
+        await self._wait_slot(slot, target)
+
+    async def _wait_slot(self, slot: Slot[K, W], target: int) -> None:
+        key = slot.key
         epoch = slot.failure_epoch
         if slot.parked and slot.applied < target and not self._closing:
             slot.parked = False
             self._ensure_actor(slot)
+        pending = slot.pending
+        if (
+            pending is not None
+            and not pending.urgent
+            and slot.applied < target
+            and slot.in_flight < target
+        ):
+            # Someone waits for this work: it skips the rest of its coalescing window.
+            pending.urgent = True
+            slot.wake.set()
         while True:
             if slot.applied >= target:
                 break
@@ -192,10 +210,15 @@ class ActorPool(Generic[K, W]):
         key parked after a failure is retried once more, and counts as done if that fails.
         """
         await trio.lowlevel.checkpoint()
-        targets = [(key, slot.generation) for key, slot in self._slots.items()]
-        for key, target in targets:
+        # Wait on the slots themselves: a key that retires meanwhile and gets new work is a
+        # new slot with generations of its own. Slots already through their target are
+        # skipped without a checkpoint each (O(keys) work, not O(keys) reschedules).
+        targets = [(slot, slot.generation) for slot in self._slots.values()]
+        for slot, target in targets:
+            if slot.applied >= target or slot.discarded >= target:
+                continue
             try:
-                await self.wait(key, target)
+                await self._wait_slot(slot, target)
             except (WorkFailedError, WorkDiscardedError):
                 continue
 
@@ -240,7 +263,7 @@ class ActorPool(Generic[K, W]):
 
     # -- the actor ----------------------------------------------------------------------
 
-    async def _actor(self, slot: Slot[K, W]) -> None:
+    async def _actor(self, slot: Slot[K, W]) -> None:  # noqa: ASYNC910 - a spawned task; it checkpoints in each apply
         # The task was spawned from a submitter's context: forget its bindings.
         structlog.contextvars.clear_contextvars()
         try:
@@ -286,14 +309,15 @@ class ActorPool(Generic[K, W]):
                 return
             self._retries += 1
             delay = self._retry.delay(attempt, self._rng)
-            log.warning(
-                "worker.retry",
-                key=slot.key,
-                generation=batch.through,
-                attempt=attempt,
-                delay_s=round(delay, 4),
-                error=repr(error),
-            )
+            with structlog.contextvars.bound_contextvars(**_trace_context(batch)):
+                log.warning(
+                    "worker.retry",
+                    key=slot.key,
+                    generation=batch.through,
+                    attempt=attempt,
+                    delay_s=round(delay, 4),
+                    error=repr(error),
+                )
             with trio.CancelScope() as slot.backoff:
                 await trio.sleep(delay)
             slot.backoff = None
@@ -305,25 +329,21 @@ class ActorPool(Generic[K, W]):
     async def _attempt(
         self, slot: Slot[K, W], batch: Batch[W], attempt: int, serial: int
     ) -> Exception | None:
-        age_ms = round((trio.current_time() - batch.since) * 1000, 3)
-        context: dict[str, Any]
-        if batch.submits == 1:
-            context = dict(batch.traces[0])
-        else:
-            context = {"trace_parent": _trace_parents(batch.traces), "merged": batch.submits}
-        context["queue_age_ms"] = age_ms
-        with structlog.contextvars.bound_contextvars(**context):
+        with structlog.contextvars.bound_contextvars(**_trace_context(batch)):
             log.debug("worker.apply", key=slot.key, generation=batch.through, attempt=attempt)
             try:
                 await self._apply(slot.key, batch.work)
             except Exception as exc:
-                return exc
+                return exc  # noqa: ASYNC910 - the caller checkpoints between attempts
             except BaseException:
                 # Cancelled (shutdown past its deadline) or KeyboardInterrupt: keep the work
                 # so the shutdown report names the key, then let it propagate.
                 slot.in_flight = 0
                 if slot.discard_serial == serial:
                     slot.keep(batch)
+                if slot.discard_request:
+                    # A discard is waiting for this attempt: it is over, so settle it.
+                    self._settle_discard(slot, slot.discard_request)
                 raise
         return None
 
@@ -335,14 +355,15 @@ class ActorPool(Generic[K, W]):
         slot.keep(batch)
         # Work submitted while the failing attempt ran counts as "the next submit": go on.
         slot.parked = not newer
-        log.error(
-            "worker.failed",
-            key=slot.key,
-            generation=batch.through,
-            attempts=attempts,
-            error=repr(error),
-            kept=True,
-        )
+        with structlog.contextvars.bound_contextvars(**_trace_context(batch)):
+            log.error(
+                "worker.failed",
+                key=slot.key,
+                generation=batch.through,
+                attempts=attempts,
+                error=repr(error),
+                kept=True,
+            )
         slot.notify()
 
     def _maybe_retire(self, slot: Slot[K, W]) -> None:
@@ -358,6 +379,8 @@ class ActorPool(Generic[K, W]):
 
     def retry_parked(self) -> int:
         """Restart every key whose work is parked after a failure. Returns how many."""
+        if self._closed:
+            return 0  # the actors' nursery is gone: nothing can run any more
         parked = [slot for slot in self._slots.values() if slot.parked]
         for slot in parked:
             slot.parked = False
@@ -439,8 +462,17 @@ class ActorPool(Generic[K, W]):
         )
 
 
-def _trace_parents(traces: list[Mapping[str, Any]]) -> list[Any]:
-    return [t["trace_parent"] for t in traces if "trace_parent" in t]
+def _trace_context(batch: Batch[Any]) -> dict[str, Any]:
+    """The structlog context of a batch's events: its submitter's context (for merged work,
+    the list of submitters' ``trace_parent``s) plus how long the work has been queued."""
+    context: dict[str, Any]
+    if batch.submits == 1:
+        context = dict(batch.traces[0])
+    else:
+        parents = [t["trace_parent"] for t in batch.traces if "trace_parent" in t]
+        context = {"trace_parent": parents, "merged": batch.submits}
+    context["queue_age_ms"] = round((trio.current_time() - batch.since) * 1000, 3)
+    return context
 
 
 @asynccontextmanager
@@ -465,18 +497,38 @@ async def open_pool(
     """
     if delay < 0:
         raise ValueError(f"delay must be >= 0, not {delay!r}")
-    async with trio.open_nursery() as nursery:
-        pool: ActorPool[K, W] = ActorPool(
-            apply,
-            nursery=nursery,
-            delay=delay,
-            retry=retry or RetryPolicy(),
-            applied_floor=applied_floor,
-            rng=rng or random.Random(),
-        )
-        if retry_interval is not None:
-            nursery.start_soon(pool._retry_loop, retry_interval)
-        try:
-            yield pool
-        finally:
-            await pool.shutdown(shutdown_timeout)
+    try:
+        async with trio.open_nursery() as outer:
+            # The actors get a nursery of their own: shutdown cancels it, and cancelling
+            # the nursery that runs the caller's ``async with`` body would cut it short.
+            nursery: trio.Nursery = await outer.start(_actor_nursery)
+            pool: ActorPool[K, W] = ActorPool(
+                apply,
+                nursery=nursery,
+                delay=delay,
+                retry=retry or RetryPolicy(),
+                applied_floor=applied_floor,
+                rng=rng or random.Random(),
+            )
+            if retry_interval is not None:
+                nursery.start_soon(pool._retry_loop, retry_interval)
+            try:
+                yield pool
+            finally:
+                await pool.shutdown(shutdown_timeout)
+    except BaseExceptionGroup as group:
+        # Only the body and the shutdown can fail here, one at a time: re-raise the error
+        # itself so ``except KeyboardInterrupt`` / ``except SomeError`` around the block work.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+async def _actor_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    # Shielded: cancelling a scope around the pool must not cut the drain short (queued
+    # work is applied on the way out); shutdown() cancels this nursery itself once the
+    # drain is over or its deadline has passed.
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()

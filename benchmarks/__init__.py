@@ -1,0 +1,1 @@
+"""threadstore benchmarks: ``make bench`` (never collected by pytest)."""
