@@ -30,6 +30,7 @@ from ._errors import (
     ThreadNotFoundError,
     shorten,
 )
+from ._faults import Faults
 from ._items import (
     Item,
     StoredItem,
@@ -216,6 +217,7 @@ class Store:
             on_done=partial(self._created, state),
             size=sum(len(text) for text in encoded),
             log=bool(rows),
+            target="log",
         )
         writer.submit(job)
         state.last_job = job
@@ -270,6 +272,7 @@ class Store:
             ),
             size=sum(len(text) for text in encoded),
             log=True,
+            target="log",
         )
         writer.submit(job)
         state.assigned = last
@@ -507,7 +510,9 @@ class Store:
                 if out is not None:
                     extra = extra.merge(Patch.extra_update(projector.name, out))
         assert self._writer is not None
-        meta = await self._writer.run(partial(_project_job, thread_id, patch, extra, target))
+        meta = await self._writer.run(
+            partial(_project_job, thread_id, patch, extra, target), target="projection"
+        )
         if meta is None:
             return
         self._n.projection_writes += 1
@@ -817,6 +822,7 @@ async def open_store(
     retry: workers.RetryPolicy | None = None,
     retry_interval: float | None = 30.0,
     reader_connections: int = 2,
+    faults: Faults | None = None,
 ) -> AsyncIterator[Store]:
     """Open (creating if needed) the store at ``path`` for the duration of the block.
 
@@ -826,6 +832,9 @@ async def open_store(
     block refuses new appends, commits everything accepted, drains projection for up to
     ``shutdown_timeout`` seconds (the rest is recovered at the next open), and releases the
     lock — also on cancellation and KeyboardInterrupt.
+
+    ``faults`` is a test seam (:class:`threadstore.testing.Faults`): it injects SQLite errors
+    into log commits and projection writes.
     """
     path = os.fspath(path)
     if durability not in ("normal", "full"):
@@ -851,7 +860,7 @@ async def open_store(
         return
     lock = StoreLock.acquire(path)
     try:
-        writer = Writer(partial(_connect_writer, path, durability))
+        writer = Writer(partial(_connect_writer, path, durability), faults=faults)
         await writer.start()
         try:
             index, secret = await writer.run(_load_index)

@@ -112,6 +112,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--block-after", type=int, default=None)
     parser.add_argument("--appends", type=int, default=20)
     parser.add_argument("--shutdown-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--ki-at-checkpoints",
+        action="store_true",
+        help="trio.run(..., restrict_keyboard_interrupt_to_checkpoints=True)",
+    )
     return parser.parse_args(argv)
 
 
@@ -120,4 +125,5 @@ if __name__ == "__main__":
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
-    trio.run(main, parse(sys.argv[1:]))
+    args = parse(sys.argv[1:])
+    trio.run(main, args, restrict_keyboard_interrupt_to_checkpoints=args.ki_at_checkpoints)
