@@ -75,6 +75,7 @@ class _Thread:
         "epoch",
         "has_user",
         "id",
+        "hurry",
         "last_job",
         "projected",
     )
@@ -87,6 +88,7 @@ class _Thread:
         self.has_user = has_user
         self.epoch = 0
         self.deleted = False
+        self.hurry = False  # the next projection write must not be deferred
         self.last_job: Job[Any] | None = None
 
 
@@ -154,6 +156,7 @@ class Store:
         self._pool: workers.ActorPool[str, Patch] | None = None
         self._times = Timestamps()
         self._closing = False
+        self._barriers = 0  # flushes waiting: projection writes are not deferred meanwhile
         self._n = _Counters()
 
     # -- guards -------------------------------------------------------------------------
@@ -306,6 +309,7 @@ class Store:
         # Explicit mutations (update_thread) wait for visibility: never hold them in the window.
         urgent = explicit or patch.urgent or (patch.has_user_message and not state.has_user)
         state.has_user = state.has_user or patch.has_user_message
+        state.hurry = state.hurry or urgent
         self._pool.submit(
             state.id, patch, urgent=urgent, generation=patch.last_seq, context=context
         )
@@ -379,6 +383,9 @@ class Store:
                 await state.last_job.wait()
             if state.durable < target:
                 raise AppendFailedError(state.id, target, "the items were not stored")
+        self._barriers += 1
+        assert self._writer is not None
+        self._writer.expedite()  # a write of this thread may be waiting in the deferred lane
         try:
             await self._actors.wait(state.id, target)
         except workers.WorkFailedError as exc:
@@ -387,6 +394,8 @@ class Store:
             raise ThreadDiscardedError(state.id, target) from None
         except workers.PoolClosedError:
             raise StoreClosedError(f"store {self.path!r} closed before the flush") from None
+        finally:
+            self._barriers -= 1
         if state.projected < target:
             raise ThreadDiscardedError(state.id, target)
 
@@ -510,8 +519,14 @@ class Store:
                 if out is not None:
                     extra = extra.merge(Patch.extra_update(projector.name, out))
         assert self._writer is not None
+        # Deferred: while appends stream in, this write waits (bounded) and later patches
+        # merge into the next one. Urgent patches and waiting barriers go at once.
+        hurry = state.hurry or patch.urgent or self._barriers > 0 or self._closing
+        state.hurry = False
         meta = await self._writer.run(
-            partial(_project_job, thread_id, patch, extra, target), target="projection"
+            partial(_project_job, thread_id, patch, extra, target),
+            target="projection",
+            defer=not hurry,
         )
         if meta is None:
             return

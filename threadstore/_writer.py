@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
@@ -18,6 +19,7 @@ import structlog
 import trio
 
 from ._errors import StoreClosedError
+from ._faults import Faults, Target
 
 __all__ = ["Batch", "Job", "Writer"]
 
@@ -26,6 +28,10 @@ log = structlog.get_logger(__name__)
 
 #: Jobs one transaction takes at most; the rest wait for the next (bounds commit latency).
 MAX_BATCH: Final = 4096
+#: Deferred (projection) jobs wait at most this long while log appends keep the writer busy.
+PROJECTION_INTERVAL: Final = 0.05
+#: ... and, once appends stop, until the log has been quiet this long.
+QUIET: Final = 0.002
 
 
 class Batch:
@@ -44,10 +50,11 @@ class Job(Generic[T]):
 
     ``on_done`` runs on the trio thread after the batch commits or fails, in queue order,
     before anyone waiting on the batch wakes. ``log`` marks a job that appends log items:
-    only transactions in which one succeeded count as ``Writer.log_commits``.
+    only transactions in which one succeeded count as ``Writer.log_commits``. ``target``
+    names the job for fault injection (:mod:`._faults`); None is never injected.
     """
 
-    __slots__ = ("batch", "error", "fn", "log", "on_done", "result", "size")
+    __slots__ = ("batch", "error", "fn", "log", "on_done", "result", "size", "target")
 
     def __init__(
         self,
@@ -55,8 +62,10 @@ class Job(Generic[T]):
         on_done: Callable[[Job[T]], None] | None = None,
         size: int = 0,
         log: bool = False,
+        target: Target | None = None,
     ) -> None:
         self.fn = fn
+        self.target = target
         self.on_done = on_done
         self.size = size
         self.log = log
@@ -88,13 +97,21 @@ class Writer:
         self,
         connect: Callable[[], sqlite3.Connection],
         *,
-        fault: Callable[[str], None] | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self._connect = connect
-        self._fault = fault
+        self._faults = faults
         self._cond = threading.Condition()
         #: Queued jobs grouped into batches of at most MAX_BATCH, formed at submit time.
         self._groups: list[tuple[Batch, list[Job[Any]]]] = []
+        #: The deferred lane (metadata projection writes): one batch, flushed by
+        #: :meth:`_deferred_due`. While appends stream in, a thread's projection waits here
+        #: and its later patches merge upstream, so it costs one write per interval.
+        self._deferred: list[Job[Any]] = []
+        self._deferred_batch: Batch | None = None  # created on the trio thread
+        self._deferred_since = 0.0
+        self._expedite = False
+        self._last_log_commit = 0.0
         self._stopping = False
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -150,11 +167,25 @@ class Writer:
 
     # -- feeding ------------------------------------------------------------------------
 
-    def submit(self, job: Job[Any]) -> Batch:
-        """Queue ``job`` for the next group commit. Sync; never blocks on SQLite."""
+    def submit(self, job: Job[Any], *, defer: bool = False) -> Batch:
+        """Queue ``job`` for the next group commit. Sync; never blocks on SQLite.
+
+        With ``defer``, the job goes to the deferred lane: it commits once the log has been
+        quiet for :data:`QUIET`, after at most :data:`PROJECTION_INTERVAL` under load, or at
+        once after :meth:`expedite`.
+        """
         if self._closed:
             raise StoreClosedError("the store is closed")
         with self._cond:
+            if defer:
+                if self._deferred_batch is None:
+                    self._deferred_batch = Batch()
+                if not self._deferred:
+                    self._deferred_since = time.monotonic()
+                    self._cond.notify()
+                job.batch = self._deferred_batch
+                self._deferred.append(job)
+                return job.batch
             if not self._groups or len(self._groups[-1][1]) >= MAX_BATCH:
                 self._groups.append((Batch(), []))
                 self._cond.notify()
@@ -164,14 +195,28 @@ class Writer:
             self.queued_bytes += job.size
             return batch
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the next group transaction and return its result.
+    async def run(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        target: Target | None = None,
+        defer: bool = False,
+    ) -> T:
+        """Run ``fn`` in the next group transaction (``defer``: see :meth:`submit`).
 
-        If the caller is cancelled the job still runs (and commits); the result is lost.
+        Returns its result or raises its error. If the caller is cancelled the job still
+        runs (and commits); the result is lost.
         """
-        job: Job[T] = Job(fn)
-        self.submit(job)
+        job: Job[T] = Job(fn, target=target)
+        self.submit(job, defer=defer)
         return await job.wait()
+
+    def expedite(self) -> None:
+        """Commit the deferred lane with the next transaction (someone waits for it)."""
+        with self._cond:
+            if self._deferred and not self._expedite:
+                self._expedite = True
+                self._cond.notify()
 
     async def wait_for_room(self, limit: int) -> None:
         """Block until the bytes queued for commit drop below ``limit``."""
@@ -181,6 +226,7 @@ class Writer:
 
     async def drain(self) -> None:
         """Block until everything submitted before the call is committed (or failed)."""
+        self.expedite()
         await self.run(_nothing)
 
     # -- the writer thread --------------------------------------------------------------
@@ -197,70 +243,127 @@ class Writer:
         conn = self._conn
         try:
             while True:
-                with self._cond:
-                    while not self._groups and not self._stopping:
-                        self._cond.wait()
-                    if not self._groups:
-                        return
-                    batch, jobs = self._groups.pop(0)
-                self._commit(conn, jobs, batch)
+                groups = self._next_transaction()
+                if not groups:
+                    return
+                jobs = [job for _, group in groups for job in group]
+                self._commit(conn, jobs, [batch for batch, _ in groups])
                 try:
-                    token.run_sync_soon(self._deliver, jobs, batch)
+                    token.run_sync_soon(self._deliver, groups)
                 except trio.RunFinishedError:  # pragma: no cover - trio run already over
                     return
         finally:
             conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, jobs: list[Job[Any]], batch: Batch) -> None:
+    def _next_transaction(self) -> list[tuple[Batch, list[Job[Any]]]]:
+        """Block until there is work; return the batches of the next transaction.
+
+        The first queued batch, plus the deferred lane if it is due. Empty: stop.
+        """
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                due = self._deferred_due(now)
+                if self._groups or due:
+                    break
+                if self._stopping:
+                    return []
+                timeout = None
+                if self._deferred:
+                    timeout = max(
+                        0.0,
+                        min(
+                            self._deferred_since + PROJECTION_INTERVAL,
+                            self._last_log_commit + QUIET,
+                        )
+                        - now,
+                    )
+                self._cond.wait(timeout)
+            groups = [self._groups.pop(0)] if self._groups else []
+            if due:
+                assert self._deferred_batch is not None
+                groups.append((self._deferred_batch, self._deferred))
+                self._deferred_batch, self._deferred = None, []
+                self._expedite = False
+            return groups
+
+    def _deferred_due(self, now: float) -> bool:
+        if not self._deferred:
+            return False
+        return (
+            self._expedite
+            or self._stopping
+            or len(self._deferred) >= MAX_BATCH
+            or now - self._deferred_since >= PROJECTION_INTERVAL
+            or (not self._groups and now - self._last_log_commit >= QUIET)
+        )
+
+    def _commit(
+        self, conn: sqlite3.Connection, jobs: list[Job[Any]], batches: list[Batch]
+    ) -> None:
+        """One transaction for ``jobs``; never raises (failures are recorded on the jobs).
+
+        A job that raises rolls back to its savepoint alone. If SQLite itself rolled the
+        whole transaction back (it may on SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY), or the
+        COMMIT fails, every job of the batch fails: nothing of it is stored.
+        """
         try:
-            if self._fault is not None:
-                self._fault("begin")
-            conn.execute("BEGIN IMMEDIATE")
+            self._transaction(conn, jobs)
         except Exception as exc:
-            batch.error = exc
-            for job in jobs:
-                job.error = exc
-            self.failed_commits += 1
-            return
-        for job in jobs:
-            conn.execute("SAVEPOINT job")
             try:
-                job.result = job.fn(conn)
-            except Exception as exc:
-                job.error = exc
-                conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-        try:
-            if self._fault is not None:
-                self._fault("commit")
-            conn.execute("COMMIT")
-        except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            batch.error = exc
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error as rollback_error:  # pragma: no cover - a broken connection
+                log.error("writer.rollback_failed", error=repr(rollback_error))
+            for batch in batches:
+                batch.error = exc
             for job in jobs:
                 job.result = None
                 if job.error is None:
                     job.error = exc
             self.failed_commits += 1
-            log.error("log.commit_failed", jobs=len(jobs), error=repr(exc))
+            log.error("writer.commit_failed", jobs=len(jobs), error=repr(exc))
             return
         self.commits += 1
         if any(job.log and job.error is None for job in jobs):
             self.log_commits += 1
+            self._last_log_commit = time.monotonic()
 
-    def _deliver(self, jobs: list[Job[Any]], batch: Batch) -> None:
+    def _transaction(self, conn: sqlite3.Connection, jobs: list[Job[Any]]) -> None:
+        faults = self._faults
+        if faults is not None:
+            faults.before_transaction(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        for job in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                if faults is not None and job.target is not None:
+                    faults.before_job(job.target)
+                job.result = job.fn(conn)
+            except Exception as exc:
+                job.error = exc
+                if not conn.in_transaction:
+                    raise  # SQLite rolled back the whole transaction
+                conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        if faults is not None:
+            faults.before_commit({job.target for job in jobs if job.target is not None})
+        conn.execute("COMMIT")
+
+    def _deliver(self, groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
         """On the trio thread: run the jobs' callbacks in order, then wake the waiters."""
         freed = 0
-        for job in jobs:
-            freed += job.size
-            if job.on_done is not None:
-                job.on_done(job)
+        for _, jobs in groups:
+            for job in jobs:
+                freed += job.size
+                if job.on_done is not None:
+                    job.on_done(job)
         self.queued_bytes -= freed
         if freed:
             self._room.set()
             self._room = trio.Event()
-        batch.done.set()
+        for batch, _ in groups:
+            batch.done.set()
 
 
 def _nothing(conn: sqlite3.Connection) -> None:

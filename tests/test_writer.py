@@ -1,0 +1,176 @@
+"""The writer thread: group commit, the deferred (projection) lane, failure isolation."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from threadstore import _sqlite as sql
+from threadstore._writer import Job, Writer
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "w.db")
+
+
+def _connect(path: str) -> Callable[[], sqlite3.Connection]:
+    def connect() -> sqlite3.Connection:
+        conn = sql.connect(path, durability="normal")
+        sql.ensure_schema(conn)
+        return conn
+
+    return connect
+
+
+class Recorder:
+    """Jobs that record the order they ran in; ``gate`` holds the writer thread."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def job(self, name: str, *, log: bool = True) -> Job[None]:
+        def fn(conn: sqlite3.Connection) -> None:
+            self.ran.append(name)
+
+        return Job(fn, log=log)
+
+    def blocking(self, name: str) -> Job[None]:
+        def fn(conn: sqlite3.Connection) -> None:
+            self.entered.set()
+            self.gate.wait(timeout=30)
+            self.ran.append(name)
+
+        return Job(fn, log=True)
+
+
+async def _entered(recorder: Recorder) -> None:
+    await trio.to_thread.run_sync(recorder.entered.wait, 30)
+
+
+async def test_queued_jobs_share_one_transaction(db: str) -> None:
+    rec = Recorder()
+    writer = Writer(_connect(db))
+    await writer.start()
+    try:
+        first = rec.blocking("first")
+        writer.submit(first)
+        await _entered(rec)
+        jobs = [rec.job(f"j{i}") for i in range(50)]
+        for job in jobs:
+            writer.submit(job)
+        rec.gate.set()
+        for job in jobs:
+            await job.wait()
+        assert rec.ran == ["first"] + [f"j{i}" for i in range(50)]
+        assert (writer.commits, writer.log_commits) == (2, 2)  # 51 jobs, 2 commits
+    finally:
+        await writer.aclose()
+
+
+async def test_deferred_jobs_wait_behind_log_appends(db: str) -> None:
+    rec = Recorder()
+    writer = Writer(_connect(db))
+    await writer.start()
+    try:
+        writer.submit(rec.blocking("append-1"))
+        await _entered(rec)
+        projection = rec.job("projection", log=False)
+        writer.submit(projection, defer=True)
+        later = rec.job("append-2")
+        writer.submit(later)
+        rec.gate.set()
+        await projection.wait()
+        await later.wait()
+        # The append queued after the projection still commits first.
+        assert rec.ran == ["append-1", "append-2", "projection"]
+    finally:
+        await writer.aclose()
+
+
+async def test_expedite_sends_the_deferred_lane_with_the_next_transaction(db: str) -> None:
+    rec = Recorder()
+    writer = Writer(_connect(db))
+    await writer.start()
+    try:
+        writer.submit(rec.blocking("append-1"))
+        await _entered(rec)
+        projection = rec.job("projection", log=False)
+        writer.submit(projection, defer=True)
+        writer.expedite()
+        later = rec.job("append-2")
+        writer.submit(later)
+        rec.gate.set()
+        await projection.wait()
+        await later.wait()
+        assert rec.ran == ["append-1", "append-2", "projection"]
+        assert writer.commits == 2  # append-2 and the projection committed together
+    finally:
+        await writer.aclose()
+
+
+async def test_an_idle_writer_commits_deferred_jobs_without_being_asked(db: str) -> None:
+    rec = Recorder()
+    writer = Writer(_connect(db))
+    await writer.start()
+    try:
+        projection = rec.job("projection", log=False)
+        writer.submit(projection, defer=True)
+        with trio.fail_after(30):
+            await projection.wait()
+        assert rec.ran == ["projection"]
+    finally:
+        await writer.aclose()
+
+
+async def test_closing_commits_the_deferred_lane(db: str) -> None:
+    rec = Recorder()
+    writer = Writer(_connect(db))
+    await writer.start()
+    writer.submit(rec.blocking("append"))
+    await _entered(rec)
+    projection = rec.job("projection", log=False)
+    writer.submit(projection, defer=True)
+    rec.gate.set()
+    await writer.aclose()
+    assert rec.ran == ["append", "projection"]
+    assert projection.batch is not None
+    assert projection.batch.done.is_set()
+
+
+async def test_a_failing_job_rolls_back_alone(db: str) -> None:
+    writer = Writer(_connect(db))
+    await writer.start()
+    try:
+
+        def insert(name: str) -> Callable[[sqlite3.Connection], None]:
+            def fn(conn: sqlite3.Connection) -> None:
+                conn.execute("INSERT INTO store_info (key, value) VALUES (?, ?)", (name, b"x"))
+
+            return fn
+
+        def boom(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO store_info (key, value) VALUES ('half', x'00')")
+            raise ValueError("boom")
+
+        good, bad, also_good = Job(insert("a")), Job(boom), Job(insert("b"))
+        for job in (good, bad, also_good):
+            writer.submit(job)
+        await good.wait()
+        with pytest.raises(ValueError, match="boom"):
+            await bad.wait()
+        await also_good.wait()
+
+        def keys(conn: sqlite3.Connection) -> list[str]:
+            return [k for (k,) in conn.execute("SELECT key FROM store_info ORDER BY key")]
+
+        assert await writer.run(keys) == ["a", "b", "cursor_secret"]
+    finally:
+        await writer.aclose()
