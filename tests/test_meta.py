@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from threadstore._errors import InvalidItemError
-from threadstore._items import Item, StoredItem, metadata_item, us_to_datetime
+from threadstore._items import Item, StoredItem, datetime_to_us, metadata_item, us_to_datetime
 from threadstore._meta import (
     LAST_MESSAGE_CHARS,
     PREVIEW_CHARS,
@@ -433,3 +433,10 @@ def test_from_row_rejects_unknown_status() -> None:
     row["status"] = "sleeping"
     with pytest.raises(ValueError, match="sleeping"):
         Projection.from_row(row)
+
+
+@given(item_runs(max_size=30))
+def test_from_rows_is_from_items(items: list[StoredItem]) -> None:
+    """The append path's one-pass fold over raw rows equals the item-by-item fold."""
+    rows = [(i.seq, datetime_to_us(i.created_at), i.kind, i.data) for i in items]
+    assert Patch.from_rows(rows) == Patch.from_items(items)

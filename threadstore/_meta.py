@@ -159,6 +159,66 @@ class Patch:
         return patch
 
     @classmethod
+    def from_rows(cls, rows: Sequence[tuple[int, int, str, Mapping[str, Any]]]) -> Patch:
+        """``from_items`` over ``(seq, created_at_us, kind, data)`` rows, in one pass.
+
+        The append path's fold: no per-item ``Patch`` or ``datetime`` is built.
+        """
+        if not rows:
+            return cls()
+        turns = input_tokens = output_tokens = 0
+        first_user: str | None = None
+        goal = title = last_message = None
+        updated: int | None = None
+        recency: int | None = None
+        status = _SAME
+        extra: dict[str, Any] = {}
+        urgent = False
+        for _seq, at, kind, data in rows:
+            if updated is None or at > updated:
+                updated = at
+            text = data.get("text")
+            if kind == "user_message" and isinstance(text, str):
+                recency = at if recency is None or at > recency else recency
+                if first_user is None and text.strip():
+                    first_user = truncate(text, PREVIEW_CHARS)
+            elif kind == "turn_started":
+                recency = at if recency is None or at > recency else recency
+                turns += 1
+            elif kind == "assistant_message" and isinstance(text, str):
+                last_message = truncate(text, LAST_MESSAGE_CHARS)
+            elif kind == "goal" and isinstance(text, str):
+                goal = text
+            elif kind == "title" and isinstance(text, str):
+                title = text
+            elif kind == "token_usage":
+                input_tokens += data.get("input", 0)
+                output_tokens += data.get("output", 0)
+            elif kind == METADATA_KIND and isinstance(data.get("extra"), Mapping):
+                extra.update(normalize_json(data["extra"], "data['extra']"))
+            transition = _TRANSITIONS.get(kind)
+            if transition is not None:
+                status = _compose(status, transition)
+            urgent = urgent or kind in URGENT_KINDS
+        return cls(
+            first_seq=rows[0][0],
+            last_seq=rows[-1][0],
+            item_count=len(rows),
+            turn_count=turns,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            first_user_text=first_user,
+            goal=goal,
+            title=title,
+            last_message=last_message,
+            updated_at_us=updated,
+            recency_at_us=recency,
+            status=status,
+            extra=extra,
+            has_urgent_kind=urgent,
+        )
+
+    @classmethod
     def _from_item(cls, item: StoredItem) -> Patch:
         kind, data = item.kind, item.data
         at = datetime_to_us(item.created_at)

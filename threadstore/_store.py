@@ -74,8 +74,8 @@ class _Thread:
         "durable",
         "epoch",
         "has_user",
-        "id",
         "hurry",
+        "id",
         "last_job",
         "projected",
     )
@@ -229,6 +229,8 @@ class Store:
         return meta
 
     def _created(self, state: _Thread, job: Job[ThreadMeta]) -> None:
+        if state.last_job is job:
+            state.last_job = None  # done: do not keep its items alive
         if job.error is None:
             state.durable = state.projected = state.assigned
             return
@@ -294,6 +296,8 @@ class Store:
         job: Job[Patch],
     ) -> None:
         """On the trio thread, in commit order: advance watermarks and queue the patch."""
+        if state.last_job is job:
+            state.last_job = None  # done: do not keep its items alive
         if job.error is not None:
             if epoch == state.epoch:
                 # Seqs after the failed ones are refused by the writer (no gaps): rewind.
@@ -378,9 +382,10 @@ class Store:
         if state.projected >= target:
             await trio.lowlevel.checkpoint()
             return
-        if state.durable < target and state.last_job is not None:
-            with suppress(AppendFailedError):  # reported below if it covered the target
-                await state.last_job.wait()
+        if state.durable < target:
+            if state.last_job is not None:
+                with suppress(AppendFailedError):  # reported below if it covered the target
+                    await state.last_job.wait()
             if state.durable < target:
                 raise AppendFailedError(state.id, target, "the items were not stored")
         self._barriers += 1
@@ -603,24 +608,19 @@ class Store:
             include_empty=bool(include_empty),
         )
         after = None if cursor is None else decode_cursor(self._secret, cursor, query)
-        rows = await self._readers.run(
+        metas, last = await self._readers.run(
             partial(
-                sql.list_threads,
+                _list_page,
                 order_by=order_by,
                 descending=query.descending,
                 archived=query.archived,
                 search=query.search,
                 include_empty=query.include_empty,
                 after=after,
-                limit=limit + 1,
+                limit=limit,
             )
         )
-        more = len(rows) > limit
-        metas = tuple(Projection.from_row(row).meta for row in rows[:limit])
-        next_cursor = None
-        if more:
-            last = rows[limit - 1]
-            next_cursor = encode_cursor(self._secret, query, int(last[order_by]), str(last["id"]))  # type: ignore[call-overload]
+        next_cursor = None if last is None else encode_cursor(self._secret, query, *last)
         return ThreadPage(threads=metas, next_cursor=next_cursor)
 
     def statistics(self) -> StoreStatistics:
@@ -690,11 +690,17 @@ def _append_job(
     thread_id: str, rows: list[sql.ItemRow], items: tuple[Item, ...], conn: sqlite3.Connection
 ) -> Patch:
     sql.append_items(conn, thread_id, rows, expected_last=rows[0][0] - 1)
-    return Patch.from_items(
+    return Patch.from_rows(
         [
-            StoredItem(kind=item.kind, data=item.data, seq=seq, created_at=us_to_datetime(at))
+            (seq, at, item.kind, item.data)
             for (seq, at, _k, _d), item in zip(rows, items, strict=True)
         ]
+    )
+
+
+def _fold(rows: list[sql.ItemRow], items: tuple[Item, ...]) -> Patch:
+    return Patch.from_rows(
+        [(seq, at, item.kind, item.data) for (seq, at, _, _), item in zip(rows, items, strict=True)]
     )
 
 
@@ -708,9 +714,9 @@ def _create_job(
     projection = Projection.new(thread_id, created_us)
     if items:
         projection = projection.apply(
-            Patch.from_items(
+            Patch.from_rows(
                 [
-                    StoredItem(kind=i.kind, data=i.data, seq=seq, created_at=us_to_datetime(at))
+                    (seq, at, i.kind, i.data)
                     for (seq, at, _k, _d), i in zip(rows, items, strict=True)
                 ]
             )
@@ -756,6 +762,19 @@ def _projector_input(
     meta = Projection.from_row(row).meta
     rows = sql.read_items(conn, thread_id, meta.seq, max(0, target - meta.seq))
     return meta, [_stored(r) for r in rows]
+
+
+def _list_page(
+    conn: sqlite3.Connection, *, limit: int, order_by: str, **query: Any
+) -> tuple[tuple[ThreadMeta, ...], tuple[int, str] | None]:
+    """One page of metadata, decoded here (not on the trio thread), and the cursor key of
+    its last row if more rows follow."""
+    rows = sql.list_threads(conn, order_by=order_by, limit=limit + 1, **query)
+    metas = tuple(Projection.from_row(row).meta for row in rows[:limit])
+    if len(rows) <= limit:
+        return metas, None
+    last = rows[limit - 1]
+    return metas, (int(last[order_by]), str(last["id"]))  # type: ignore[call-overload]
 
 
 def _read_items(

@@ -298,9 +298,7 @@ class Writer:
             or (not self._groups and now - self._last_log_commit >= QUIET)
         )
 
-    def _commit(
-        self, conn: sqlite3.Connection, jobs: list[Job[Any]], batches: list[Batch]
-    ) -> None:
+    def _commit(self, conn: sqlite3.Connection, jobs: list[Job[Any]], batches: list[Batch]) -> None:
         """One transaction for ``jobs``; never raises (failures are recorded on the jobs).
 
         A job that raises rolls back to its savepoint alone. If SQLite itself rolled the
@@ -308,7 +306,13 @@ class Writer:
         COMMIT fails, every job of the batch fails: nothing of it is stored.
         """
         try:
-            self._transaction(conn, jobs)
+            if not self._transaction(conn, jobs, savepoints=False):
+                # A job failed: redo the batch with a savepoint per job so it fails alone.
+                # (Jobs are pure functions of the database, so running them again is safe.)
+                conn.execute("ROLLBACK")
+                for job in jobs:
+                    job.result = job.error = None
+                self._transaction(conn, jobs, savepoints=True)
         except Exception as exc:
             try:
                 if conn.in_transaction:
@@ -329,13 +333,18 @@ class Writer:
             self.log_commits += 1
             self._last_log_commit = time.monotonic()
 
-    def _transaction(self, conn: sqlite3.Connection, jobs: list[Job[Any]]) -> None:
+    def _transaction(
+        self, conn: sqlite3.Connection, jobs: list[Job[Any]], *, savepoints: bool
+    ) -> bool:
+        """Run ``jobs`` in one transaction and commit it; False (not committed, still open)
+        if a job failed without ``savepoints``. Raises if the transaction itself failed."""
         faults = self._faults
         if faults is not None:
             faults.before_transaction(conn)
         conn.execute("BEGIN IMMEDIATE")
         for job in jobs:
-            conn.execute("SAVEPOINT job")
+            if savepoints:
+                conn.execute("SAVEPOINT job")
             try:
                 if faults is not None and job.target is not None:
                     faults.before_job(job.target)
@@ -344,11 +353,15 @@ class Writer:
                 job.error = exc
                 if not conn.in_transaction:
                     raise  # SQLite rolled back the whole transaction
+                if not savepoints:
+                    return False
                 conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
+            if savepoints:
+                conn.execute("RELEASE job")
         if faults is not None:
             faults.before_commit({job.target for job in jobs if job.target is not None})
         conn.execute("COMMIT")
+        return True
 
     def _deliver(self, groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
         """On the trio thread: run the jobs' callbacks in order, then wake the waiters."""
