@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 90
 
-.PHONY: venv test lint typecheck ci demo clean
+.PHONY: venv bench-venv test soak lint typecheck ci demo bench bench-smoke bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,24 +15,46 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
+
 test: $(STAMP)
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
+	$(BIN)/coverage run -m pytest -m 'not soak' $(PYTEST_ARGS)
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)
 	$(BIN)/coverage report --include='workers/*' --fail-under=95
+
+# Long randomized crash/fault trials (seeded; the seed is printed for replay).
+soak: $(STAMP)
+	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check threadstore workers tests benchmarks
 	$(BIN)/ruff format --check threadstore workers tests benchmarks
-	$(BIN)/flake8 threadstore workers tests
+	$(BIN)/flake8 threadstore workers tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-ci: lint typecheck test
+ci: lint typecheck test bench-smoke
 
 demo: $(STAMP)
 	$(BIN)/python -m threadstore.demo $(DEMO_ARGS)
+
+# Benchmarks: figures as ratios against a baseline run in the same process.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m benchmarks --smoke --no-plot --no-save
+
+# The stores users pick today, in their own pinned virtual environment (out of CI).
+bench-peers: $(STAMP)
+	$(BIN)/python -m benchmarks.peers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,96 @@
+"""Scales of the three run profiles: ``--smoke`` (CI, < 30 s), quick (default), ``--full``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+__all__ = ["PROFILES", "Profile"]
+
+
+@attrs.frozen(kw_only=True)
+class Profile:
+    """How big each scenario runs. S1-S3 keep the sizes their targets are stated for in
+    quick and full runs (full repeats the noisy ones instead); S4 and S5 grow with the profile.
+    """
+
+    name: str
+    #: S1: threads x appends, per projector cost (``None``: no projector at all).
+    s1_threads: int
+    s1_appends: int
+    s1_costs_ms: tuple[float | None, ...]
+    #: S2: threads x items per burst, repeated (ours and the bare loop alternate).
+    s2_threads: int
+    s2_items: int
+    s2_repeats: int
+    #: S3: goal-first creations, idle and again under a burst.
+    s3_creates: int
+    #: S4: threads x items in the store; timed calls per figure.
+    s4_threads: int
+    s4_items: int
+    s4_calls: int
+    #: S5: threads touched once, in a child process.
+    s5_threads: int
+    #: S6: threads the child bursts into; it is killed after this many acknowledged appends.
+    s6_threads: int
+    s6_kill_after: int
+    #: A scenario still running after this many seconds fails (a hang must not stall CI).
+    timeout_s: float
+
+
+SMOKE: Final = Profile(
+    name="smoke",
+    s1_threads=10,
+    s1_appends=10,
+    s1_costs_ms=(None, 0.0, 10.0, 100.0),
+    s2_threads=20,
+    s2_items=20,
+    s2_repeats=1,
+    s3_creates=30,
+    s4_threads=500,
+    s4_items=20,
+    s4_calls=100,
+    s5_threads=2_000,
+    s6_threads=20,
+    s6_kill_after=300,
+    timeout_s=120,
+)
+
+QUICK: Final = Profile(
+    name="quick",
+    s1_threads=50,
+    s1_appends=40,
+    s1_costs_ms=(None, 0.0, 10.0, 100.0),
+    s2_threads=100,
+    s2_items=100,
+    s2_repeats=2,
+    s3_creates=300,
+    s4_threads=10_000,
+    s4_items=20,
+    s4_calls=500,
+    s5_threads=20_000,
+    s6_threads=200,
+    s6_kill_after=5_000,
+    timeout_s=600,
+)
+
+FULL: Final = Profile(
+    name="full",
+    s1_threads=50,
+    s1_appends=40,
+    s1_costs_ms=(None, 0.0, 10.0, 100.0),
+    s2_threads=100,
+    s2_items=100,
+    s2_repeats=5,
+    s3_creates=1_000,
+    s4_threads=100_000,
+    s4_items=20,
+    s4_calls=2_000,
+    s5_threads=100_000,
+    s6_threads=1_000,
+    s6_kill_after=50_000,
+    timeout_s=3_600,
+)
+
+PROFILES: Final = {p.name: p for p in (SMOKE, QUICK, FULL)}

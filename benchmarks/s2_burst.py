@@ -1,0 +1,222 @@
+"""S2 — a burst: 100 threads x 100 items at once, at durability "normal" and "full".
+
+100 tasks each await ``store.append`` of one item 100 times (threads created beforehand,
+no projector). Measured: projection writes and log commits per item (``statistics()``
+deltas), items/s until the last append returned, the time from then until everything is
+visible (``flush_all``), the event-loop heartbeat overshoot over burst and drain, and the
+same burst through the bare trio + sqlite3 group-commit loop (``_baseline``) in this process:
+our items/s is reported as a ratio of it. Runs alternate ours/bare; medians are reported.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import trio
+
+from threadstore import Item, open_store
+
+from ._baseline import bare_burst
+from ._burst import burst, make_threads, stats_delta
+from ._env import sqlite_settings
+from ._figures import Figure, ScenarioResult, Target
+from ._profile import Profile
+from ._stats import heartbeat, median, summarize
+from ._workload import item_stream
+
+ID: Final = "S2"
+TITLE: Final = "burst: 100 threads x 100 items"
+
+Durability = Literal["normal", "full"]
+MIN_ITEMS_PER_S: Final[dict[str, float]] = {"normal": 50_000, "full": 40_000}
+
+
+def _items(threads: int, per_thread: int) -> list[list[Item]]:
+    out = []
+    for index in range(threads):
+        stream = item_stream(1000 + index)
+        out.append([next(stream) for _ in range(per_thread)])
+    return out
+
+
+async def _ours(path: Path, durability: Durability, items: list[list[Item]]) -> dict[str, Any]:
+    async with open_store(path, durability=durability) as store:
+        settings = await sqlite_settings(store, durability)
+        thread_ids = await make_threads(store, len(items))
+        await store.flush_all()
+        before = store.statistics()
+        async with heartbeat() as beat:
+            result = await burst(store, thread_ids, items)
+            await store.flush_all()
+            visible = time.perf_counter()
+        delta = stats_delta(before, store.statistics())
+    appended = max(1, delta["items_appended"])
+    return {
+        "items_per_s": result.items_per_s,
+        "visible_ms": (visible - result.ended_at) * 1000,
+        "projection_writes_per_item": delta["projection_writes"] / appended,
+        "log_commits_per_item": delta["log_commits"] / appended,
+        "append": summarize(result.latencies_ms),
+        "heartbeat": beat.summary(),
+        "settings": settings,
+        "delta": delta,
+    }
+
+
+async def _bare(path: Path, durability: Durability, items: list[list[Item]]) -> dict[str, Any]:
+    thread_ids = [f"bare-{index}" for index in range(len(items))]
+    async with heartbeat() as beat:
+        result = await bare_burst(str(path), durability, thread_ids, items)
+    return {
+        "heartbeat": beat.summary(),
+        "items_per_s": result.items_per_s,
+        "append": summarize(list(result.latencies_ms)),
+        "commits_per_item": result.commits / max(1, result.items),
+    }
+
+
+async def run(profile: Profile, workdir: Path) -> ScenarioResult:
+    items = _items(profile.s2_threads, profile.s2_items)
+    figures: list[Figure] = []
+    settings: dict[str, Any] = {}
+    series: dict[str, Any] = {}
+    runs: dict[str, Any] = {}
+    durabilities: tuple[Durability, ...] = ("normal", "full")
+    async with heartbeat() as idle:
+        await trio.sleep(0.3)
+    figures.append(
+        Figure(
+            key="heartbeat_idle_p99_ms",
+            label="heartbeat overshoot p99, idle loop (reference)",
+            value=idle.summary().p99,
+            unit="ms",
+        )
+    )
+    for durability in durabilities:
+        ours: list[dict[str, Any]] = []
+        bare: list[dict[str, Any]] = []
+        for rep in range(profile.s2_repeats):
+            ours.append(await _ours(workdir / f"s2-{durability}-{rep}.db", durability, items))
+            bare.append(await _bare(workdir / f"s2-bare-{durability}-{rep}.db", durability, items))
+        settings[durability] = ours[0]["settings"]
+        # The run with the median throughput stands for the others in the per-run figures.
+        ranked = sorted(ours, key=lambda r: float(r["items_per_s"]))
+        mid = ranked[(len(ranked) - 1) // 2]
+        rate = median(r["items_per_s"] for r in ours)
+        bare_rate = median(r["items_per_s"] for r in bare)
+        d = durability
+        figures += [
+            Figure(
+                key=f"projection_writes_per_item.{d}",
+                label=f"projection writes / item, {d}",
+                value=median(r["projection_writes_per_item"] for r in ours),
+                target=Target(op="<=", threshold=0.1),
+            ),
+            Figure(
+                key=f"log_commits_per_item.{d}",
+                label=f"log commits / item, {d}",
+                value=median(r["log_commits_per_item"] for r in ours),
+                target=Target(op="<=", threshold=0.25),
+            ),
+            Figure(
+                key=f"items_per_s.{d}",
+                label=f"items/s, {d}",
+                value=rate,
+                unit="items/s",
+                target=Target(op=">=", threshold=MIN_ITEMS_PER_S[d]),
+            ),
+            Figure(
+                key=f"bare_items_per_s.{d}",
+                label=f"bare group-commit loop items/s, {d}",
+                value=bare_rate,
+                unit="items/s",
+            ),
+            Figure(
+                key=f"items_per_s_ratio_vs_bare.{d}",
+                label=f"items/s ours / bare loop, {d}",
+                value=rate / bare_rate,
+                unit="x",
+            ),
+            Figure(
+                key=f"append_p50_ms.{d}",
+                label=f"append p50 in the burst, {d}",
+                value=mid["append"].p50,
+                unit="ms",
+            ),
+            Figure(
+                key=f"append_p99_ms.{d}",
+                label=f"append p99 in the burst, {d}",
+                value=mid["append"].p99,
+                unit="ms",
+            ),
+            Figure(
+                key=f"bare_append_p50_ms.{d}",
+                label=f"bare loop append p50, {d}",
+                value=median(r["append"].p50 for r in bare),
+                unit="ms",
+            ),
+            Figure(
+                key=f"visible_ms.{d}",
+                label=f"last append returned -> all visible, {d}",
+                value=median(r["visible_ms"] for r in ours),
+                unit="ms",
+            ),
+            Figure(
+                key=f"heartbeat_p99_ms.{d}",
+                label=f"heartbeat overshoot p99 (burst + drain, worst run), {d}",
+                value=max(r["heartbeat"].p99 for r in ours),
+                unit="ms",
+                target=Target(op="<", threshold=5.0),
+            ),
+            Figure(
+                key=f"bare_heartbeat_p99_ms.{d}",
+                label=f"bare loop heartbeat overshoot p99 (worst run), {d}",
+                value=max(r["heartbeat"].p99 for r in bare),
+                unit="ms",
+            ),
+            Figure(
+                key=f"heartbeat_max_ms.{d}",
+                label=f"heartbeat overshoot max (burst + drain, worst run), {d}",
+                value=max(r["heartbeat"].max for r in ours),
+                unit="ms",
+            ),
+        ]
+        series[d] = {
+            "projection_writes_per_item": [r["projection_writes_per_item"] for r in ours],
+            "log_commits_per_item": [r["log_commits_per_item"] for r in ours],
+            "items_per_s": [r["items_per_s"] for r in ours],
+            "bare_items_per_s": [r["items_per_s"] for r in bare],
+        }
+        runs[d] = {
+            "ours": [
+                {
+                    "items_per_s": round(r["items_per_s"], 1),
+                    "visible_ms": round(r["visible_ms"], 3),
+                    "delta": r["delta"],
+                    "heartbeat_p99_ms": round(r["heartbeat"].p99, 3),
+                }
+                for r in ours
+            ],
+            "bare": [
+                {
+                    "items_per_s": round(r["items_per_s"], 1),
+                    "commits_per_item": round(r["commits_per_item"], 4),
+                }
+                for r in bare
+            ],
+        }
+    return ScenarioResult(
+        id=ID,
+        title=TITLE,
+        figures=tuple(figures),
+        params={
+            "threads": profile.s2_threads,
+            "items_per_thread": profile.s2_items,
+            "repeats": profile.s2_repeats,
+            "runs": runs,
+        },
+        series=series,
+        settings=settings,
+    )
