@@ -20,6 +20,7 @@ from ._errors import (
     ThreadNotFoundError,
     ThreadStoreError,
 )
+from ._feed import EventType, ThreadEvent
 from ._items import Item, StoredItem
 from ._meta import ThreadMeta
 from ._store import Receipt, Store, open_store
@@ -27,6 +28,7 @@ from ._values import Projector, StoreStatistics, ThreadPage
 
 __all__ = [
     "AppendFailedError",
+    "EventType",
     "InvalidCursorError",
     "InvalidItemError",
     "Item",
@@ -42,6 +44,7 @@ __all__ = [
     "StoreStatistics",
     "StoredItem",
     "ThreadDiscardedError",
+    "ThreadEvent",
     "ThreadExistsError",
     "ThreadMeta",
     "ThreadNotFoundError",

@@ -31,6 +31,7 @@ from ._errors import (
     shorten,
 )
 from ._faults import Faults
+from ._feed import Feed, ThreadEvent
 from ._items import (
     Item,
     StoredItem,
@@ -157,6 +158,7 @@ class Store:
         self._times = Timestamps()
         self._closing = False
         self._barriers = 0  # flushes waiting: projection writes are not deferred meanwhile
+        self._feed = Feed()
         self._n = _Counters()
 
     # -- guards -------------------------------------------------------------------------
@@ -226,6 +228,8 @@ class Store:
         state.last_job = job
         meta = await job.wait()
         log.info("thread.created", thread_id=tid, items=len(items))
+        if self._feed.subscribers:
+            await self._feed.publish(ThreadEvent(type="created", thread=meta), must_deliver=True)
         return meta
 
     def _created(self, state: _Thread, job: Job[ThreadMeta]) -> None:
@@ -478,7 +482,11 @@ class Store:
         if row is None:
             raise ThreadNotFoundError(state.id)
         log.info("thread.archived" if archived else "thread.unarchived", thread_id=state.id)
-        return Projection.from_row(row).meta
+        meta = Projection.from_row(row).meta
+        if self._feed.subscribers:
+            event = ThreadEvent(type="archived" if archived else "unarchived", thread=meta)
+            await self._feed.publish(event, must_deliver=True)
+        return meta
 
     async def delete_thread(self, thread_id: str) -> None:
         """Discard pending projection work, then delete the thread's items and metadata.
@@ -490,15 +498,21 @@ class Store:
         writer = self._writable()
         state = self._live(thread_id)
         state.deleted = True
-        job: Job[bool] = Job(partial(_delete_job, state.id), on_done=partial(self._deleted, state))
+        job: Job[ThreadMeta | None] = Job(
+            partial(_delete_job, state.id), on_done=partial(self._deleted, state)
+        )
         with trio.CancelScope(shield=True):
             await self._actors.discard(state.id)
             writer.submit(job)
-            await job.wait()
+            meta = await job.wait()
+            if meta is not None and self._feed.subscribers:
+                await self._feed.publish(
+                    ThreadEvent(type="deleted", thread=meta), must_deliver=True
+                )
         await trio.lowlevel.checkpoint()
         log.info("thread.deleted", thread_id=state.id)
 
-    def _deleted(self, state: _Thread, job: Job[bool]) -> None:
+    def _deleted(self, state: _Thread, job: Job[ThreadMeta | None]) -> None:
         if job.error is None and self._threads.get(state.id) is state:
             del self._threads[state.id]
         elif job.error is not None:
@@ -526,7 +540,8 @@ class Store:
         assert self._writer is not None
         # Deferred: while appends stream in, this write waits (bounded) and later patches
         # merge into the next one. Urgent patches and waiting barriers go at once.
-        hurry = state.hurry or patch.urgent or self._barriers > 0 or self._closing
+        urgent = state.hurry or patch.urgent  # caused by urgent items: must-deliver events
+        hurry = urgent or self._barriers > 0 or self._closing
         state.hurry = False
         meta = await self._writer.run(
             partial(_project_job, thread_id, patch, extra, target),
@@ -537,6 +552,9 @@ class Store:
             return
         self._n.projection_writes += 1
         state.projected = max(state.projected, meta.seq)
+        if self._feed.subscribers:
+            # Bounded: a full subscriber costs a must-deliver update at most the feed's wait.
+            await self._feed.publish(ThreadEvent(type="updated", thread=meta), must_deliver=urgent)
         context = structlog.contextvars.get_contextvars()
         log.debug(
             "projection.applied",
@@ -545,6 +563,26 @@ class Store:
             trace_parent=context.get("trace_parent"),
             queue_age_ms=context.get("queue_age_ms"),
         )
+
+    # -- change feed --------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def subscribe(self, buffer: int = 256) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
+        """Receive a :class:`ThreadEvent` for each thread change, after it committed.
+
+        ``async with store.subscribe() as events: async for event in events: ...``. Events
+        of one thread arrive in commit order. Ordinary ``updated`` events are dropped for
+        this subscriber while its ``buffer`` is full (``statistics().feed_drops``);
+        ``created``, ``deleted``, ``archived``, ``unarchived`` and updates caused by urgent
+        items wait a bounded time for room, then are dropped and counted in
+        ``feed_must_deliver_drops``. Iteration ends when the store closes. Raises
+        :class:`ReadOnlyStoreError` on a read-only store (it sees no changes) and
+        ``ValueError`` for a ``buffer`` below 1.
+        """
+        if self.read_only:
+            raise ReadOnlyStoreError(f"store {self.path!r} is open read-only: it has no feed")
+        async with self._feed.subscribe(buffer) as events:
+            yield events
 
     # -- reads --------------------------------------------------------------------------
 
@@ -637,9 +675,9 @@ class Store:
             live_actors=pool.live_actors if pool else 0,
             lagging_threads=pool.pending_keys if pool else 0,
             max_lag=pool.max_lag if pool else 0,
-            feed_drops=0,
-            feed_must_deliver_drops=0,
-            subscribers=0,
+            feed_drops=self._feed.drops,
+            feed_must_deliver_drops=self._feed.must_deliver_drops,
+            subscribers=self._feed.subscribers,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -674,6 +712,7 @@ class Store:
             assert self._writer is not None
             await self._writer.drain()  # everything accepted is committed
             report = await self._actors.shutdown(grace)
+            self._feed.close()  # subscriptions end after the last projection's event
             log.info(
                 "store.closed",
                 path=self.path,
@@ -746,8 +785,11 @@ def _project_job(
     return projection.meta
 
 
-def _delete_job(thread_id: str, conn: sqlite3.Connection) -> bool:
-    return sql.delete_thread(conn, thread_id)
+def _delete_job(thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
+    """Delete the thread; return its metadata as it was (None if it was gone already)."""
+    row = sql.read_projection_row(conn, thread_id)
+    sql.delete_thread(conn, thread_id)
+    return None if row is None else Projection.from_row(row).meta
 
 
 # -- reader functions (sync; reader threads only) ---------------------------------------
