@@ -26,10 +26,14 @@ class StoreStatistics:
     """Counters since the store was opened, plus a snapshot of the projection backlog.
 
     ``appends``/``items_appended`` count accepted append calls and their items;
-    ``log_commits`` group transactions of the writer; ``projection_writes`` metadata writes;
+    ``log_commits`` committed group transactions that appended log items (so
+    ``log_commits / items_appended`` is the group-commit ratio); ``projection_writes``
+    metadata writes;
     ``patches_coalesced`` appends whose patch merged into one already queued;
     ``lagging_threads``/``max_lag`` threads whose metadata is behind their log, and by how
-    many items at most; ``feed_*``/``subscribers`` describe the change feed.
+    many items at most; ``feed_drops`` ordinary events dropped for full subscribers,
+    ``feed_must_deliver_drops`` must-deliver events dropped after their bounded wait,
+    ``subscribers`` open subscriptions.
     """
 
     appends: int
