@@ -26,6 +26,7 @@ from threadstore._items import (
     encode_item,
     metadata_item,
     new_thread_id,
+    normalize_json,
     us_to_datetime,
     validate_thread_id,
 )
@@ -354,3 +355,38 @@ def test_any_json_object_round_trips(data: dict[str, Any]) -> None:
     text = encode_item(Item(kind="note", data=data), max_item_bytes=MIB)
     assert decode_data(text) == data
     assert json.loads(text) == data
+
+
+_json_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),  # NaN and infinities included: both paths must reject them
+    st.text(),
+    st.sampled_from(["\ud800", "a\udfffb", "NUL\x00", "🧵"]),
+)
+_json_like = st.recursive(
+    _json_leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.one_of(st.text(max_size=5), st.integers()), inner, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _json_like, max_size=5))
+def test_encode_item_fast_path_agrees_with_the_validating_path(data: dict[str, Any]) -> None:
+    """Plain data takes a fast path; whatever the path, the result (or error) is the same."""
+    try:
+        expected: str | None = json.dumps(
+            normalize_json(data), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
+    except InvalidItemError:
+        expected = None
+    try:
+        actual: str | None = encode_item(Item(kind="custom.x", data=data), max_item_bytes=1 << 20)
+    except InvalidItemError:
+        actual = None
+    assert actual == expected

@@ -268,6 +268,24 @@ def _check_utf8(text: str, path: str) -> None:
         ) from None
 
 
+def _plain(value: object, depth: int) -> bool:
+    """Whether ``value`` is made of exact JSON types only (dict with str keys, list, str,
+    int, float, bool, None) within ``MAX_JSON_DEPTH``: what ``json.dumps`` encodes as is."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return True
+    if depth >= MAX_JSON_DEPTH:
+        return False
+    if kind is dict:
+        return all(
+            type(k) is str and _plain(v, depth + 1)
+            for k, v in value.items()  # type: ignore[attr-defined]
+        )
+    if kind is list:
+        return all(_plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
+    return False
+
+
 def encode_item(item: Item, *, max_item_bytes: int) -> str:
     """Validate ``item`` and return the canonical JSON text of its data.
 
@@ -287,10 +305,21 @@ def encode_item(item: Item, *, max_item_bytes: int) -> str:
             f"{kind} item: data must be a mapping, got {shorten(data)} "
             f"of type {type(data).__name__}"
         )
-    try:
-        plain = normalize_json(data)
-    except InvalidItemError as exc:
-        raise InvalidItemError(f"{kind} item: {exc}") from None
+    plain: Any = dict(data)
+    text: str | None = None
+    encoded: bytes | None = None
+    if all(type(k) is str and _plain(v, 1) for k, v in plain.items()):
+        # Fast path: exact JSON types already; json.dumps checks floats, encode() strings.
+        try:
+            text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            encoded = text.encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            text = None  # the slow path below names the offending value
+    if text is None:
+        try:
+            plain = normalize_json(data)
+        except InvalidItemError as exc:
+            raise InvalidItemError(f"{kind} item: {exc}") from None
     for name, check, expected in _SCHEMAS.get(kind, ()):
         if name not in plain:
             raise InvalidItemError(f"{kind} item: data[{name!r}] is missing")
@@ -298,8 +327,10 @@ def encode_item(item: Item, *, max_item_bytes: int) -> str:
             raise InvalidItemError(
                 f"{kind} item: data[{name!r}] must be {expected}, got {shorten(plain[name])}"
             )
-    text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    size = len(kind) + len(text.encode("utf-8"))
+    if text is None or encoded is None:
+        text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        encoded = text.encode("utf-8")
+    size = len(kind) + len(encoded)
     if size > max_item_bytes:
         raise InvalidItemError(
             f"{kind} item is {size} bytes encoded, over max_item_bytes={max_item_bytes}"

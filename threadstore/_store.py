@@ -357,7 +357,9 @@ class Store:
         self, thread_id: str, items: tuple[Item, ...], *, urgent: bool = False
     ) -> Receipt:
         state, encoded = self._encode(thread_id, items)
-        await self._writable().wait_for_room(self._max_pending_bytes)
+        writer = self._writable()
+        if writer.queued_bytes >= self._max_pending_bytes:
+            await writer.wait_for_room(self._max_pending_bytes)
         receipt = self._enqueue(state, items, encoded, urgent=urgent)
         await receipt.durable()
         return receipt
