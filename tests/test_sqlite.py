@@ -634,3 +634,23 @@ def test_bad_arguments_are_rejected(path: str) -> None:
     assert not os.path.exists(path)
     with pytest.raises(ValueError, match="size"):
         ReaderPool(path, size=0)
+
+
+def test_update_projection_writes_what_changed_and_reports_missing_threads(
+    db: sqlite3.Connection,
+) -> None:
+    _sqlite.insert_thread(db, thread_row("t1", title="old", item_count=1))
+    before = _sqlite.read_projection_row(db, "t1")
+    assert before is not None
+    after = dict(before, title="new", item_count=2, updated_at=5_000)
+    assert _sqlite.update_projection(db, before, after)
+    stored = _sqlite.read_projection_row(db, "t1")
+    assert stored == after
+    # Nothing changed: nothing to write, and the thread exists.
+    assert _sqlite.update_projection(db, after, dict(after))
+    assert _sqlite.read_projection_row(db, "t1") == after
+    # A deleted thread is reported, with or without changes.
+    gone = dict(after, id="t2")
+    assert not _sqlite.update_projection(db, gone, dict(gone, title="x"))
+    assert not _sqlite.update_projection(db, gone, dict(gone))
+    assert _sqlite.read_projection_row(db, "t2") is None

@@ -33,6 +33,7 @@ __all__ = [
     "MIGRATIONS",
     "ORDER_COLUMNS",
     "PROJECTED_COLUMNS",
+    "update_projection",
     "SCHEMA_VERSION",
     "THREAD_COLUMNS",
     "ItemRow",
@@ -440,6 +441,23 @@ def write_projection_row(conn: sqlite3.Connection, row: Mapping[str, object]) ->
     ``archived_at`` and ``last_seq`` are left alone. Returns whether the thread exists.
     """
     return conn.execute(_UPDATE_PROJECTION, row).rowcount > 0
+
+
+def update_projection(
+    conn: sqlite3.Connection, old: Mapping[str, object], new: Mapping[str, object]
+) -> bool:
+    """Write the projected columns of ``new`` that differ from ``old`` (the thread's current
+    row). Sync; writer thread only. Returns whether the thread exists.
+
+    Only changed columns are SET, so list indexes over unchanged columns are left alone.
+    """
+    changed = [c for c in PROJECTED_COLUMNS if new[c] != old[c]]
+    if not changed:
+        return thread_exists(conn, str(new["id"]))
+    params = {c: new[c] for c in changed}
+    params["id"] = new["id"]
+    sets = ", ".join(f"{c} = :{c}" for c in changed)
+    return conn.execute(f"UPDATE threads SET {sets} WHERE id = :id", params).rowcount > 0
 
 
 def set_archived(

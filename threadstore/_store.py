@@ -783,7 +783,7 @@ def _project_job(
         items = [_stored(r) for r in sql.read_items(conn, thread_id, seq, target - seq)]
         patch = Patch.from_items(items) if items else Patch.empty()
     projection = projection.apply(patch.merge(extra))
-    sql.write_projection_row(conn, projection.to_row())
+    sql.update_projection(conn, row, projection.to_row())
     return projection.meta
 
 
