@@ -16,15 +16,20 @@ from __future__ import annotations
 import datetime
 import fcntl
 import os
+import re
 import socket
 from types import TracebackType
 from typing import final
+
+import trio
 
 from threadstore._errors import StoreLockedError
 
 __all__ = ["StoreLock", "lock_path"]
 
 _HOLDER_MAX = 4096
+_HOLDER_RETRIES = 20
+_HOLDER_RETRY_DELAY = 0.005
 
 
 def lock_path(path: str) -> str:
@@ -64,6 +69,23 @@ class StoreLock:
             raise
         return cls(path, fd)
 
+    @classmethod
+    async def acquire_async(cls, path: str) -> StoreLock:
+        """:meth:`acquire`, but a loser that read the holder text before the winner wrote
+        it (empty, or left by a holder that is gone) retries for up to about 100 ms, so
+        :class:`StoreLockedError` names the process that holds the lock."""
+        for _ in range(_HOLDER_RETRIES):
+            try:
+                lock = cls.acquire(path)
+            except StoreLockedError as exc:
+                if _holder_is_current(exc.holder):
+                    raise
+                await trio.sleep(_HOLDER_RETRY_DELAY)
+                continue
+            await trio.lowlevel.checkpoint()
+            return lock
+        return cls.acquire(path)  # the last word, whatever the text says
+
     @property
     def held(self) -> bool:
         """Whether this object still holds the lock."""
@@ -97,6 +119,22 @@ class StoreLock:
 def _describe_self() -> str:
     since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return f"pid {os.getpid()} on {socket.gethostname()} since {since}"
+
+
+def _holder_is_current(holder: str) -> bool:
+    """Whether a holder text names a live process (on another host: trusted as is)."""
+    match = re.match(r"pid (\d+) on (\S+) ", holder)
+    if match is None:
+        return False  # not written yet
+    if match.group(2) != socket.gethostname():
+        return True
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False  # stale: written by a holder that has exited
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_holder(fd: int) -> str:

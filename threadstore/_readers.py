@@ -60,8 +60,9 @@ class ReaderPool:
 
         Waits for a free connection first. The worker thread is never abandoned: if the caller
         is cancelled while ``fn`` runs, cancellation takes effect once ``fn`` returns.
-        Raises :class:`StoreClosedError` after :meth:`aclose`; exceptions from ``fn`` (and
-        ``sqlite3`` errors) propagate unchanged.
+        Raises :class:`StoreClosedError` after :meth:`aclose`, :class:`StoreFormatError`
+        for errors that show a damaged file; other exceptions from ``fn`` (and ``sqlite3``
+        errors) propagate unchanged.
         """
         if self._closed:
             await trio.lowlevel.checkpoint()
@@ -76,6 +77,11 @@ class ReaderPool:
                 self._opened += 1
             try:
                 return await trio.to_thread.run_sync(_read, conn, fn, abandon_on_cancel=False)
+            except (sqlite3.DatabaseError, OverflowError, UnicodeDecodeError, ValueError) as exc:
+                damaged = _sqlite.damage_error(self.path, exc)
+                if damaged is None:
+                    raise
+                raise damaged from exc
             finally:
                 self._idle.append(conn)
 

@@ -15,6 +15,7 @@ keyset pagination.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sqlite3
@@ -33,6 +34,8 @@ __all__ = [
     "MIGRATIONS",
     "ORDER_COLUMNS",
     "PROJECTED_COLUMNS",
+    "thread_last_seq",
+    "damage_error",
     "update_projection",
     "SCHEMA_VERSION",
     "THREAD_COLUMNS",
@@ -304,8 +307,32 @@ def _raise_format_error(path: str, exc: sqlite3.DatabaseError) -> None:
     message = str(exc).lower()
     if code == _SQLITE_NOTADB or "file is not a database" in message:
         raise StoreFormatError(f"{path!r} is not a threadstore database: {exc}") from exc
-    if code == _SQLITE_CORRUPT or "malformed" in message:
+    if (
+        code == _SQLITE_CORRUPT
+        or "malformed" in message
+        or "unsupported file format" in message
+        or "could not decode" in message
+    ):
         raise StoreFormatError(f"{path!r} is damaged: {exc}") from exc
+
+
+def damage_error(path: str, exc: BaseException) -> StoreFormatError | None:
+    """The :class:`StoreFormatError` for ``exc`` if it shows a damaged file, else None.
+
+    For errors raised while reading stored rows: SQLite's corrupt/not-a-database errors, and
+    values that no longer decode (text that is not UTF-8, timestamps out of range, JSON).
+    """
+    if isinstance(exc, sqlite3.DatabaseError):
+        try:
+            _raise_format_error(path, exc)
+        except StoreFormatError as format_error:
+            return format_error
+        return None
+    if isinstance(exc, OverflowError | UnicodeDecodeError | json.JSONDecodeError):
+        error = StoreFormatError(f"{path!r} is damaged: a stored value does not decode ({exc})")
+        error.__cause__ = exc
+        return error
+    return None
 
 
 def _describe(conn: sqlite3.Connection) -> str:
@@ -332,6 +359,11 @@ def _check_header(where: str, app_id: int, version: int, has_objects: bool) -> b
                 f"expected {APPLICATION_ID:#x})"
             )
         return True
+    if version < 1:
+        raise StoreFormatError(
+            f"{where} is damaged: its header says schema version {version} (expected 1.."
+            f"{SCHEMA_VERSION})"
+        )
     if version > SCHEMA_VERSION:
         raise StoreFormatError(
             f"{where} was created by a newer threadstore "
@@ -417,6 +449,15 @@ def insert_thread(conn: sqlite3.Connection, row: Mapping[str, object]) -> None:
     taken.
     """
     conn.execute(_INSERT_THREAD, row)
+
+
+def thread_last_seq(conn: sqlite3.Connection, thread_id: str) -> int | None:
+    """The seq of the thread's last log item (0: none), or None if there is no such thread.
+
+    Sync; writer/reader thread only.
+    """
+    row = conn.execute("SELECT last_seq FROM threads WHERE id = ?", (thread_id,)).fetchone()
+    return None if row is None else int(row[0])
 
 
 def thread_exists(conn: sqlite3.Connection, thread_id: str) -> bool:

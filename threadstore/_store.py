@@ -24,6 +24,7 @@ from ._errors import (
     ProjectionFailedError,
     ReadOnlyStoreError,
     StoreClosedError,
+    StoreFormatError,
     StoreOverloadedError,
     ThreadDiscardedError,
     ThreadExistsError,
@@ -824,9 +825,19 @@ def _list_page(
 def _read_items(
     thread_id: str, after_seq: int, limit: int | None, conn: sqlite3.Connection
 ) -> list[sql.ItemRow] | None:
-    if not sql.thread_exists(conn, thread_id):
+    """The rows, checked against the thread's ``last_seq``: a log with a hole or cut short
+    (a damaged file) raises :class:`StoreFormatError` instead of reading as shorter."""
+    last = sql.thread_last_seq(conn, thread_id)
+    if last is None:
         return None
-    return sql.read_items(conn, thread_id, after_seq, limit)
+    rows = sql.read_items(conn, thread_id, after_seq, limit)
+    expected = max(0, min(last - after_seq, last if limit is None else limit))
+    if len(rows) != expected or any(r[0] != after_seq + 1 + i for i, r in enumerate(rows)):
+        raise StoreFormatError(
+            f"the log of thread {thread_id!r} is damaged: expected seqs "
+            f"{after_seq + 1}..{after_seq + expected}, read {len(rows)} items"
+        )
+    return rows
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -936,7 +947,7 @@ async def open_store(
                 max_pending_bytes=max_pending_bytes,
             )
         return
-    lock = StoreLock.acquire(path)
+    lock = await StoreLock.acquire_async(path)
     try:
         writer = Writer(partial(_connect_writer, path, durability), faults=faults)
         await writer.start()
