@@ -344,9 +344,13 @@ def _describe(conn: sqlite3.Connection) -> str:
 
 
 def _read_header(conn: sqlite3.Connection) -> tuple[int, int, bool]:
-    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    (has_objects,) = conn.execute("SELECT EXISTS (SELECT 1 FROM sqlite_master)").fetchone()
+    """``(application_id, user_version, has objects)``, read in one statement: one snapshot,
+    so a schema another connection commits meanwhile is seen whole or not at all."""
+    app_id, version, has_objects = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id),"
+        " (SELECT user_version FROM pragma_user_version),"
+        " EXISTS (SELECT 1 FROM sqlite_master)"
+    ).fetchone()
     return int(app_id), int(version), bool(has_objects)
 
 
