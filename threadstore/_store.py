@@ -592,10 +592,10 @@ class Store:
     async def get_thread(self, thread_id: str) -> ThreadMeta:
         """The thread's visible metadata (what lists show). Raises ThreadNotFoundError."""
         tid = validate_thread_id(thread_id)
-        row = await self._readers.run(partial(sql.read_projection_row, thread_id=tid))
-        if row is None:
+        meta = await self._readers.run(partial(_get_meta, tid))
+        if meta is None:
             raise ThreadNotFoundError(tid)
-        return Projection.from_row(row).meta
+        return meta
 
     async def read_items(
         self, thread_id: str, after_seq: int = 0, limit: int | None = None
@@ -611,10 +611,10 @@ class Store:
             raise InvalidItemError(
                 f"limit must be None or an int in 1..{MAX_READ_LIMIT}, not {shorten(limit)}"
             )
-        rows = await self._readers.run(partial(_read_items, tid, after_seq, limit))
-        if rows is None:
+        items = await self._readers.run(partial(_read_items, tid, after_seq, limit))
+        if items is None:
             raise ThreadNotFoundError(tid)
-        return [_stored(row) for row in rows]
+        return items
 
     async def list_threads(
         self,
@@ -822,11 +822,17 @@ def _list_page(
     return metas, (int(last[order_by]), str(last["id"]))  # type: ignore[call-overload]
 
 
+def _get_meta(thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
+    row = sql.read_projection_row(conn, thread_id)
+    return None if row is None else Projection.from_row(row).meta
+
+
 def _read_items(
     thread_id: str, after_seq: int, limit: int | None, conn: sqlite3.Connection
-) -> list[sql.ItemRow] | None:
-    """The rows, checked against the thread's ``last_seq``: a log with a hole or cut short
-    (a damaged file) raises :class:`StoreFormatError` instead of reading as shorter."""
+) -> list[StoredItem] | None:
+    """The items, decoded here (not on the trio thread) and checked against the thread's
+    ``last_seq``: a log with a hole or cut short (a damaged file) raises
+    :class:`StoreFormatError` instead of reading as shorter."""
     last = sql.thread_last_seq(conn, thread_id)
     if last is None:
         return None
@@ -837,7 +843,7 @@ def _read_items(
             f"the log of thread {thread_id!r} is damaged: expected seqs "
             f"{after_seq + 1}..{after_seq + expected}, read {len(rows)} items"
         )
-    return rows
+    return [_stored(row) for row in rows]
 
 
 # -- helpers ----------------------------------------------------------------------------
