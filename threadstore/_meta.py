@@ -50,8 +50,14 @@ _TRANSITIONS: dict[str, _Transition] = {
 }
 
 
+_EMPTY: Mapping[str, Any] = types.MappingProxyType({})
+
+
 def _readonly(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    return types.MappingProxyType(dict(mapping))
+    """A read-only copy. Proxies made here wrap private dicts, so they are reused as is."""
+    if type(mapping) is types.MappingProxyType:
+        return mapping
+    return types.MappingProxyType(dict(mapping)) if mapping else _EMPTY
 
 
 def truncate(text: str, limit: int) -> str:
@@ -283,8 +289,13 @@ class Patch:
                 f"patches are not contiguous: seq {self.first_seq}..{self.last_seq} "
                 f"then {other.first_seq}..{other.last_seq}"
             )
-        extra = {**self.extra, **other.extra}
-        nested = {k: v for k, v in self.extra_nested.items() if k not in other.extra}
+        if other.extra:
+            extra: Mapping[str, Any] = {**self.extra, **other.extra}
+            nested: Mapping[str, Any] = {
+                k: v for k, v in self.extra_nested.items() if k not in other.extra
+            }
+        else:
+            extra, nested = self.extra, self.extra_nested
         return Patch(
             first_seq=self.first_seq or other.first_seq,
             last_seq=other.last_seq or self.last_seq,
@@ -300,7 +311,9 @@ class Patch:
             recency_at_us=_max(self.recency_at_us, other.recency_at_us),
             status=_compose(self.status, other.status),
             extra=extra,
-            extra_nested=_merge_nested(nested, other.extra_nested),
+            extra_nested=(
+                _merge_nested(nested, other.extra_nested) if other.extra_nested else nested
+            ),
             has_urgent_kind=self.has_urgent_kind or other.has_urgent_kind,
         )
 
