@@ -19,6 +19,7 @@ from ._errors import (
     ThreadExistsError,
     ThreadNotFoundError,
     ThreadStoreError,
+    WriteFailedError,
 )
 from ._feed import EventType, ThreadEvent
 from ._items import Item, StoredItem
@@ -50,5 +51,6 @@ __all__ = [
     "ThreadNotFoundError",
     "ThreadPage",
     "ThreadStoreError",
+    "WriteFailedError",
     "open_store",
 ]

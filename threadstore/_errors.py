@@ -16,6 +16,7 @@ __all__ = [
     "ThreadExistsError",
     "ThreadNotFoundError",
     "ThreadStoreError",
+    "WriteFailedError",
     "shorten",
 ]
 
@@ -107,10 +108,24 @@ class ThreadDiscardedError(ThreadStoreError):
         self.seq = seq
 
 
-class AppendFailedError(ThreadStoreError):
+class WriteFailedError(ThreadStoreError):
+    """A write to the store did not commit (disk full, I/O error, …): nothing of it was
+    stored. The SQLite error is the ``__cause__``. Raised as is by ``archive_thread``,
+    ``unarchive_thread`` and ``delete_thread``; appends raise :class:`AppendFailedError`."""
+
+    def __init__(self, thread_id: str, operation: str, reason: str) -> None:
+        super().__init__(f"{operation} of thread {shorten(thread_id)} failed: {reason}")
+        self.thread_id = thread_id
+        self.operation = operation
+
+
+class AppendFailedError(WriteFailedError):
     """The log commit holding these items failed: none of them were stored."""
 
     def __init__(self, thread_id: str, seq: int, reason: str) -> None:
-        super().__init__(f"append to thread {shorten(thread_id)} (seq {seq}) failed: {reason}")
+        ThreadStoreError.__init__(
+            self, f"append to thread {shorten(thread_id)} (seq {seq}) failed: {reason}"
+        )
         self.thread_id = thread_id
+        self.operation = "append"
         self.seq = seq

@@ -29,6 +29,7 @@ from ._errors import (
     ThreadDiscardedError,
     ThreadExistsError,
     ThreadNotFoundError,
+    WriteFailedError,
     shorten,
 )
 from ._faults import Faults
@@ -481,7 +482,11 @@ class Store:
         with suppress(ThreadDiscardedError):  # the pending work was dropped: nothing to wait for
             await self.flush(state.id)
         at = self._times.next_us() if archived else None
-        row = await writer.run(partial(sql.set_archived, archived_at_us=at, thread_id=state.id))
+        operation = "archive" if archived else "unarchive"
+        try:
+            row = await writer.run(partial(sql.set_archived, archived_at_us=at, thread_id=state.id))
+        except sqlite3.Error as exc:
+            raise WriteFailedError(state.id, operation, str(exc)) from exc
         if row is None:
             raise ThreadNotFoundError(state.id)
         log.info("thread.archived" if archived else "thread.unarchived", thread_id=state.id)
@@ -507,7 +512,10 @@ class Store:
         with trio.CancelScope(shield=True):
             await self._actors.discard(state.id)
             writer.submit(job)
-            meta = await job.wait()
+            try:
+                meta = await job.wait()
+            except sqlite3.Error as exc:
+                raise WriteFailedError(state.id, "delete", str(exc)) from exc
             if meta is not None and self._feed.subscribers:
                 await self._feed.publish(
                     ThreadEvent(type="deleted", thread=meta), must_deliver=True

@@ -54,7 +54,7 @@ class Job(Generic[T]):
     names the job for fault injection (:mod:`._faults`); None is never injected.
     """
 
-    __slots__ = ("batch", "error", "fn", "log", "on_done", "result", "size", "target")
+    __slots__ = ("batch", "error", "fn", "injected", "log", "on_done", "result", "size", "target")
 
     def __init__(
         self,
@@ -66,6 +66,8 @@ class Job(Generic[T]):
     ) -> None:
         self.fn = fn
         self.target = target
+        #: A fault injected into this job: it fails the same way if the batch is redone.
+        self.injected: Exception | None = None
         self.on_done = on_done
         self.size = size
         self.log = log
@@ -346,8 +348,14 @@ class Writer:
             if savepoints:
                 conn.execute("SAVEPOINT job")
             try:
+                if job.injected is not None:
+                    raise job.injected
                 if faults is not None and job.target is not None:
-                    faults.before_job(job.target)
+                    try:
+                        faults.before_job(job.target)
+                    except sqlite3.Error as exc:
+                        job.injected = exc
+                        raise
                 job.result = job.fn(conn)
             except Exception as exc:
                 job.error = exc

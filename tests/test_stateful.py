@@ -1,0 +1,707 @@
+"""A hypothesis state machine drives a real store against a plain model of its contract.
+
+Each example opens one store on a fresh file and keeps it open across the rules; the store
+lives in a trio run on a background thread (``TrioLoop``) and every rule calls into it with
+``trio.from_thread.run``, so one rule's work is finished when the next rule starts (appends
+made with ``append_nowait`` excepted: their commits may overlap later rules, as in real use).
+
+The model knows, per thread, every call and its items, and how each call ended:
+acknowledged (``append`` returned, a receipt's ``durable()`` returned), failed
+(``AppendFailedError``: nothing of it may be stored) or still pending. Faults (injected
+``busy``/``ioerr``/``full`` statement errors on log and projection writes, by seed) are
+switched on and off by a rule; errors are accepted only where the contract allows them
+(e.g. ``ProjectionFailedError`` only while faults are on). Checked after the rules that
+observe: the log holds exactly the acknowledged calls, dense and in call order; visible
+metadata is always the fold of a prefix of the log, and of the whole log once ``flush_all``
+returned with faults off (or after a reopen); a barrier that returned is visible; the
+statistics stay consistent.
+
+Commit faults (which fail whole group commits, also of archive and delete jobs) are
+exercised deterministically in ``test_faults.py`` instead: here they would make outcomes
+depend on how the writer happened to group jobs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, ClassVar, Final, Literal, TypeVar
+
+import attrs
+import pytest
+import trio
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+import workers
+from threadstore import (
+    AppendFailedError,
+    Item,
+    ProjectionFailedError,
+    Receipt,
+    Store,
+    StoredItem,
+    StoreStatistics,
+    ThreadDiscardedError,
+    ThreadExistsError,
+    ThreadMeta,
+    ThreadNotFoundError,
+    ThreadStoreError,
+    open_store,
+)
+from threadstore._items import datetime_to_us
+from threadstore._meta import Patch, Projection
+from threadstore.testing import Faults
+
+T = TypeVar("T")
+
+#: Bound on any one call into the store; a hang fails the example instead of the run.
+GUARD_S: Final = 20
+#: Projection gives up after two quick attempts, so failures for good happen under faults.
+RETRY: Final = workers.RetryPolicy(attempts=2, base_delay=0, max_delay=0, jitter=0)
+#: Caller-chosen ids, few so that they collide, are deleted and created again.
+OWN_IDS: Final = ("a", "b", 'it\'s "c"')
+
+#: Examples run, and errors the store raised by type, in this process (for the report).
+EXAMPLES: list[int] = [0]
+SEEN: Counter[str] = Counter()
+
+
+class TrioLoop:
+    """A trio run on a background thread that the test's thread calls into.
+
+    ``call(fn, *args)`` runs ``await fn(*args)`` in that run and returns its result or raises
+    its exception. ``nursery`` is a nursery of the run, for tasks that outlive one call.
+    """
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._crash: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="trio-loop", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(GUARD_S):
+            raise RuntimeError("the trio loop did not start")
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # reported by close()
+            self._crash.append(exc)
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        async def guarded() -> T:
+            with trio.fail_after(GUARD_S):
+                return await fn(*args)
+
+        return trio.from_thread.run(guarded, trio_token=self._token)
+
+    def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def close(self) -> None:
+        """Stop the run and join its thread; raise what crashed it, if anything did."""
+        with suppress(trio.RunFinishedError):
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(GUARD_S)
+        assert not self._thread.is_alive(), "the trio loop did not stop"
+        if self._crash:
+            raise self._crash[0]
+
+
+@attrs.define
+class Call:
+    """One append-like call: its items and how it ended."""
+
+    items: tuple[Item, ...]
+    state: Literal["acked", "failed", "pending"]
+    receipt: Receipt | None = None
+    #: Faults were on at some point while it was pending: it may fail.
+    faulty: bool = False
+    #: Made after the thread's last discard: once acknowledged, its projection (which folds
+    #: what the discard skipped) is pending work, so metadata converges again.
+    after_discard: bool = True
+
+
+@attrs.define
+class ModelThread:
+    id: str
+    calls: list[Call] = attrs.Factory(list)
+    archived: bool = False
+    #: A discard may have left the metadata behind the log until the next acknowledged call.
+    discarded: bool = False
+
+    def acked_items(self) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (item.kind, dict(item.data))
+            for call in self.calls
+            if call.state == "acked"
+            for item in call.items
+        ]
+
+    def may_fail(self, faults_on: bool) -> bool:
+        """Whether an append now may raise AppendFailedError."""
+        return faults_on or any(c.state == "pending" and c.faulty for c in self.calls)
+
+
+def fold(meta: ThreadMeta, items: Sequence[StoredItem]) -> ThreadMeta:
+    """The metadata the built-in projection derives from ``items`` (the archived flag aside)."""
+    projection = Projection.new(meta.id, datetime_to_us(meta.created_at))
+    if items:
+        projection = projection.apply(Patch.from_items(items))
+    return attrs.evolve(projection.meta, archived_at=meta.archived_at)
+
+
+TEXT = st.text(alphabet=st.sampled_from("ab z'\"%_é🧵\x00"), max_size=6)
+KINDS: Final = (
+    "user_message",
+    "assistant_message",
+    "reasoning",
+    "turn_started",
+    "turn_completed",
+    "turn_aborted",
+    "error",
+    "goal",
+    "title",
+    "token_usage",
+    "tool_call",
+    "tool_result",
+    "note",
+)
+SPECS = st.lists(st.tuples(st.sampled_from(KINDS), TEXT), min_size=1, max_size=3)
+PICK = st.integers(min_value=0, max_value=1000)
+
+
+def make_item(kind: str, text: str) -> Item:
+    """An item of ``kind`` built from ``text`` with the kind's constructor."""
+    simple: dict[str, Callable[[str], Item]] = {
+        "user_message": Item.user_message,
+        "assistant_message": Item.assistant_message,
+        "reasoning": Item.reasoning,
+        "turn_started": Item.turn_started,
+        "turn_completed": Item.turn_completed,
+        "error": Item.error,
+        "goal": Item.goal,
+        "title": Item.title,
+    }
+    if kind in simple:
+        return simple[kind](text)
+    if kind == "turn_aborted":
+        return Item.turn_aborted(text, "stopped")
+    if kind == "token_usage":
+        return Item.token_usage(len(text), 2 * len(text))
+    if kind == "tool_call":
+        return Item.tool_call("search", {"q": text, "n": [1, 2.5, None]}, f"call {text}")
+    if kind == "tool_result":
+        return Item.tool_result(f"call {text}", {"rows": [text]}, is_error=len(text) % 2 == 1)
+    return Item(kind=kind, data={"text": text, "nested": {"list": [text, True]}})
+
+
+async def _durable(receipt: Receipt) -> None:
+    await receipt.durable()
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """The store against the model; ``base`` is the directory for this test's files."""
+
+    base: ClassVar[Path]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = TrioLoop()
+        self.path = Path(tempfile.mkdtemp(dir=self.base)) / "store.db"
+        self.faults = Faults(probability=0.0)
+        self.faults_on = False
+        self.threads: dict[str, ModelThread] = {}  # live threads, by id
+        self.deleted: set[str] = set()
+        self.store: Store | None = None
+        self._release: trio.Event | None = None
+        self._closed: trio.Event | None = None
+        self._close_error: list[Exception] = []
+        self.acked_since_open = 0
+        self.appends_since_open = 0
+
+    # -- the store's lifetime --------------------------------------------------------------
+
+    async def _hold(
+        self, *, task_status: trio.TaskStatus[Store] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Own the open store until released (open_store must be left by the task that
+        entered it); errors on the way out are kept for ``_close``."""
+        release = self._release = trio.Event()
+        closed = self._closed = trio.Event()
+        started = False
+        try:
+            async with open_store(
+                self.path, faults=self.faults, retry=RETRY, retry_interval=None
+            ) as store:
+                task_status.started(store)
+                started = True
+                await release.wait()
+        except Exception as exc:
+            if not started:
+                raise
+            self._close_error.append(exc)
+            await trio.lowlevel.checkpoint()
+        finally:
+            closed.set()
+
+    async def _open(self) -> Store:
+        store: Store = await self.loop.nursery.start(self._hold)
+        return store
+
+    async def _close(self) -> None:
+        assert self._release is not None
+        assert self._closed is not None
+        self._release.set()
+        await self._closed.wait()
+
+    def open(self) -> None:
+        self.store = self.loop.call(self._open)
+        self.acked_since_open = self.appends_since_open = 0
+
+    def close(self) -> None:
+        self.loop.call(self._close)
+        self.store = None
+        if self._close_error:
+            raise self._close_error.pop()
+
+    @property
+    def s(self) -> Store:
+        assert self.store is not None
+        return self.store
+
+    def attempt(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T | ThreadStoreError:
+        """Call into the store; return the result or the ThreadStoreError it raised."""
+        try:
+            return self.loop.call(fn, *args)
+        except ThreadStoreError as exc:
+            SEEN[type(exc).__name__] += 1
+            return exc
+
+    def expect(self, outcome: object, *allowed: type[ThreadStoreError]) -> bool:
+        """True if ``outcome`` is not an error; fail unless its type is ``allowed``."""
+        if not isinstance(outcome, ThreadStoreError):
+            return True
+        assert isinstance(outcome, allowed), f"unexpected {outcome!r}"
+        return False
+
+    def pick(self, n: int) -> str:
+        """A live thread, or now and then a deleted one."""
+        if self.deleted and (n % 8 == 7 or not self.threads):
+            return sorted(self.deleted)[n // 8 % len(self.deleted)]
+        return sorted(self.threads)[n % len(self.threads)]
+
+    def has_threads(self) -> bool:
+        return bool(self.threads or self.deleted)
+
+    # -- the model's bookkeeping -----------------------------------------------------------
+
+    def acked(self, thread: ModelThread, call: Call, *, appended: bool = True) -> None:
+        call.state = "acked"
+        call.receipt = None
+        if call.after_discard:
+            thread.discarded = False
+        if appended:  # (create_thread's items are not counted as appended)
+            self.acked_since_open += len(call.items)
+
+    def resolve(self, thread: ModelThread) -> None:
+        """Wait for the thread's pending ``append_nowait`` calls; file how they ended."""
+        for call in thread.calls:
+            if call.state == "pending":
+                assert call.receipt is not None
+                outcome = self.attempt(_durable, call.receipt)
+                if self.expect(outcome, AppendFailedError):
+                    self.acked(thread, call)
+                else:
+                    assert call.faulty, f"append failed without faults: {outcome!r}"
+                    call.state, call.receipt = "failed", None
+
+    def resolve_all(self) -> None:
+        for thread in self.threads.values():
+            self.resolve(thread)
+
+    def append_call(
+        self, tid: str, specs: list[tuple[str, str]], fn: Callable[..., Awaitable[Receipt]]
+    ) -> tuple[Call | None, Receipt | ThreadStoreError]:
+        """Run an awaited append-like call; for a live thread return its model call."""
+        items = tuple(make_item(kind, text) for kind, text in specs)
+        outcome = self.attempt(fn, tid, *items)
+        thread = self.threads.get(tid)
+        if thread is None:
+            self.expect(outcome, ThreadNotFoundError)
+            assert isinstance(outcome, ThreadNotFoundError), "append to a deleted thread worked"
+            return None, outcome
+        call = Call(items=items, state="failed")
+        thread.calls.append(call)
+        self.appends_since_open += 1
+        return call, outcome
+
+    # -- rules -------------------------------------------------------------------------------
+
+    @initialize(seed=st.integers(0, 2**16), faults_on=st.booleans())
+    def start(self, seed: int, faults_on: bool) -> None:
+        """Open the store with two threads (one goal-first), faults on or off."""
+        EXAMPLES[0] += 1
+        self.faults = Faults(seed=seed, probability=0.6, kinds=("busy", "ioerr", "full"))
+        self.faults.enabled = False
+        self.open()
+        self.create(goal="the goal", title=None, own=None)
+        self.create(goal=None, title=None, own=OWN_IDS[0])
+        assert len(self.threads) == 2
+        self.faults.enabled = self.faults_on = faults_on
+
+    @rule(
+        goal=st.none() | TEXT,
+        title=st.none() | TEXT,
+        own=st.none() | st.sampled_from(OWN_IDS),
+    )
+    def create(self, goal: str | None, title: str | None, own: str | None) -> None:
+        outcome = self.attempt(partial_create(self.s, goal, title, own))
+        if own is not None and own in self.threads:
+            self.expect(outcome, ThreadExistsError)
+            assert isinstance(outcome, ThreadExistsError), "an id was taken twice"
+            return
+        if not self.expect(outcome, AppendFailedError):
+            assert self.faults_on
+            return
+        assert isinstance(outcome, ThreadMeta)
+        items = [Item.goal(goal)] if goal is not None else []
+        if title is not None:
+            items.append(Item.title(title))
+        assert outcome.seq == len(items)
+        assert (outcome.goal, outcome.title) == (goal, title)
+        if own is not None:
+            assert outcome.id == own
+        thread = self.threads[outcome.id] = ModelThread(outcome.id)
+        self.deleted.discard(outcome.id)
+        call = Call(items=tuple(items), state="failed")
+        thread.calls.append(call)
+        self.acked(thread, call, appended=False)
+
+    @precondition(has_threads)
+    @rule(n=PICK, specs=SPECS)
+    def append(self, n: int, specs: list[tuple[str, str]]) -> None:
+        tid = self.pick(n)
+        may_fail = tid in self.threads and self.threads[tid].may_fail(self.faults_on)
+        call, outcome = self.append_call(tid, specs, self.s.append)
+        if call is None:
+            return
+        if self.expect(outcome, AppendFailedError):
+            assert isinstance(outcome, Receipt)
+            self.acked(self.threads[tid], call)
+        else:
+            assert may_fail, f"append failed without faults: {outcome!r}"
+
+    @precondition(has_threads)
+    @rule(n=PICK, specs=SPECS)
+    def append_nowait(self, n: int, specs: list[tuple[str, str]]) -> None:
+        tid = self.pick(n)
+        items = tuple(make_item(kind, text) for kind, text in specs)
+        try:
+            receipt = self.loop.call_sync(self.s.append_nowait, tid, *items)
+        except ThreadNotFoundError:
+            assert tid not in self.threads, "append_nowait to a live thread was refused"
+            return
+        assert tid in self.threads, "append_nowait to a deleted thread worked"
+        self.threads[tid].calls.append(
+            Call(items=items, state="pending", receipt=receipt, faulty=self.faults_on)
+        )
+        self.appends_since_open += 1
+
+    @precondition(has_threads)
+    @rule(n=PICK, specs=SPECS)
+    def append_and_flush(self, n: int, specs: list[tuple[str, str]]) -> None:
+        tid = self.pick(n)
+        may_fail = tid in self.threads and self.threads[tid].may_fail(self.faults_on)
+        call, outcome = self.append_call(tid, specs, self.s.append_and_flush)
+        if call is None:
+            return
+        thread = self.threads[tid]
+        if isinstance(outcome, AppendFailedError):
+            assert may_fail, f"append failed without faults: {outcome!r}"
+            return
+        if isinstance(outcome, ProjectionFailedError):
+            assert self.faults_on, f"projection failed without faults: {outcome!r}"
+            self.acked(thread, call)  # durable: only the barrier failed
+            return
+        self.expect(outcome)
+        assert isinstance(outcome, Receipt)
+        self.acked(thread, call)
+        meta = self.loop.call(self.s.get_thread, tid)
+        assert meta.seq >= outcome.seq, "append_and_flush returned before visible"
+
+    @precondition(has_threads)
+    @rule(n=PICK)
+    def flush(self, n: int) -> None:
+        tid = self.pick(n)
+        thread = self.threads.get(tid)
+        outcome = self.attempt(self.s.flush, tid)
+        if thread is None:
+            assert isinstance(outcome, ThreadNotFoundError), "flush of a deleted thread worked"
+            return
+        may_fail = thread.may_fail(self.faults_on)
+        discarded = thread.discarded
+        self.resolve(thread)
+        if isinstance(outcome, AppendFailedError):
+            assert may_fail, f"flush reported a failed append without faults: {outcome!r}"
+        elif isinstance(outcome, ProjectionFailedError):
+            assert self.faults_on, f"projection failed without faults: {outcome!r}"
+        elif isinstance(outcome, ThreadDiscardedError):
+            assert discarded, f"flush reported a discard that did not happen: {outcome!r}"
+        else:
+            self.expect(outcome)
+            meta = self.loop.call(self.s.get_thread, tid)
+            assert meta.seq >= len(thread.acked_items()), "flush returned before visible"
+
+    @precondition(has_threads)
+    @rule()
+    def flush_all(self) -> None:
+        outcome = self.attempt(self.s.flush_all)
+        discard_errors = self.discard_errors()
+        self.resolve_all()
+        if isinstance(outcome, ProjectionFailedError):
+            assert self.faults_on, f"projection failed without faults: {outcome!r}"
+            return
+        if not self.expect(outcome, *discard_errors):
+            return
+        if not self.faults_on:
+            self.check_converged()
+
+    @precondition(has_threads)
+    @rule(n=PICK)
+    def discard(self, n: int) -> None:
+        tid = self.pick(n)
+        outcome = self.attempt(self.s.discard, tid)
+        thread = self.threads.get(tid)
+        if thread is None:
+            assert isinstance(outcome, ThreadNotFoundError), "discard of a deleted thread worked"
+            return
+        self.expect(outcome)
+        meta = self.loop.call(self.s.get_thread, tid)
+        pending = any(c.state == "pending" for c in thread.calls)
+        if pending or meta.seq < len(thread.acked_items()):
+            thread.discarded = True
+        for call in thread.calls:
+            call.after_discard = False
+
+    @precondition(has_threads)
+    @rule(n=PICK)
+    def delete(self, n: int) -> None:
+        tid = self.pick(n)
+        outcome = self.attempt(self.s.delete_thread, tid)
+        if tid not in self.threads:
+            assert isinstance(outcome, ThreadNotFoundError), "deleted a thread twice"
+            return
+        self.expect(outcome)
+        del self.threads[tid]
+        self.deleted.add(tid)
+        for gone in (self.s.get_thread, self.s.read_items):
+            assert isinstance(self.attempt(gone, tid), ThreadNotFoundError)
+
+    @precondition(has_threads)
+    @rule(n=PICK, archive=st.booleans())
+    def archive(self, n: int, archive: bool) -> None:
+        tid = self.pick(n)
+        fn = self.s.archive_thread if archive else self.s.unarchive_thread
+        outcome = self.attempt(fn, tid)
+        thread = self.threads.get(tid)
+        if thread is None:
+            assert isinstance(outcome, ThreadNotFoundError), "archived a deleted thread"
+            return
+        may_fail = thread.may_fail(self.faults_on)
+        if isinstance(outcome, AppendFailedError):
+            assert may_fail, f"archive reported a failed append without faults: {outcome!r}"
+        elif isinstance(outcome, ProjectionFailedError):
+            assert self.faults_on, f"projection failed without faults: {outcome!r}"
+        else:
+            self.expect(outcome)
+            assert isinstance(outcome, ThreadMeta)
+            assert (outcome.archived_at is not None) == archive
+            thread.archived = archive
+
+    @precondition(has_threads)
+    @rule(n=PICK, title=TEXT)
+    def update_title(self, n: int, title: str) -> None:
+        tid = self.pick(n)
+        thread = self.threads.get(tid)
+        may_fail = thread is not None and thread.may_fail(self.faults_on)
+        outcome = self.attempt(update_title, self.s, tid, title)
+        if thread is None:
+            assert isinstance(outcome, ThreadNotFoundError), "updated a deleted thread"
+            return
+        call = Call(items=(Item.title(title),), state="failed")
+        thread.calls.append(call)
+        self.appends_since_open += 1
+        if isinstance(outcome, AppendFailedError):
+            assert may_fail, f"update failed without faults: {outcome!r}"
+        elif isinstance(outcome, ProjectionFailedError):
+            assert self.faults_on, f"projection failed without faults: {outcome!r}"
+            self.acked(thread, call)  # recorded in the log; only the barrier failed
+        else:
+            self.expect(outcome)
+            assert isinstance(outcome, ThreadMeta)
+            assert outcome.title == title
+            self.acked(thread, call)
+
+    @rule(on=st.booleans())
+    def switch_faults(self, on: bool) -> None:
+        """Faults on, or off and let the store settle (a last failure may still surface)."""
+        self.faults_on = on
+        if on:
+            self.faults.enabled = True
+            for thread in self.threads.values():
+                for call in thread.calls:
+                    call.faulty = call.faulty or call.state == "pending"
+            return
+        self.faults_off()
+
+    def faults_off(self) -> None:
+        """Stop faults and let the store settle: a fault drawn just before may still fail a
+        projection for good once (the work is kept); from then on barriers succeed."""
+        self.loop.call_sync(self.faults.stop)
+        self.faults_on = False
+        outcome = self.attempt(self.s.flush_all)
+        self.expect(outcome, ProjectionFailedError, *self.discard_errors())
+        self.resolve_all()
+
+    def discard_errors(self) -> tuple[type[ThreadStoreError], ...]:
+        """ThreadDiscardedError, if a discard may have left some thread's metadata behind."""
+        return (ThreadDiscardedError,) if any(t.discarded for t in self.threads.values()) else ()
+
+    @rule()
+    def reopen(self) -> None:
+        self.close()
+        self.resolve_all()  # the close committed whatever was accepted
+        self.open()
+        for thread in self.threads.values():
+            thread.discarded = False  # opening re-projects lagging threads
+        self.check_logs()
+        if not self.faults_on:
+            for tid in self.threads:
+                items = self.loop.call(self.s.read_items, tid)
+                meta = self.loop.call(self.s.get_thread, tid)
+                assert meta == fold(meta, items), "open did not re-project a lagging thread"
+
+    @precondition(has_threads)
+    @rule()
+    def check(self) -> None:
+        self.resolve_all()
+        self.check_logs()
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def check_logs(self) -> None:
+        """Every live thread's log is exactly its acknowledged calls; its metadata the fold
+        of a prefix of it; deleted threads are gone."""
+        for tid, thread in self.threads.items():
+            items = self.loop.call(self.s.read_items, tid)
+            assert [i.seq for i in items] == list(range(1, len(items) + 1)), "seqs not dense"
+            assert [(i.kind, dict(i.data)) for i in items] == thread.acked_items()
+            meta = self.loop.call(self.s.get_thread, tid)
+            assert meta.seq <= len(items), "metadata ahead of the log"
+            assert meta == fold(meta, items[: meta.seq]), "metadata is no fold of the log"
+            assert (meta.archived_at is not None) == thread.archived
+        for tid in self.deleted:
+            assert isinstance(self.attempt(self.s.read_items, tid), ThreadNotFoundError)
+
+    def check_converged(self) -> None:
+        """After flush_all with faults off: metadata is the fold of the whole log."""
+        self.check_logs()
+        for tid, thread in self.threads.items():
+            if thread.discarded:
+                continue  # converges with its next acknowledged call (or the next open)
+            items = self.loop.call(self.s.read_items, tid)
+            meta = self.loop.call(self.s.get_thread, tid)
+            assert meta.seq == len(items), "flush_all returned before everything was visible"
+        stats = self.loop.call_sync(self.s.statistics)
+        assert stats.lagging_threads == 0
+
+    @invariant()
+    def statistics_are_consistent(self) -> None:
+        if self.store is None:
+            return
+        stats: StoreStatistics = self.loop.call_sync(self.s.statistics)
+        assert stats.live_actors >= 0
+        assert stats.lagging_threads >= 0
+        assert stats.appends >= self.appends_since_open
+        assert stats.items_appended >= self.acked_since_open
+
+    def teardown(self) -> None:
+        try:
+            if self.store is not None:
+                self.faults_off()
+                self.expect(self.attempt(self.s.flush_all), *self.discard_errors())
+                self.check_converged()
+                self.close()
+                # A fresh open (no faults) re-projects even what a discard left behind.
+                self.faults = Faults(probability=0.0)
+                self.open()
+                self.check_logs()
+                for tid in self.threads:
+                    items = self.loop.call(self.s.read_items, tid)
+                    meta = self.loop.call(self.s.get_thread, tid)
+                    assert meta.seq == len(items)
+                self.close()
+        finally:
+            self.loop.close()
+
+
+def partial_create(
+    store: Store, goal: str | None, title: str | None, own: str | None
+) -> Callable[[], Awaitable[ThreadMeta]]:
+    return lambda: store.create_thread(goal=goal, title=title, thread_id=own)
+
+
+async def update_title(store: Store, tid: str, title: str) -> ThreadMeta:
+    return await store.update_thread(tid, title=title)
+
+
+def _run(base: Path, machine_settings: settings) -> None:
+    class Machine(StoreMachine):
+        pass
+
+    Machine.base = base
+    before = EXAMPLES[0]
+    SEEN.clear()
+    run_state_machine_as_test(Machine, settings=machine_settings)
+    print(f"stateful examples run: {EXAMPLES[0] - before}; errors seen: {dict(SEEN)}")
+
+
+COMMON: Final[dict[str, Any]] = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow],
+}
+
+
+def test_store_matches_the_model(tmp_path: Path) -> None:
+    _run(
+        tmp_path,
+        settings(max_examples=50, stateful_step_count=30, derandomize=True, **COMMON),
+    )
+
+
+@pytest.mark.soak
+def test_store_matches_the_model_soak(tmp_path: Path) -> None:
+    _run(tmp_path, settings(max_examples=400, stateful_step_count=60, **COMMON))
