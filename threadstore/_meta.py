@@ -434,7 +434,8 @@ class Projection:
         if status not in _STATUSES:
             raise ValueError(f"invalid thread status in storage: {status!r}")
         archived = row["archived_at"]
-        extra = json.loads(cast(str, row["extra"]))
+        extra_text = cast(str, row["extra"])
+        extra = _EMPTY if extra_text == "{}" else json.loads(extra_text)
         meta = ThreadMeta(
             id=cast(str, row["id"]),
             created_at=us_to_datetime(cast(int, row["created_at"])),
