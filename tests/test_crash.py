@@ -37,7 +37,6 @@ import random
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -48,6 +47,7 @@ from typing import Any, Final
 import attrs
 import pytest
 import trio
+from _process import Child, spawn_child
 
 from threadstore import (
     Item,
@@ -61,9 +61,6 @@ from threadstore import (
 from threadstore._items import datetime_to_us, us_to_datetime
 from threadstore._meta import Patch, Projection
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent
-CHILD = HERE / "_children" / "crash_child.py"
 #: A generous bound on one trial (children, kills, reopen, checks); a hang fails the trial.
 TRIAL_TIMEOUT: Final = 120
 #: ``meta.extra`` entries written by the children's custom projectors (not part of the fold).
@@ -159,71 +156,11 @@ class ChildLog:
 # -- child processes ----------------------------------------------------------------------
 
 
-class Child:
-    """A running crash child: its stdout read line by line, its stderr collected."""
-
-    def __init__(self, proc: trio.Process) -> None:
-        self.proc = proc
-        self._buffer = b""
-        self._stderr = bytearray()
-        self._stderr_done = trio.Event()
-
-    async def drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        try:
-            while chunk := await self.proc.stderr.receive_some():
-                self._stderr += chunk
-        finally:
-            self._stderr_done.set()
-
-    async def stderr(self) -> str:
-        await self._stderr_done.wait()
-        return self._stderr.decode(errors="replace")
-
-    async def line(self) -> str | None:
-        """The next complete stdout line, or None at EOF (a partial last line is dropped)."""
-        assert self.proc.stdout is not None
-        while b"\n" not in self._buffer:
-            chunk = await self.proc.stdout.receive_some()
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()  # noqa: ASYNC910 - a checkpoint-free path only when the line is buffered
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 @asynccontextmanager
 async def spawn(path: Path, mode: str, *options: str) -> AsyncIterator[Child]:
     """Run the crash child on ``path``; on the way out, kill it if it still runs and reap it."""
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, str(CHILD), str(path), mode, *options],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=child_env(),
-    )
-    child = Child(proc)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(child.drain_stderr)
-            try:
-                yield child
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                with trio.CancelScope(shield=True):
-                    await proc.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    await stream.aclose()
+    async with spawn_child("crash_child.py", str(path), mode, *options, kind=Child) as child:
+        yield child
 
 
 async def run_until_killed(

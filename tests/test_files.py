@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -29,12 +28,10 @@ from typing import Any, Final
 import attrs
 import pytest
 import trio
+from _process import Child, spawn_child
 
 from threadstore import Item, StoreFormatError, open_store
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent
-CHILD = HERE / "_children" / "files_child.py"
 TIMEOUT: Final = 120
 #: The bound the WAL file must stay under while a reader and a writer share the store.
 WAL_BOUND: Final = 64 << 20
@@ -43,85 +40,11 @@ WAL_BOUND: Final = 64 << 20
 # -- child processes ----------------------------------------------------------------------
 
 
-class Child:
-    """A running files child: stdout read line by line, stdin for orders, stderr kept."""
-
-    def __init__(self, proc: trio.Process) -> None:
-        self.proc = proc
-        self._buffer = b""
-        self._stderr = bytearray()
-        self._stderr_done = trio.Event()
-
-    async def drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        try:
-            while chunk := await self.proc.stderr.receive_some():
-                self._stderr += chunk
-        finally:
-            self._stderr_done.set()
-
-    async def stderr(self) -> str:
-        await self._stderr_done.wait()
-        return self._stderr.decode(errors="replace")
-
-    async def line(self) -> str | None:
-        assert self.proc.stdout is not None
-        while b"\n" not in self._buffer:
-            chunk = await self.proc.stdout.receive_some()
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()  # noqa: ASYNC910 - a checkpoint-free path only when the line is buffered
-
-    async def expect_line(self) -> str:
-        line = await self.line()
-        if line is None:
-            code = await self.proc.wait()
-            raise AssertionError(f"child exited ({code}) early; stderr:\n{await self.stderr()}")
-        return line
-
-    async def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        await self.proc.stdin.send_all(line.encode() + b"\n")
-
-    async def close_stdin(self) -> None:
-        assert self.proc.stdin is not None
-        await self.proc.stdin.aclose()
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 @asynccontextmanager
 async def spawn(mode: str, path: Path, *options: str) -> AsyncIterator[Child]:
     """Run the files child; on the way out, kill it if it still runs and reap it."""
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, str(CHILD), mode, str(path), *options],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=child_env(),
-    )
-    child = Child(proc)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(child.drain_stderr)
-            try:
-                yield child
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                with trio.CancelScope(shield=True):
-                    await proc.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    await stream.aclose()
+    async with spawn_child("files_child.py", mode, str(path), *options, kind=Child) as child:
+        yield child
 
 
 def say(capsys: pytest.CaptureFixture[str], text: str) -> None:

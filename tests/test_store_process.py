@@ -13,8 +13,6 @@ import os
 import signal
 import sqlite3
 import stat
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from _process import Child, spawn_child
 
 import workers
 from threadstore import (
@@ -39,9 +38,6 @@ from threadstore import (
     open_store,
 )
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent
-CHILD = HERE / "_children" / "store_child.py"
 #: Generous bound on anything a child or a store does; a hang fails instead of blocking CI.
 TIMEOUT = 60
 #: For a child whose whole life should take well under a second but that may hang.
@@ -65,46 +61,8 @@ def umask_022() -> Iterator[None]:
 # -- child processes --------------------------------------------------------------------
 
 
-class Child:
-    """A running ``store_child.py``: its stdout protocol, read line by line, and its stderr."""
-
-    def __init__(self, proc: trio.Process) -> None:
-        self.proc = proc
-        self.pid = proc.pid
-        self._buffer = b""
-        self._stderr = bytearray()
-        self._stderr_done = trio.Event()
-
-    async def drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        try:
-            while chunk := await self.proc.stderr.receive_some():
-                self._stderr += chunk
-        finally:
-            self._stderr_done.set()
-
-    async def stderr(self) -> str:
-        """Everything the child wrote to stderr (waits for it to close stderr)."""
-        await self._stderr_done.wait()
-        return self._stderr.decode(errors="replace")
-
-    async def line(self) -> str | None:
-        """The next complete stdout line, or None at EOF (a partial last line is dropped)."""
-        assert self.proc.stdout is not None
-        while b"\n" not in self._buffer:
-            chunk = await self.proc.stdout.receive_some()
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()  # noqa: ASYNC910 - a checkpoint-free path only when the line is buffered
-
-    async def expect_line(self) -> str:
-        line = await self.line()
-        if line is None:
-            code = await self.proc.wait()
-            raise AssertionError(f"child exited ({code}) early; stderr:\n{await self.stderr()}")
-        return line
+class StoreChild(Child):
+    """A running ``store_child.py`` and its protocol (see the script's docstring)."""
 
     async def read_threads(self) -> list[str]:
         """The ids of the threads the child created, once it reports ``ready``."""
@@ -139,38 +97,11 @@ def _ack(line: str) -> tuple[str, int]:
     return thread_id, int(seq)
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 @asynccontextmanager
-async def spawn(path: str, mode: str, *options: str) -> AsyncIterator[Child]:
+async def spawn(path: str, mode: str, *options: str) -> AsyncIterator[StoreChild]:
     """Run the child on ``path``; on the way out, kill it if it still runs and reap it."""
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, str(CHILD), path, mode, *options],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_child_env(),
-    )
-    child = Child(proc)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(child.drain_stderr)
-            try:
-                yield child
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                with trio.CancelScope(shield=True):
-                    await proc.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    await stream.aclose()
+    async with spawn_child("store_child.py", path, mode, *options, kind=StoreChild) as child:
+        yield child
 
 
 def acked_through(acks: Sequence[tuple[str, int]]) -> dict[str, int]:
