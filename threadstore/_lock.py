@@ -84,6 +84,7 @@ class StoreLock:
                 continue
             await trio.lowlevel.checkpoint()
             return lock
+        await trio.lowlevel.checkpoint()
         return cls.acquire(path)  # the last word, whatever the text says
 
     @property
