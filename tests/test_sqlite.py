@@ -267,14 +267,14 @@ def test_projection_row_round_trip(db: sqlite3.Connection) -> None:
         archived_at=None,
         last_seq=0,
     )
-    assert _sqlite.write_projection_row(db, update)
+    assert _sqlite.update_projection(db, row, update)
     after = _sqlite.read_projection_row(db, "t1")
     assert after is not None
     assert after["created_at"] == 1_000  # not projected
     assert after["archived_at"] == 5  # not touched
     assert after["last_seq"] == 1  # not touched
     assert (after["updated_at"], after["title"], after["seq"]) == (2_000, "T", 1)
-    assert not _sqlite.write_projection_row(db, {**update, "id": "ghost"})
+    assert not _sqlite.update_projection(db, row, {**update, "id": "ghost"})
     assert _sqlite.read_projection_row(db, "ghost") is None
 
 
@@ -309,8 +309,8 @@ def test_lagging_threads(db: sqlite3.Connection) -> None:
         _sqlite.append_items(db, tid, [(1, 1, "x", "{}"), (2, 2, "x", "{}")])
     row = _sqlite.read_projection_row(db, "b")
     assert row is not None
-    _sqlite.write_projection_row(db, {**row, "seq": 2})
-    _sqlite.write_projection_row(db, {**row, "id": "c", "seq": 1})
+    _sqlite.update_projection(db, row, {**row, "seq": 2})
+    _sqlite.update_projection(db, row, {**row, "id": "c", "seq": 1})
     assert _sqlite.lagging_threads(db) == [("a", 0, 2), ("c", 1, 2)]
 
 
@@ -411,7 +411,7 @@ def test_listed_means_preview_or_title(db: sqlite3.Connection) -> None:
     assert set(ids(_list(db, include_empty=True))) == {"empty", "titled", "previewed"}
     row = _sqlite.read_projection_row(db, "empty")
     assert row is not None
-    _sqlite.write_projection_row(db, {**row, "preview": "now it has one"})
+    _sqlite.update_projection(db, row, {**row, "preview": "now it has one"})
     assert set(ids(_list(db))) == {"empty", "titled", "previewed"}
 
 
@@ -465,7 +465,7 @@ def test_keyset_pages_stay_correct_while_threads_are_updated(db: sqlite3.Connect
             touched.add(tid)
             row = _sqlite.read_projection_row(db, str(tid))
             assert row is not None
-            _sqlite.write_projection_row(db, {**row, "updated_at": next(clock)})
+            _sqlite.update_projection(db, row, {**row, "updated_at": next(clock)})
     assert len(seen) == len(set(seen)), "a row was listed twice"
     untouched = [t for t in listed if t not in touched]
     assert [t for t in seen if t in untouched] == untouched
@@ -477,7 +477,7 @@ def test_keyset_pages_stay_correct_while_threads_are_updated(db: sqlite3.Connect
         after = (int(str(page[-1]["created_at"])), str(page[-1]["id"]))
         row = _sqlite.read_projection_row(db, str(page[0]["id"]))
         assert row is not None
-        _sqlite.write_projection_row(db, {**row, "updated_at": next(clock), "title": "x"})
+        _sqlite.update_projection(db, row, {**row, "updated_at": next(clock), "title": "x"})
     assert seen == _expected(rows, "created_at", True, archived=False, listed=True)
 
 

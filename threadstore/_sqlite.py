@@ -57,7 +57,6 @@ __all__ = [
     "set_archived",
     "thread_exists",
     "thread_index",
-    "write_projection_row",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -182,7 +181,7 @@ PROJECTED_COLUMNS: Final = (
     "seq",
     "has_user_message",
 )
-"""The columns :func:`write_projection_row` updates (not id, created_at, archived_at, last_seq)."""
+"""The columns :func:`update_projection` may write (not id, created_at, archived_at, last_seq)."""
 
 ORDER_COLUMNS: Final = frozenset({"updated_at", "created_at", "recency_at"})
 """The columns :func:`list_threads` can order by; each has its two listing indexes."""
@@ -191,9 +190,6 @@ _SELECT_THREAD: Final = f"SELECT {', '.join(THREAD_COLUMNS)} FROM threads"
 _INSERT_THREAD: Final = (
     f"INSERT INTO threads ({', '.join(_INSERT_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in _INSERT_COLUMNS)})"
-)
-_UPDATE_PROJECTION: Final = (
-    f"UPDATE threads SET {', '.join(f'{c} = :{c}' for c in PROJECTED_COLUMNS)} WHERE id = :id"
 )
 
 # Primary result codes (the low byte of an extended code).
@@ -477,15 +473,6 @@ def read_projection_row(conn: sqlite3.Connection, thread_id: str) -> dict[str, o
     """
     row = conn.execute(_SELECT_THREAD + " WHERE id = ?", (thread_id,)).fetchone()
     return None if row is None else _row_dict(row)
-
-
-def write_projection_row(conn: sqlite3.Connection, row: Mapping[str, object]) -> bool:
-    """Overwrite the projected columns of thread ``row["id"]``. Sync; writer thread only.
-
-    Writes every column of :data:`PROJECTED_COLUMNS` (all must be in ``row``); ``created_at``,
-    ``archived_at`` and ``last_seq`` are left alone. Returns whether the thread exists.
-    """
-    return conn.execute(_UPDATE_PROJECTION, row).rowcount > 0
 
 
 def update_projection(
