@@ -93,13 +93,19 @@ class Slot(Generic[K, W]):
     ) -> bool:
         """Merge submitted work into the pending slot. Returns True if it merged."""
         self.generation = generation
-        incoming = Batch(
-            work=work, through=generation, submits=1, since=now, urgent=urgent, traces=[trace]
-        )
-        if self.pending is None:
-            self.pending = incoming
+        pending = self.pending
+        if pending is None:
+            self.pending = Batch(
+                work=work, through=generation, submits=1, since=now, urgent=urgent, traces=[trace]
+            )
             return False
-        self.pending.absorb(incoming)
+        # Merge in place (what ``absorb`` of a one-submit batch does, without building it).
+        pending.work = pending.work.merge(work)
+        pending.through = generation
+        pending.submits += 1
+        pending.urgent = pending.urgent or urgent
+        if len(pending.traces) < TRACE_LIMIT:
+            pending.traces.append(trace)
         return True
 
     def take(self) -> Batch[W]:
