@@ -286,6 +286,23 @@ def _plain(value: object, depth: int) -> bool:
     return False
 
 
+#: The one encoder every item goes through (building one per call costs more than encoding).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+#: Kinds already checked against ``_KIND_RE`` (bounded: a stream of made-up kinds stays cheap).
+_KINDS_SEEN: set[str] = set(_SCHEMAS)
+_KINDS_SEEN_MAX = 4096
+
+
+def _valid_kind(kind: object) -> bool:
+    if type(kind) is str and kind in _KINDS_SEEN:
+        return True
+    if not isinstance(kind, str) or _KIND_RE.fullmatch(kind) is None:
+        return False
+    if type(kind) is str and len(_KINDS_SEEN) < _KINDS_SEEN_MAX:
+        _KINDS_SEEN.add(kind)
+    return True
+
+
 def encode_item(item: Item, *, max_item_bytes: int) -> str:
     """Validate ``item`` and return the canonical JSON text of its data.
 
@@ -293,27 +310,25 @@ def encode_item(item: Item, *, max_item_bytes: int) -> str:
     kind whose data lacks its constructor's fields (or has them with the wrong type), or an
     item whose kind plus JSON exceed ``max_item_bytes`` UTF-8 bytes.
     """
-    kind: object = item.kind
-    if not isinstance(kind, str) or _KIND_RE.fullmatch(kind) is None:
+    kind: Any = item.kind
+    if not _valid_kind(kind):
         raise InvalidItemError(
             f"item kind {shorten(kind)} is invalid: it must be a str matching "
             "[a-z][a-z0-9_.:-]{0,63}"
         )
     data: object = item.data
-    if not isinstance(data, Mapping):
+    if type(data) is not types.MappingProxyType and not isinstance(data, Mapping):
         raise InvalidItemError(
             f"{kind} item: data must be a mapping, got {shorten(data)} "
             f"of type {type(data).__name__}"
         )
-    plain: Any = dict(data)
+    plain: Any = dict(data)  # type: ignore[call-overload]
     text: str | None = None
-    encoded: bytes | None = None
     if all(type(k) is str and _plain(v, 1) for k, v in plain.items()):
-        # Fast path: exact JSON types already; json.dumps checks floats, encode() strings.
+        # Fast path: exact JSON types already; the encoder checks floats.
         try:
-            text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-            encoded = text.encode("utf-8")
-        except (ValueError, UnicodeEncodeError):
+            text = _ENCODER.encode(plain)
+        except ValueError:
             text = None  # the slow path below names the offending value
     if text is None:
         try:
@@ -327,10 +342,20 @@ def encode_item(item: Item, *, max_item_bytes: int) -> str:
             raise InvalidItemError(
                 f"{kind} item: data[{name!r}] must be {expected}, got {shorten(plain[name])}"
             )
-    if text is None or encoded is None:
-        text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        encoded = text.encode("utf-8")
-    size = len(kind) + len(encoded)
+    if text is None:
+        text = _ENCODER.encode(plain)
+    if text.isascii():  # one byte per character, and no lone surrogates
+        size = len(kind) + len(text)
+    else:
+        try:
+            size = len(kind) + len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            # A lone surrogate: normalize_json names where it is.
+            try:
+                normalize_json(data)
+            except InvalidItemError as exc:
+                raise InvalidItemError(f"{kind} item: {exc}") from None
+            raise  # pragma: no cover - normalize_json raised already
     if size > max_item_bytes:
         raise InvalidItemError(
             f"{kind} item is {size} bytes encoded, over max_item_bytes={max_item_bytes}"
