@@ -322,7 +322,7 @@ def encode_item(item: Item, *, max_item_bytes: int) -> str:
             f"{kind} item: data must be a mapping, got {shorten(data)} "
             f"of type {type(data).__name__}"
         )
-    plain: Any = dict(data)  # type: ignore[call-overload]
+    plain: Any = dict(data)
     text: str | None = None
     if all(type(k) is str and _plain(v, 1) for k, v in plain.items()):
         # Fast path: exact JSON types already; the encoder checks floats.

@@ -18,6 +18,7 @@ import attrs
 from ._items import (
     METADATA_KIND,
     URGENT_KINDS,
+    Item,
     StoredItem,
     datetime_to_us,
     normalize_json,
@@ -28,6 +29,7 @@ __all__ = [
     "LAST_MESSAGE_CHARS",
     "PREVIEW_CHARS",
     "Patch",
+    "Pending",
     "Projection",
     "Status",
     "ThreadMeta",
@@ -316,6 +318,89 @@ class Patch:
             ),
             has_urgent_kind=self.has_urgent_kind or other.has_urgent_kind,
         )
+
+
+#: One append's rows ``(seq, created_at_us, kind, data_json)`` and its items, then the
+#: chunk appended before it (newest first): what a ``Pending`` holds.
+_Chunk: TypeAlias = "tuple[Sequence[tuple[int, int, str, str]], Sequence[Item], _Chunk | None]"
+
+
+@attrs.frozen(eq=False)
+class Pending:
+    """Appended items not yet folded into the thread's metadata: the projection's work.
+
+    Merging is O(1) (a chunk is linked on), and the items are folded into one
+    :class:`Patch` once per metadata write (:meth:`fold`, on the writer thread), instead of
+    one patch per append merged on every append. ``first_seq``/``last_seq`` are the seq
+    range held (both 0 when empty); ``urgent`` and ``has_user_message`` are
+    :attr:`Patch.urgent` and :attr:`Patch.has_user_message` of the fold, known without it.
+    """
+
+    first_seq: int = 0
+    last_seq: int = 0
+    urgent: bool = False
+    has_user_message: bool = False
+    _chunks: _Chunk | None = None
+
+    @classmethod
+    def empty(cls) -> Pending:
+        """Nothing pending: folds to ``Patch.empty()`` (the identity of ``merge``)."""
+        return _NOTHING
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[int, int, str, str]], items: Sequence[Item]) -> Pending:
+        """One append: ``rows`` as written to the log (in seq order) and their ``items``."""
+        urgent = user = False
+        for item in items:
+            kind = item.kind
+            if kind in URGENT_KINDS:
+                urgent = True
+            elif kind == "user_message" and not user:
+                text = item.data.get("text")
+                user = isinstance(text, str) and bool(text.strip())
+        return cls(rows[0][0], rows[-1][0], urgent, user, (rows, items, None))
+
+    def merge(self, other: Pending) -> Pending:
+        """What folding ``self`` then ``other`` does (``other``'s items follow)."""
+        if not other.last_seq:
+            return self
+        if not self.last_seq:
+            return other
+        if other.first_seq != self.last_seq + 1:
+            raise ValueError(
+                f"pending items are not contiguous: seq {self.first_seq}..{self.last_seq} "
+                f"then {other.first_seq}..{other.last_seq}"
+            )
+        chunks = self._chunks
+        for rows, items in reversed(other._chunk_list()):
+            chunks = (rows, items, chunks)
+        return Pending(
+            self.first_seq,
+            other.last_seq,
+            self.urgent or other.urgent,
+            self.has_user_message or other.has_user_message,
+            chunks,
+        )
+
+    def _chunk_list(self) -> list[tuple[Sequence[tuple[int, int, str, str]], Sequence[Item]]]:
+        """The chunks, newest first."""
+        out = []
+        chunk = self._chunks
+        while chunk is not None:
+            rows, items, chunk = chunk
+            out.append((rows, items))
+        return out
+
+    def fold(self) -> Patch:
+        """The :class:`Patch` of every pending item, in one pass."""
+        folded: list[tuple[int, int, str, Mapping[str, Any]]] = []
+        for rows, items in reversed(self._chunk_list()):
+            for (seq, at, kind, _), item in zip(rows, items, strict=True):
+                folded.append((seq, at, kind, item.data))
+        return Patch.from_rows(folded)
+
+
+_NOTHING = Pending()
 
 
 @attrs.frozen(kw_only=True)

@@ -40,6 +40,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "THREAD_COLUMNS",
     "ItemRow",
+    "append_runs",
     "Migration",
     "append_items",
     "check_schema",
@@ -645,6 +646,25 @@ def append_items(
     conn.executemany(
         "INSERT INTO items (thread_id, seq, created_at, kind, data) VALUES (?, ?, ?, ?, ?)",
         [(thread_id, seq, created_at, kind, data) for seq, created_at, kind, data in rows],
+    )
+
+
+def append_runs(conn: sqlite3.Connection, runs: Sequence[tuple[str, Sequence[ItemRow]]]) -> None:
+    """``append_items`` with ``expected_last`` for several appends, in two statements.
+
+    Each run's rows must follow its thread's last seq (runs of one thread in seq order).
+    Raises :class:`SeqGapError` without naming the run when a check fails (some rows may be
+    written: the caller rolls back and finds the culprit with ``append_items``).
+    """
+    cur = conn.executemany(
+        "UPDATE threads SET last_seq = ? WHERE id = ? AND last_seq = ?",
+        [(rows[-1][0], thread_id, rows[0][0] - 1) for thread_id, rows in runs],
+    )
+    if cur.rowcount != len(runs):
+        raise SeqGapError("(one of several)", -1, -1)
+    conn.executemany(
+        "INSERT INTO items (thread_id, seq, created_at, kind, data) VALUES (?, ?, ?, ?, ?)",
+        [(thread_id, *row) for thread_id, rows in runs for row in rows],
     )
 
 

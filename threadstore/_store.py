@@ -46,10 +46,10 @@ from ._items import (
     validate_thread_id,
 )
 from ._lock import StoreLock
-from ._meta import Patch, Projection, ThreadMeta
+from ._meta import Patch, Pending, Projection, ThreadMeta
 from ._readers import ReaderPool
 from ._values import Projector, StoreStatistics, ThreadPage
-from ._writer import Job, Writer
+from ._writer import Job, LogAppend, Writer
 
 __all__ = ["Receipt", "Store", "open_store"]
 
@@ -61,6 +61,7 @@ ORDERS: Final = ("updated_at", "created_at", "recency_at")
 MAX_LIST_LIMIT: Final = 1000
 MAX_READ_LIMIT: Final = 100_000
 _UNSET: Final[Any] = object()
+_NO_EXTRA: Final = Patch.empty()  # a projection with no custom projector output
 
 
 class _Thread:
@@ -121,6 +122,30 @@ class Receipt:
         await self._store.flush(self.thread_id, self.seq)
 
 
+class _Append(LogAppend):
+    """One append call's log job, with what its completion needs on the trio thread."""
+
+    __slots__ = ("context", "epoch", "explicit", "items", "state")
+
+    def __init__(
+        self,
+        store: Store,
+        state: _Thread,
+        rows: list[sql.ItemRow],
+        items: tuple[Item, ...],
+        size: int,
+        explicit: bool,
+    ) -> None:
+        super().__init__(state.id, rows, on_done=store._appended, size=size)
+        self.state = state
+        self.items = items
+        self.epoch = state.epoch
+        #: The appender's structlog context: the projection's log events carry it.
+        self.context = structlog.contextvars.get_contextvars()
+        #: update_thread: waits for visibility, never held in a coalescing window.
+        self.explicit = explicit
+
+
 @attrs.define
 class _Counters:
     appends: int = 0
@@ -156,7 +181,7 @@ class Store:
         self._max_item_bytes = max_item_bytes
         self._max_pending_bytes = max_pending_bytes
         self._threads: dict[str, _Thread] = {}
-        self._pool: workers.ActorPool[str, Patch] | None = None
+        self._pool: workers.ActorPool[str, Pending] | None = None
         self._times = Timestamps()
         self._closing = False
         self._barriers = 0  # flushes waiting: projection writes are not deferred meanwhile
@@ -179,7 +204,7 @@ class Store:
         return state
 
     @property
-    def _actors(self) -> workers.ActorPool[str, Patch]:
+    def _actors(self) -> workers.ActorPool[str, Pending]:
         assert self._pool is not None
         return self._pool
 
@@ -266,25 +291,13 @@ class Store:
         if state.deleted:
             raise ThreadNotFoundError(state.id)
         first = state.assigned + 1
+        next_us = self._times.next_us
         rows = [
-            (first + i, self._times.next_us(), item.kind, text)
+            (first + i, next_us(), item.kind, text)
             for i, (item, text) in enumerate(zip(items, encoded, strict=True))
         ]
         last = first + len(rows) - 1
-        job: Job[Patch] = Job(
-            partial(_append_job, state.id, rows, items),
-            on_done=partial(
-                self._appended,
-                state,
-                state.epoch,
-                first,
-                structlog.contextvars.get_contextvars(),
-                urgent,
-            ),
-            size=sum(len(text) for text in encoded),
-            log=True,
-            target="log",
-        )
+        job = _Append(self, state, rows, items, sum(map(len, encoded)), urgent)
         writer.submit(job)
         state.assigned = last
         state.last_job = job
@@ -292,36 +305,28 @@ class Store:
         self._n.items_appended += len(rows)
         return Receipt(thread_id=state.id, seq=last, store=self, job=job)
 
-    def _appended(
-        self,
-        state: _Thread,
-        epoch: int,
-        first: int,
-        context: Mapping[str, Any],
-        explicit: bool,
-        job: Job[Patch],
-    ) -> None:
-        """On the trio thread, in commit order: advance watermarks and queue the patch."""
+    def _appended(self, job: _Append) -> None:
+        """On the trio thread, in commit order: advance watermarks and queue the projection."""
+        state = job.state
         if state.last_job is job:
             state.last_job = None  # done: do not keep its items alive
         if job.error is not None:
-            if epoch == state.epoch:
+            if job.epoch == state.epoch:
                 # Seqs after the failed ones are refused by the writer (no gaps): rewind.
                 state.epoch += 1
                 state.assigned = state.durable
-            job.error = _append_failed(state.id, first, job.error)
+            job.error = _append_failed(state.id, job.rows[0][0], job.error)
             return
-        patch = job.result
-        assert patch is not None
-        state.durable = patch.last_seq
+        pending = Pending.of(job.rows, job.items)
+        state.durable = pending.last_seq
         if state.deleted or self._pool is None:
             return
         # Explicit mutations (update_thread) wait for visibility: never hold them in the window.
-        urgent = explicit or patch.urgent or (patch.has_user_message and not state.has_user)
-        state.has_user = state.has_user or patch.has_user_message
+        urgent = job.explicit or pending.urgent or (pending.has_user_message and not state.has_user)
+        state.has_user = state.has_user or pending.has_user_message
         state.hurry = state.hurry or urgent
         self._pool.submit(
-            state.id, patch, urgent=urgent, generation=patch.last_seq, context=context
+            state.id, pending, urgent=urgent, generation=pending.last_seq, context=job.context
         )
 
     def append_nowait(self, thread_id: str, *items: Item) -> Receipt:
@@ -531,13 +536,13 @@ class Store:
 
     # -- projection (runs in the thread's actor) ----------------------------------------
 
-    async def _project(self, thread_id: str, patch: Patch) -> None:
+    async def _project(self, thread_id: str, patch: Pending) -> None:
         state = self._threads.get(thread_id)
         if state is None or state.deleted:
             await trio.lowlevel.checkpoint()
             return
         target = patch.last_seq or state.durable
-        extra = Patch.empty()
+        extra = _NO_EXTRA
         if self._projectors:
             meta, items = await self._readers.run(partial(_projector_input, thread_id, target))
             if meta is None:
@@ -703,7 +708,7 @@ class Store:
         assert self._writer is not None
         lagging = await self._writer.run(sql.lagging_threads)
         for tid, _seq, last_seq in lagging:
-            self._actors.submit(tid, Patch.empty(), urgent=True, generation=last_seq)
+            self._actors.submit(tid, Pending.empty(), urgent=True, generation=last_seq)
         for tid, _seq, last_seq in lagging:
             try:
                 await self._actors.wait(tid, last_seq)
@@ -736,24 +741,6 @@ class Store:
 # -- writer jobs (sync; writer thread only) ---------------------------------------------
 
 
-def _append_job(
-    thread_id: str, rows: list[sql.ItemRow], items: tuple[Item, ...], conn: sqlite3.Connection
-) -> Patch:
-    sql.append_items(conn, thread_id, rows, expected_last=rows[0][0] - 1)
-    return Patch.from_rows(
-        [
-            (seq, at, item.kind, item.data)
-            for (seq, at, _k, _d), item in zip(rows, items, strict=True)
-        ]
-    )
-
-
-def _fold(rows: list[sql.ItemRow], items: tuple[Item, ...]) -> Patch:
-    return Patch.from_rows(
-        [(seq, at, item.kind, item.data) for (seq, at, _, _), item in zip(rows, items, strict=True)]
-    )
-
-
 def _create_job(
     thread_id: str,
     created_us: int,
@@ -777,9 +764,9 @@ def _create_job(
 
 
 def _project_job(
-    thread_id: str, patch: Patch, extra: Patch, target: int, conn: sqlite3.Connection
+    thread_id: str, pending: Pending, extra: Patch, target: int, conn: sqlite3.Connection
 ) -> ThreadMeta | None:
-    """Fold ``patch`` (or, if it does not follow the row, the log itself) into the row."""
+    """Fold ``pending`` (or, if it does not follow the row, the log itself) into the row."""
     row = sql.read_projection_row(conn, thread_id)
     if row is None:
         return None  # deleted meanwhile
@@ -787,7 +774,9 @@ def _project_job(
     seq = projection.meta.seq
     if seq >= target and not extra.extra_nested:
         return projection.meta
-    if patch.first_seq != seq + 1 or patch.last_seq < target:
+    if pending.first_seq == seq + 1 and pending.last_seq >= target:
+        patch = pending.fold()
+    else:
         # A gap (discarded work, recovery) or an overlap: fold from the log instead.
         items = [_stored(r) for r in sql.read_items(conn, thread_id, seq, target - seq)]
         patch = Patch.from_items(items) if items else Patch.empty()

@@ -1,10 +1,12 @@
 """The single writer: one OS thread owns the write connection and group-commits jobs.
 
-Jobs are plain sync functions of a ``sqlite3.Connection``. Whatever is queued when the
-writer thread is free goes into one ``BEGIN IMMEDIATE … COMMIT``; each job runs inside its
-own savepoint, so a failing job rolls back alone while the others commit. A failed COMMIT
-fails every job of the batch. Results come back to trio once per batch (one thread hop and
-one ``trio.Event`` per batch, not per job).
+Jobs are plain sync functions of a ``sqlite3.Connection``, or :class:`LogAppend` jobs the
+writer runs itself. Whatever is queued when the writer thread is free goes into one
+``BEGIN IMMEDIATE … COMMIT``: consecutive log appends are inserted with one statement for
+their items and one for their threads' ``last_seq``. If any job fails, the batch is redone
+with a savepoint per job, so the failing job rolls back alone while the others commit. A
+failed COMMIT fails every job of the batch. Results come back to trio once per batch (one
+thread hop and one ``trio.Event`` per batch, not per job).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any, Final, Generic, TypeVar
 import structlog
 import trio
 
+from . import _sqlite as sql
 from ._errors import StoreClosedError
 from ._faults import Faults, Target
 
-__all__ = ["Batch", "Job", "Writer"]
+__all__ = ["Batch", "Job", "LogAppend", "Writer"]
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -86,6 +89,35 @@ class Job(Generic[T]):
         if self.error is not None:
             raise self.error
         return self.result  # type: ignore[return-value]
+
+    def run(self, conn: sqlite3.Connection) -> T:
+        """The job's statements (writer thread, inside the group transaction)."""
+        return self.fn(conn)
+
+
+def _no_fn(conn: sqlite3.Connection) -> None:  # pragma: no cover - LogAppend overrides run()
+    raise AssertionError("LogAppend jobs run through LogAppend.run")
+
+
+class LogAppend(Job[None]):
+    """Append ``rows`` (``(seq, created_at_us, kind, data_json)``, dense, in seq order) to
+    ``thread_id``'s log, whose last seq must be ``rows[0][0] - 1`` (else ``SeqGapError``)."""
+
+    __slots__ = ("rows", "thread_id")
+
+    def __init__(
+        self,
+        thread_id: str,
+        rows: list[sql.ItemRow],
+        on_done: Callable[[Any], None] | None = None,
+        size: int = 0,
+    ) -> None:
+        super().__init__(_no_fn, on_done=on_done, size=size, log=True, target="log")
+        self.thread_id = thread_id
+        self.rows = rows
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        sql.append_items(conn, self.thread_id, self.rows, expected_last=self.rows[0][0] - 1)
 
 
 class Writer:
@@ -344,32 +376,72 @@ class Writer:
         if faults is not None:
             faults.before_transaction(conn)
         conn.execute("BEGIN IMMEDIATE")
-        for job in jobs:
-            if savepoints:
+        if savepoints:
+            for job in jobs:
                 conn.execute("SAVEPOINT job")
-            try:
-                if job.injected is not None:
-                    raise job.injected
-                if faults is not None and job.target is not None:
-                    try:
-                        faults.before_job(job.target)
-                    except sqlite3.Error as exc:
-                        job.injected = exc
-                        raise
-                job.result = job.fn(conn)
-            except Exception as exc:
-                job.error = exc
-                if not conn.in_transaction:
-                    raise  # SQLite rolled back the whole transaction
-                if not savepoints:
+                if self._run_job(conn, job):
+                    conn.execute("RELEASE job")
+                else:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+        else:
+            start, count = 0, len(jobs)
+            while start < count:
+                end = start + 1
+                if isinstance(jobs[start], LogAppend):  # take the run of log appends
+                    while end < count and isinstance(jobs[end], LogAppend):
+                        end += 1
+                if not (
+                    self._run_appends(conn, jobs[start:end])
+                    if end - start > 1
+                    else self._run_job(conn, jobs[start])
+                ):
                     return False
-                conn.execute("ROLLBACK TO job")
-            if savepoints:
-                conn.execute("RELEASE job")
+                start = end
         if faults is not None:
             faults.before_commit({job.target for job in jobs if job.target is not None})
         conn.execute("COMMIT")
         return True
+
+    def _run_job(self, conn: sqlite3.Connection, job: Job[Any]) -> bool:
+        """Run one job; False if it failed (its error recorded). Raises if SQLite rolled
+        back the whole transaction."""
+        try:
+            if job.injected is not None:
+                raise job.injected
+            self._inject(job)
+            job.result = job.run(conn)
+        except Exception as exc:
+            job.error = exc
+            if not conn.in_transaction:
+                raise  # SQLite rolled back the whole transaction
+            return False
+        return True
+
+    def _run_appends(self, conn: sqlite3.Connection, jobs: list[Job[Any]]) -> bool:
+        """Run consecutive log appends with one statement per table; False if any of them
+        failed (which one is found by the per-job redo). Raises as :meth:`_run_job`."""
+        appends: list[LogAppend] = jobs  # type: ignore[assignment]
+        try:
+            for job in appends:
+                if job.injected is not None:
+                    raise job.injected
+                self._inject(job)
+            sql.append_runs(conn, [(job.thread_id, job.rows) for job in appends])
+        except Exception:
+            if not conn.in_transaction:
+                raise
+            return False
+        return True
+
+    def _inject(self, job: Job[Any]) -> None:
+        faults = self._faults
+        if faults is not None and job.target is not None:
+            try:
+                faults.before_job(job.target)
+            except sqlite3.Error as exc:
+                job.injected = exc  # a redo of the batch fails this job the same way
+                raise
 
     def _deliver(self, groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
         """On the trio thread: run the jobs' callbacks in order, then wake the waiters."""
