@@ -156,7 +156,7 @@ class Patch:
     @classmethod
     def empty(cls) -> Patch:
         """The patch that changes nothing (the identity of ``merge``)."""
-        return cls()
+        return _EMPTY_PATCH
 
     @classmethod
     def from_items(cls, items: Sequence[StoredItem]) -> Patch:
@@ -286,6 +286,10 @@ class Patch:
 
     def merge(self, other: Patch) -> Patch:
         """The patch equal to applying ``self`` then ``other`` (``other``'s items follow)."""
+        if other is _EMPTY_PATCH:
+            return self
+        if self is _EMPTY_PATCH:
+            return other
         if self.last_seq and other.first_seq and other.first_seq != self.last_seq + 1:
             raise ValueError(
                 f"patches are not contiguous: seq {self.first_seq}..{self.last_seq} "
@@ -318,6 +322,9 @@ class Patch:
             ),
             has_urgent_kind=self.has_urgent_kind or other.has_urgent_kind,
         )
+
+
+_EMPTY_PATCH = Patch()
 
 
 #: One append's rows ``(seq, created_at_us, kind, data_json)`` and its items, then the
@@ -449,23 +456,15 @@ class Projection:
             has_user, preview = True, patch.first_user_text
         elif not has_user and patch.goal is not None:
             preview = truncate(patch.goal, PREVIEW_CHARS) if patch.goal.strip() else None
-        extra = dict(meta.extra)
-        for key, value in patch.extra.items():
-            if value is None:
-                extra.pop(key, None)
-            else:
-                extra[key] = value
-        for name, update in patch.extra_nested.items():
-            current = extra.get(name)
-            merged = dict(current) if isinstance(current, Mapping) else {}
-            for key, value in update.items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-            extra[name] = merged
-        new_meta = attrs.evolve(
-            meta,
+        extra: Mapping[str, Any]
+        if not patch.extra and not patch.extra_nested:
+            extra = meta.extra  # (read-only already: reused as is)
+        else:
+            extra = self._extra_after(patch)
+        new_meta = ThreadMeta(
+            id=meta.id,
+            created_at=meta.created_at,
+            archived_at=meta.archived_at,
             updated_at=_later(meta.updated_at, patch.updated_at_us),
             recency_at=_later(meta.recency_at, patch.recency_at_us),
             title=_latest(meta.title, patch.title),
@@ -481,6 +480,24 @@ class Projection:
             seq=patch.last_seq or meta.seq,
         )
         return Projection(meta=new_meta, has_user_message=has_user)
+
+    def _extra_after(self, patch: Patch) -> dict[str, Any]:
+        extra = dict(self.meta.extra)
+        for key, value in patch.extra.items():
+            if value is None:
+                extra.pop(key, None)
+            else:
+                extra[key] = value
+        for name, update in patch.extra_nested.items():
+            current = extra.get(name)
+            merged = dict(current) if isinstance(current, Mapping) else {}
+            for key, value in update.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            extra[name] = merged
+        return extra
 
     def with_archived_at(self, archived_at_us: int | None) -> Projection:
         """This projection archived at ``archived_at_us`` (``None``: not archived)."""
@@ -505,8 +522,12 @@ class Projection:
             "input_tokens": m.input_tokens,
             "output_tokens": m.output_tokens,
             "archived_at": None if m.archived_at is None else datetime_to_us(m.archived_at),
-            "extra": json.dumps(
-                dict(m.extra), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            "extra": (
+                json.dumps(
+                    dict(m.extra), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+                )
+                if m.extra
+                else "{}"
             ),
             "seq": m.seq,
             "has_user_message": int(self.has_user_message),

@@ -286,7 +286,7 @@ class Store:
 
     def _enqueue(
         self, state: _Thread, items: tuple[Item, ...], encoded: list[str], *, urgent: bool = False
-    ) -> Receipt:
+    ) -> _Append:
         writer = self._writable()
         if state.deleted:
             raise ThreadNotFoundError(state.id)
@@ -303,7 +303,7 @@ class Store:
         state.last_job = job
         self._n.appends += 1
         self._n.items_appended += len(rows)
-        return Receipt(thread_id=state.id, seq=last, store=self, job=job)
+        return job
 
     def _appended(self, job: _Append) -> None:
         """On the trio thread, in commit order: advance watermarks and queue the projection."""
@@ -339,7 +339,8 @@ class Store:
         :class:`ReadOnlyStoreError` — always before anything is queued.
         """
         state, encoded = self._encode(thread_id, items)
-        writer = self._writable()
+        writer = self._writer
+        assert writer is not None  # checked by _encode
         if writer.queued_bytes and writer.queued_bytes + sum(map(len, encoded)) > (
             self._max_pending_bytes
         ):
@@ -347,7 +348,8 @@ class Store:
                 f"{writer.queued_bytes} bytes are waiting for commit (bound "
                 f"{self._max_pending_bytes}); use append() to wait for room"
             )
-        return self._enqueue(state, items, encoded)
+        job = self._enqueue(state, items, encoded)
+        return Receipt(thread_id=state.id, seq=job.rows[-1][0], store=self, job=job)
 
     async def append(self, thread_id: str, *items: Item) -> Receipt:
         """Append ``items``; return once they are durable in the log.
@@ -364,12 +366,13 @@ class Store:
         self, thread_id: str, items: tuple[Item, ...], *, urgent: bool = False
     ) -> Receipt:
         state, encoded = self._encode(thread_id, items)
-        writer = self._writable()
+        writer = self._writer
+        assert writer is not None  # checked by _encode
         if writer.queued_bytes >= self._max_pending_bytes:
             await writer.wait_for_room(self._max_pending_bytes)
-        receipt = self._enqueue(state, items, encoded, urgent=urgent)
-        await receipt.durable()
-        return receipt
+        job = self._enqueue(state, items, encoded, urgent=urgent)
+        await job.wait()
+        return Receipt(thread_id=state.id, seq=job.rows[-1][0], store=self, job=job)
 
     async def append_and_flush(self, thread_id: str, *items: Item) -> Receipt:
         """Append ``items`` and return once they are durable *and* the metadata shows them."""

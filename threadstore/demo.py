@@ -218,7 +218,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="print the store's log events")
     args = parser.parse_args(argv)
     if not args.verbose:
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            cache_logger_on_first_use=True,
+        )
     remove_store(args.path)  # the demo starts from a fresh store each run
     trio.run(run, args.path, args.sessions, args.turns, args.pace, args.seed)
 

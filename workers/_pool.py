@@ -101,7 +101,8 @@ class ActorPool(Generic[K, W]):
         stay increasing after an idle key's actor retires); a caller with its own ordering,
         such as a log sequence number, passes ``generation=`` explicitly, larger than the
         key's last. The submitter's ``structlog.contextvars`` travel with the work (or
-        ``context``, when the caller captured the originator's context earlier).
+        ``context``, when the caller captured the originator's context earlier; the pool
+        keeps that mapping as is, so it must not change afterwards).
 
         Raises :class:`PoolClosedError` once shutdown has begun, ``ValueError`` for a
         generation that does not increase.
@@ -122,8 +123,9 @@ class ActorPool(Generic[K, W]):
                 raise ValueError(f"generation {generation} for key {key!r} does not exceed {last}")
             if slot is None:
                 slot = self._new_slot(key, last)
-        trace = structlog.contextvars.get_contextvars() if context is None else dict(context)
-        merged = slot.put(work, generation, trio.current_time(), urgent, trace)
+        trace = structlog.contextvars.get_contextvars() if context is None else context
+        now = trio.current_time() if slot.pending is None else 0.0  # (only a new batch's)
+        merged = slot.put(work, generation, now, urgent, trace)
         self._submits += 1
         self._merged += merged
         if urgent:
@@ -329,7 +331,9 @@ class ActorPool(Generic[K, W]):
     async def _attempt(
         self, slot: Slot[K, W], batch: Batch[W], attempt: int, serial: int
     ) -> Exception | None:
-        with structlog.contextvars.bound_contextvars(**_trace_context(batch)):
+        # (bind + reset rather than ``bound_contextvars``: this runs once per apply)
+        tokens = structlog.contextvars.bind_contextvars(**_trace_context(batch))
+        try:
             log.debug("worker.apply", key=slot.key, generation=batch.through, attempt=attempt)
             try:
                 await self._apply(slot.key, batch.work)
@@ -345,6 +349,8 @@ class ActorPool(Generic[K, W]):
                     # A discard is waiting for this attempt: it is over, so settle it.
                     self._settle_discard(slot, slot.discard_request)
                 raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
         return None
 
     def _fail(self, slot: Slot[K, W], batch: Batch[W], error: Exception, attempts: int) -> None:
