@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import types
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any, Literal, TypeAlias, cast
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
@@ -53,6 +53,7 @@ _TRANSITIONS: dict[str, _Transition] = {
 
 
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # (what us_to_datetime adds to)
 
 
 def _readonly(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -534,30 +535,29 @@ class Projection:
         }
 
     @classmethod
-    def from_row(cls, row: Mapping[str, object]) -> Projection:
-        """The inverse of ``to_row``."""
+    def from_row(cls, row: Mapping[str, Any]) -> Projection:
+        """The inverse of ``to_row``. (Hot: every listed thread is decoded here.)"""
         status = row["status"]
         if status not in _STATUSES:
             raise ValueError(f"invalid thread status in storage: {status!r}")
         archived = row["archived_at"]
-        extra_text = cast(str, row["extra"])
-        extra = _EMPTY if extra_text == "{}" else json.loads(extra_text)
+        extra_text = row["extra"]
         meta = ThreadMeta(
-            id=cast(str, row["id"]),
-            created_at=us_to_datetime(cast(int, row["created_at"])),
-            updated_at=us_to_datetime(cast(int, row["updated_at"])),
-            recency_at=us_to_datetime(cast(int, row["recency_at"])),
-            title=cast("str | None", row["title"]),
-            goal=cast("str | None", row["goal"]),
-            preview=cast("str | None", row["preview"]),
-            last_message=cast("str | None", row["last_message"]),
-            item_count=cast(int, row["item_count"]),
-            turn_count=cast(int, row["turn_count"]),
+            id=row["id"],
+            created_at=_EPOCH + timedelta(microseconds=row["created_at"]),
+            updated_at=_EPOCH + timedelta(microseconds=row["updated_at"]),
+            recency_at=_EPOCH + timedelta(microseconds=row["recency_at"]),
+            title=row["title"],
+            goal=row["goal"],
+            preview=row["preview"],
+            last_message=row["last_message"],
+            item_count=row["item_count"],
+            turn_count=row["turn_count"],
             status=status,
-            input_tokens=cast(int, row["input_tokens"]),
-            output_tokens=cast(int, row["output_tokens"]),
-            archived_at=None if archived is None else us_to_datetime(cast(int, archived)),
-            extra=extra,
-            seq=cast(int, row["seq"]),
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            archived_at=None if archived is None else _EPOCH + timedelta(microseconds=archived),
+            extra=_EMPTY if extra_text == "{}" else json.loads(extra_text),
+            seq=row["seq"],
         )
         return cls(meta=meta, has_user_message=bool(row["has_user_message"]))

@@ -146,6 +146,35 @@ class _Append(LogAppend):
         self.explicit = explicit
 
 
+class _RowCache:
+    """The writer's copy of the metadata rows it wrote last, so a projection write need not
+    read and decode its row first. Writer thread only; bounded (least recently written
+    rows are forgotten). The writer clears it when a transaction rolls back, and jobs that
+    change a row otherwise (archive, delete) drop that row, so an entry always equals the
+    committed (or, inside a transaction, the current) row.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._rows: dict[str, tuple[dict[str, object], Projection]] = {}
+
+    def get(self, thread_id: str) -> tuple[dict[str, object], Projection] | None:
+        return self._rows.get(thread_id)
+
+    def put(self, thread_id: str, row: dict[str, object], projection: Projection) -> None:
+        rows = self._rows
+        rows.pop(thread_id, None)
+        if len(rows) >= self._size:
+            del rows[next(iter(rows))]
+        rows[thread_id] = (row, projection)
+
+    def drop(self, thread_id: str) -> None:
+        self._rows.pop(thread_id, None)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
 @attrs.define
 class _Counters:
     appends: int = 0
@@ -171,8 +200,11 @@ class Store:
         projectors: Sequence[Projector] = (),
         max_item_bytes: int,
         max_pending_bytes: int,
+        row_cache: _RowCache | None = None,
     ) -> None:
         self.path = path
+        #: The writer's cache of metadata rows (writer thread only; see _RowCache).
+        self._row_cache = row_cache or _RowCache()
         self.read_only = read_only
         self._readers = readers
         self._secret = secret
@@ -492,7 +524,7 @@ class Store:
         at = self._times.next_us() if archived else None
         operation = "archive" if archived else "unarchive"
         try:
-            row = await writer.run(partial(sql.set_archived, archived_at_us=at, thread_id=state.id))
+            row = await writer.run(partial(_archive_job, self._row_cache, state.id, at))
         except sqlite3.Error as exc:
             raise WriteFailedError(state.id, operation, str(exc)) from exc
         if row is None:
@@ -515,7 +547,7 @@ class Store:
         state = self._live(thread_id)
         state.deleted = True
         job: Job[ThreadMeta | None] = Job(
-            partial(_delete_job, state.id), on_done=partial(self._deleted, state)
+            partial(_delete_job, self._row_cache, state.id), on_done=partial(self._deleted, state)
         )
         with trio.CancelScope(shield=True):
             await self._actors.discard(state.id)
@@ -563,7 +595,7 @@ class Store:
         hurry = urgent or self._barriers > 0 or self._closing
         state.hurry = False
         meta = await self._writer.run(
-            partial(_project_job, thread_id, patch, extra, target),
+            partial(_project_job, self._row_cache, thread_id, patch, extra, target),
             target="projection",
             defer=not hurry,
         )
@@ -767,13 +799,22 @@ def _create_job(
 
 
 def _project_job(
-    thread_id: str, pending: Pending, extra: Patch, target: int, conn: sqlite3.Connection
+    cache: _RowCache,
+    thread_id: str,
+    pending: Pending,
+    extra: Patch,
+    target: int,
+    conn: sqlite3.Connection,
 ) -> ThreadMeta | None:
     """Fold ``pending`` (or, if it does not follow the row, the log itself) into the row."""
-    row = sql.read_projection_row(conn, thread_id)
-    if row is None:
-        return None  # deleted meanwhile
-    projection = Projection.from_row(row)
+    cached = cache.get(thread_id)
+    if cached is not None:
+        row, projection = cached
+    else:
+        read = sql.read_projection_row(conn, thread_id)
+        if read is None:
+            return None  # deleted meanwhile
+        row, projection = read, Projection.from_row(read)
     seq = projection.meta.seq
     if seq >= target and not extra.extra_nested:
         return projection.meta
@@ -784,12 +825,24 @@ def _project_job(
         items = [_stored(r) for r in sql.read_items(conn, thread_id, seq, target - seq)]
         patch = Patch.from_items(items) if items else Patch.empty()
     projection = projection.apply(patch.merge(extra))
-    sql.update_projection(conn, row, projection.to_row())
+    new_row = projection.to_row()
+    if not sql.update_projection(conn, row, new_row):
+        cache.drop(thread_id)
+        return None  # deleted meanwhile
+    cache.put(thread_id, new_row, projection)
     return projection.meta
 
 
-def _delete_job(thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
+def _archive_job(
+    cache: _RowCache, thread_id: str, archived_at_us: int | None, conn: sqlite3.Connection
+) -> dict[str, object] | None:
+    cache.drop(thread_id)
+    return sql.set_archived(conn, thread_id, archived_at_us)
+
+
+def _delete_job(cache: _RowCache, thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
     """Delete the thread; return its metadata as it was (None if it was gone already)."""
+    cache.drop(thread_id)
     row = sql.read_projection_row(conn, thread_id)
     sql.delete_thread(conn, thread_id)
     return None if row is None else Projection.from_row(row).meta
@@ -955,7 +1008,10 @@ async def open_store(
         return
     lock = await StoreLock.acquire_async(path)
     try:
-        writer = Writer(partial(_connect_writer, path, durability), faults=faults)
+        row_cache = _RowCache()
+        writer = Writer(
+            partial(_connect_writer, path, durability), faults=faults, on_rollback=row_cache.clear
+        )
         await writer.start()
         try:
             index, secret = await writer.run(_load_index)
@@ -969,6 +1025,7 @@ async def open_store(
                     projectors=projectors,
                     max_item_bytes=max_item_bytes,
                     max_pending_bytes=max_pending_bytes,
+                    row_cache=row_cache,
                 )
                 for tid, last_seq, seq, has_user in index:
                     store._threads[tid] = _Thread(tid, last_seq, seq, bool(has_user))

@@ -132,10 +132,15 @@ class Writer:
         connect: Callable[[], sqlite3.Connection],
         *,
         faults: Faults | None = None,
+        on_rollback: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
         self._faults = faults
-        self._cond = threading.Condition()
+        #: Called on the writer thread whenever a transaction is rolled back (caches of
+        #: what jobs wrote must forget it).
+        self._on_rollback = on_rollback
+        self._lock = threading.Lock()  # (``with self._lock`` is cheaper than the Condition's)
+        self._cond = threading.Condition(self._lock)
         #: Queued jobs grouped into batches of at most MAX_BATCH, formed at submit time.
         self._groups: list[tuple[Batch, list[Job[Any]]]] = []
         #: The deferred lane (metadata projection writes): one batch, flushed by
@@ -210,7 +215,7 @@ class Writer:
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
-        with self._cond:
+        with self._lock:
             if defer:
                 if self._deferred_batch is None:
                     self._deferred_batch = Batch()
@@ -344,6 +349,7 @@ class Writer:
                 # A job failed: redo the batch with a savepoint per job so it fails alone.
                 # (Jobs are pure functions of the database, so running them again is safe.)
                 conn.execute("ROLLBACK")
+                self._rolled_back()
                 for job in jobs:
                     job.result = job.error = None
                 self._transaction(conn, jobs, savepoints=True)
@@ -353,6 +359,7 @@ class Writer:
                     conn.execute("ROLLBACK")
             except sqlite3.Error as rollback_error:  # pragma: no cover - a broken connection
                 log.error("writer.rollback_failed", error=repr(rollback_error))
+            self._rolled_back()
             for batch in batches:
                 batch.error = exc
             for job in jobs:
@@ -366,6 +373,10 @@ class Writer:
         if any(job.log and job.error is None for job in jobs):
             self.log_commits += 1
             self._last_log_commit = time.monotonic()
+
+    def _rolled_back(self) -> None:
+        if self._on_rollback is not None:
+            self._on_rollback()
 
     def _transaction(
         self, conn: sqlite3.Connection, jobs: list[Job[Any]], *, savepoints: bool
