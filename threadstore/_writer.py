@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 #: Jobs one transaction takes at most; the rest wait for the next (bounds commit latency).
 MAX_BATCH: Final = 4096
 #: Deferred (projection) jobs wait at most this long while log appends keep the writer busy.
-PROJECTION_INTERVAL: Final = 0.1
+PROJECTION_INTERVAL: Final = 0.25
 #: ... and, once appends stop, until the log has been quiet this long.
 QUIET: Final = 0.01
 
