@@ -324,7 +324,10 @@ def encode_item(item: Item, *, max_item_bytes: int) -> str:
         )
     plain: Any = dict(data)
     text: str | None = None
-    if all(type(k) is str and _plain(v, 1) for k, v in plain.items()):
+    for key, value in plain.items():
+        if type(key) is not str or not _plain(value, 1):
+            break
+    else:
         # Fast path: exact JSON types already; the encoder checks floats.
         try:
             text = _ENCODER.encode(plain)

@@ -307,14 +307,21 @@ class Store:
     # -- appends ------------------------------------------------------------------------
 
     def _encode(self, thread_id: object, items: tuple[Item, ...]) -> tuple[_Thread, list[str]]:
-        self._writable()
-        state = self._live(thread_id)
+        """Check and encode an append's input (nothing is queued). Runs once per append."""
+        if self._writer is None or self._closing:
+            self._writable()  # raises
+        state = self._threads.get(thread_id) if type(thread_id) is str else None
+        if state is None or state.deleted:
+            state = self._live(thread_id)  # raises, or accepts a str subclass
         if not items:
             raise InvalidItemError("append needs at least one item")
+        limit = self._max_item_bytes
+        encoded = []
         for item in items:
-            if not isinstance(item, Item):
+            if type(item) is not Item and not isinstance(item, Item):
                 raise InvalidItemError(f"expected threadstore.Item, got {shorten(item)}")
-        return state, [encode_item(item, max_item_bytes=self._max_item_bytes) for item in items]
+            encoded.append(encode_item(item, max_item_bytes=limit))
+        return state, encoded
 
     def _enqueue(
         self, state: _Thread, items: tuple[Item, ...], encoded: list[str], *, urgent: bool = False
@@ -324,12 +331,17 @@ class Store:
             raise ThreadNotFoundError(state.id)
         first = state.assigned + 1
         next_us = self._times.next_us
-        rows = [
-            (first + i, next_us(), item.kind, text)
-            for i, (item, text) in enumerate(zip(items, encoded, strict=True))
-        ]
+        if len(items) == 1:
+            rows = [(first, next_us(), items[0].kind, encoded[0])]
+            size = len(encoded[0])
+        else:
+            rows = [
+                (first + i, next_us(), item.kind, text)
+                for i, (item, text) in enumerate(zip(items, encoded, strict=True))
+            ]
+            size = sum(map(len, encoded))
         last = first + len(rows) - 1
-        job = _Append(self, state, rows, items, sum(map(len, encoded)), urgent)
+        job = _Append(self, state, rows, items, size, urgent)
         writer.submit(job)
         state.assigned = last
         state.last_job = job
