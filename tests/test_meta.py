@@ -20,6 +20,7 @@ from threadstore._meta import (
     Projection,
     ThreadMeta,
 )
+from threadstore._sqlite import THREAD_COLUMNS
 
 T0 = 1_700_000_000_000_000  # µs
 
@@ -398,6 +399,9 @@ def test_row_round_trip(items: list[StoredItem], archived_at: int | None) -> Non
     assert Projection.from_row(row) == projection
     assert isinstance(row["extra"], str)
     assert row["has_user_message"] in (0, 1)
+    # Listing decodes the same values as a tuple, in the column order the store selects.
+    assert tuple(row) == THREAD_COLUMNS[: len(row)]
+    assert Projection.meta_from_values((*row.values(), 99)) == projection.meta
 
 
 def test_row_values() -> None:

@@ -328,7 +328,7 @@ def _list(
     after: tuple[int, str] | None = None,
     limit: int = 1000,
 ) -> list[dict[str, object]]:
-    return _sqlite.list_threads(
+    rows = _sqlite.list_threads(
         conn,
         order_by=order_by,
         descending=descending,
@@ -338,6 +338,7 @@ def _list(
         after=after,
         limit=limit,
     )
+    return [dict(zip(_sqlite.THREAD_COLUMNS, row, strict=True)) for row in rows]
 
 
 def _populate(conn: sqlite3.Connection) -> list[dict[str, object]]:

@@ -534,6 +534,49 @@ class Projection:
             "has_user_message": int(self.has_user_message),
         }
 
+    @staticmethod
+    def meta_from_values(values: Sequence[Any]) -> ThreadMeta:
+        """The ``ThreadMeta`` of a stored row given as values in ``to_row`` key order (any
+        values after ``has_user_message`` are ignored): what listing decodes per row."""
+        (
+            tid,
+            created,
+            updated,
+            recency,
+            title,
+            goal,
+            preview,
+            last_message,
+            item_count,
+            turn_count,
+            status,
+            input_tokens,
+            output_tokens,
+            archived,
+            extra_text,
+            seq,
+        ) = values[:16]
+        if status not in _STATUSES:
+            raise ValueError(f"invalid thread status in storage: {status!r}")
+        return ThreadMeta(
+            id=tid,
+            created_at=_EPOCH + timedelta(microseconds=created),
+            updated_at=_EPOCH + timedelta(microseconds=updated),
+            recency_at=_EPOCH + timedelta(microseconds=recency),
+            title=title,
+            goal=goal,
+            preview=preview,
+            last_message=last_message,
+            item_count=item_count,
+            turn_count=turn_count,
+            status=status,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            archived_at=None if archived is None else _EPOCH + timedelta(microseconds=archived),
+            extra=_EMPTY if extra_text == "{}" else json.loads(extra_text),
+            seq=seq,
+        )
+
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Projection:
         """The inverse of ``to_row``. (Hot: every listed thread is decoded here.)"""

@@ -587,8 +587,9 @@ def list_threads(
     include_empty: bool,
     after: tuple[int, str] | None,
     limit: int,
-) -> list[dict[str, object]]:
-    """One page of threads in ``(order_by, id)`` order. Sync; reader thread only.
+) -> list[tuple[object, ...]]:
+    """One page of threads in ``(order_by, id)`` order, as value tuples in
+    :data:`THREAD_COLUMNS` order (decoded by the caller). Sync; reader thread only.
 
     Keyset pagination: only rows strictly after ``after = (sort_value, id)`` in the requested
     order are returned, so a page boundary stays put while other rows change. The query walks
@@ -608,7 +609,7 @@ def list_threads(
         after=after,
         limit=limit,
     )
-    return [_row_dict(row) for row in conn.execute(sql, params)]
+    return conn.execute(sql, params).fetchall()
 
 
 # --------------------------------------------------------------------------- items

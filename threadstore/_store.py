@@ -880,11 +880,16 @@ def _list_page(
     """One page of metadata, decoded here (not on the trio thread), and the cursor key of
     its last row if more rows follow."""
     rows = sql.list_threads(conn, order_by=order_by, limit=limit + 1, **query)
-    metas = tuple(Projection.from_row(row).meta for row in rows[:limit])
+    decode = Projection.meta_from_values
+    metas = tuple(decode(row) for row in rows[:limit])
     if len(rows) <= limit:
         return metas, None
     last = rows[limit - 1]
-    return metas, (int(last[order_by]), str(last["id"]))  # type: ignore[call-overload]
+    return metas, (int(last[_COLUMN[order_by]]), str(last[0]))  # type: ignore[call-overload]
+
+
+#: A column's index in the rows ``sql.list_threads`` returns.
+_COLUMN: Final = {name: index for index, name in enumerate(sql.THREAD_COLUMNS)}
 
 
 def _get_meta(thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
