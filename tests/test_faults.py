@@ -618,6 +618,47 @@ async def test_failed_commit_under_an_explicit_mutation_raises_a_threadstore_err
         assert "disk I/O error" in str(raised[0])
 
 
+async def test_flush_all_is_a_barrier_not_a_victim_of_a_failed_commit(tmp_path: Path) -> None:
+    """flush_all's wait for the writer joins whatever group commit is next; if that COMMIT
+    fails, the appends in it report the failure, and flush_all still returns normally."""
+    faults = GatedFaults(trio.lowlevel.current_trio_token(), kinds=("commit",), targets=LOG)
+    async with open_store(
+        tmp_path / "s.db", faults=faults, retry=no_backoff(2), retry_interval=None
+    ) as store:
+        for tid in "bc":
+            await store.create_thread(thread_id=tid, goal=f"goal {tid}")
+        faults.gated = frozenset({"projection"})
+        await store.append("c", Item.user_message("hold the writer"))
+        assert await faults.arrival() == "projection"
+        faults.gated = frozenset()
+        append = store.append_nowait("b", Item.user_message("shares the commit"))
+        outcome: list[BaseException | None] = []
+
+        async def flush_all() -> None:
+            try:
+                await store.flush_all()
+            except Exception as exc:  # what the caller sees, whatever it is
+                await trio.lowlevel.checkpoint()
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        with trio.fail_after(GUARD_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flush_all)
+                await trio.testing.wait_all_tasks_blocked()
+                faults.probability = 1.0  # the next log commit fails
+                faults.decide(None)
+
+        with pytest.raises(AppendFailedError):
+            await append.durable()
+        assert faults.injected == Counter({"commit": 1})
+        assert outcome == [None]
+        faults.stop()
+        assert (await store.get_thread("c")).preview == "hold the writer"
+        assert [item.kind for item in await store.read_items("b")] == ["goal"]
+
+
 # -- randomized ------------------------------------------------------------------------------
 
 #: Faults injected by kind over all seeds of the last run of the randomized test.

@@ -59,6 +59,7 @@ from threadstore import (
     ThreadMeta,
     ThreadNotFoundError,
     ThreadStoreError,
+    WriteFailedError,
     open_store,
 )
 from threadstore._items import datetime_to_us
@@ -364,7 +365,7 @@ class StoreMachine(RuleBasedStateMachine):
     def start(self, seed: int, faults_on: bool) -> None:
         """Open the store with two threads (one goal-first), faults on or off."""
         EXAMPLES[0] += 1
-        self.faults = Faults(seed=seed, probability=0.6, kinds=("busy", "ioerr", "full"))
+        self.faults = Faults(seed=seed, probability=0.6, kinds=("busy", "ioerr", "full", "commit"))
         self.faults.enabled = False
         self.open()
         self.create(goal="the goal", title=None, own=None)
@@ -514,6 +515,12 @@ class StoreMachine(RuleBasedStateMachine):
         if tid not in self.threads:
             assert isinstance(outcome, ThreadNotFoundError), "deleted a thread twice"
             return
+        if isinstance(outcome, WriteFailedError):
+            # A failed COMMIT (injected): nothing was deleted and the thread stays usable.
+            assert self.faults_on, f"delete failed without faults: {outcome!r}"
+            assert not isinstance(outcome, AppendFailedError)
+            assert isinstance(self.attempt(self.s.get_thread, tid), ThreadMeta)
+            return
         self.expect(outcome)
         del self.threads[tid]
         self.deleted.add(tid)
@@ -535,6 +542,8 @@ class StoreMachine(RuleBasedStateMachine):
             assert may_fail, f"archive reported a failed append without faults: {outcome!r}"
         elif isinstance(outcome, ProjectionFailedError):
             assert self.faults_on, f"projection failed without faults: {outcome!r}"
+        elif isinstance(outcome, WriteFailedError):
+            assert self.faults_on, f"archive failed without faults: {outcome!r}"  # a COMMIT
         else:
             self.expect(outcome)
             assert isinstance(outcome, ThreadMeta)

@@ -264,9 +264,15 @@ class Writer:
         await trio.lowlevel.checkpoint()
 
     async def drain(self) -> None:
-        """Block until everything submitted before the call is committed (or failed)."""
+        """Block until everything submitted before the call is committed (or failed).
+
+        Never raises for those failures: they belong to the jobs that failed (a failed
+        COMMIT of the transaction the drain's own marker job joined is one of them).
+        """
         self.expedite()
-        await self.run(_nothing)
+        marker: Job[None] = Job(_nothing)
+        batch = self.submit(marker)
+        await batch.done.wait()
 
     # -- the writer thread --------------------------------------------------------------
 
