@@ -66,10 +66,10 @@ class ReaderPool:
         """
         if self._closed:
             await trio.lowlevel.checkpoint()
-            raise StoreClosedError("the store's readers are closed")
+            raise StoreClosedError(f"store {self.path!r} is closed: its readers are closed")
         async with self._limiter:
             if self._closed:
-                raise StoreClosedError("the store's readers are closed")
+                raise StoreClosedError(f"store {self.path!r} is closed: its readers are closed")
             if self._idle:
                 conn = self._idle.pop()
             else:
