@@ -520,6 +520,39 @@ class TitleProjector:
         return {"title": str(users[0].data["text"]).title()}
 
 
+async def test_projectors_see_the_metadata_before_the_batch_and_the_stored_items(
+    store_path: Path,
+) -> None:
+    """What a projector gets equals what get_thread/read_items show: whether the store
+    builds it from memory (the usual case) or reads it (after an archive or a reopen)."""
+    counts = CountingProjector()
+    expected: list[tuple[ThreadMeta, list[StoredItem]]] = []
+
+    async def step(store: Store, tid: str, *items: Item) -> None:
+        before = await store.get_thread(tid)
+        receipt = await store.append_and_flush(tid, *items)
+        expected.append((before, await store.read_items(tid, before.seq)))
+        assert receipt.seq == before.seq + len(items)
+
+    async with open_store(store_path, projectors=[counts]) as store:
+        tid = (await store.create_thread(goal="fix ci")).id
+        await step(store, tid, Item.user_message("look"), Item.turn_started("t"))
+        await step(store, tid, Item.assistant_message("on it"))
+        await store.archive_thread(tid)
+        await step(store, tid, Item.turn_completed("t"))  # meta shows the archive
+        await store.unarchive_thread(tid)
+        await step(store, tid, Item.user_message("again"))
+    async with open_store(store_path, projectors=[counts]) as store:
+        await step(store, tid, Item.assistant_message("after a reopen"))
+
+    assert len(counts.calls) == len(expected) == 5
+    for (meta, items), (want_meta, want_items) in zip(counts.calls, expected, strict=True):
+        assert items == want_items
+        assert meta == want_meta
+    assert counts.calls[2][0].archived_at is not None
+    assert counts.calls[3][0].archived_at is None
+
+
 async def test_sync_and_async_projectors_write_into_extra(store_path: Path) -> None:
     counts, titles = CountingProjector(), TitleProjector()
     async with open_store(store_path, projectors=[counts, titles]) as store:

@@ -399,6 +399,13 @@ class Pending:
             out.append((rows, items))
         return out
 
+    def log_rows(self) -> list[tuple[int, int, str, str]]:
+        """Every pending item as its log row ``(seq, created_at_us, kind, data_json)``."""
+        rows: list[tuple[int, int, str, str]] = []
+        for chunk_rows, _ in reversed(self._chunk_list()):
+            rows.extend(chunk_rows)
+        return rows
+
     def fold(self) -> Patch:
         """The :class:`Patch` of every pending item, in one pass."""
         folded: list[tuple[int, int, str, Mapping[str, Any]]] = []

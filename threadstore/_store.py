@@ -73,6 +73,7 @@ class _Thread:
     """
 
     __slots__ = (
+        "archives",
         "assigned",
         "deleted",
         "durable",
@@ -81,6 +82,7 @@ class _Thread:
         "hurry",
         "id",
         "last_job",
+        "meta",
         "projected",
     )
 
@@ -94,6 +96,11 @@ class _Thread:
         self.deleted = False
         self.hurry = False  # the next projection write must not be deferred
         self.last_job: Job[Any] | None = None
+        #: With custom projectors only: the metadata as last written (the next projector
+        #: call's ``meta``, so it needs no read), and a count of archive/unarchive calls
+        #: (a projection write racing one of them must not cache what it saw).
+        self.meta: ThreadMeta | None = None
+        self.archives = 0
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -296,6 +303,8 @@ class Store:
             state.last_job = None  # done: do not keep its items alive
         if job.error is None:
             state.durable = state.projected = state.assigned
+            if self._projectors:
+                state.meta = job.result
             return
         if self._threads.get(state.id) is state:
             del self._threads[state.id]
@@ -531,6 +540,8 @@ class Store:
     async def _set_archived(self, thread_id: str, *, archived: bool) -> ThreadMeta:
         writer = self._writable()
         state = self._live(thread_id)
+        state.archives += 1
+        state.meta = None  # archived_at changes: the next projector call reads the row
         with suppress(ThreadDiscardedError):  # the pending work was dropped: nothing to wait for
             await self.flush(state.id)
         at = self._times.next_us() if archived else None
@@ -590,10 +601,17 @@ class Store:
             return
         target = patch.last_seq or state.durable
         extra = _NO_EXTRA
+        archives = state.archives
         if self._projectors:
-            meta, items = await self._readers.run(partial(_projector_input, thread_id, target))
-            if meta is None:
-                return
+            meta = state.meta
+            if meta is not None and patch.first_seq == meta.seq + 1 and patch.last_seq >= target:
+                # The usual case: the items follow the metadata as last written, and both are
+                # in memory (decoded from the very JSON the log holds): no read.
+                items = [_stored(row) for row in patch.log_rows()]
+            else:  # after a discard, a failure, recovery or a reopen: read them
+                meta, items = await self._readers.run(partial(_projector_input, thread_id, target))
+                if meta is None:
+                    return
             for projector in self._projectors:
                 out = projector.project(meta, items)
                 if inspect.isawaitable(out):
@@ -615,6 +633,8 @@ class Store:
             return
         self._n.projection_writes += 1
         state.projected = max(state.projected, meta.seq)
+        if self._projectors:
+            state.meta = meta if state.archives == archives else None
         if self._feed.subscribers:
             # Bounded: a full subscriber costs a must-deliver update at most the feed's wait.
             await self._feed.publish(ThreadEvent(type="updated", thread=meta), must_deliver=urgent)
