@@ -12,11 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from threadstore._errors import InvalidItemError
-from threadstore._items import Item, StoredItem, datetime_to_us, metadata_item, us_to_datetime
+from threadstore._items import (
+    Item,
+    StoredItem,
+    datetime_to_us,
+    encode_item,
+    metadata_item,
+    us_to_datetime,
+)
 from threadstore._meta import (
     LAST_MESSAGE_CHARS,
     PREVIEW_CHARS,
     Patch,
+    Pending,
     Projection,
     ThreadMeta,
 )
@@ -444,3 +452,58 @@ def test_from_rows_is_from_items(items: list[StoredItem]) -> None:
     """The append path's one-pass fold over raw rows equals the item-by-item fold."""
     rows = [(i.seq, datetime_to_us(i.created_at), i.kind, i.data) for i in items]
     assert Patch.from_rows(rows) == Patch.from_items(items)
+
+
+# -- Pending: the projection's work (log rows, folded once per write) ---------------------
+
+
+def pending_of(chunk: Sequence[StoredItem]) -> Pending:
+    """What the store builds when an append of ``chunk`` commits."""
+    rows = [
+        (i.seq, datetime_to_us(i.created_at), i.kind, encode_item(i, max_item_bytes=1 << 20))
+        for i in chunk
+    ]
+    return Pending.of(rows, chunk)
+
+
+@given(st.data())
+def test_pending_folds_to_the_patch_of_its_items_whatever_the_merge_order(
+    data: st.DataObject,
+) -> None:
+    items = data.draw(item_runs(max_size=30).filter(bool))
+    chunks = [pending_of(chunk) for chunk in data.draw(splits(items))]
+    # Merge in a random tree shape: (a.b).c or a.(b.c), and so on.
+    while len(chunks) > 1:
+        at = data.draw(st.integers(0, len(chunks) - 2))
+        chunks[at : at + 2] = [chunks[at].merge(chunks[at + 1])]
+    (pending,) = chunks
+    patch = Patch.from_items(items)
+    assert pending.fold() == patch
+    assert (pending.first_seq, pending.last_seq) == (1, len(items))
+    assert pending.urgent == patch.urgent
+    assert pending.has_user_message == patch.has_user_message
+    assert [row[0] for row in pending.log_rows()] == [i.seq for i in items]
+
+
+def test_a_merged_pending_never_changes() -> None:
+    """Merges extend a shared list in place; a value seen earlier keeps its own rows."""
+    one, two, other_two = (
+        pending_of(stored([Item.user_message("one")])),
+        pending_of(stored([Item.assistant_message("two")], start_seq=2)),
+        pending_of(stored([Item.assistant_message("other")], start_seq=2)),
+    )
+    three = pending_of(stored([Item.turn_completed("t")], start_seq=3))
+    first = one.merge(two)
+    longer = first.merge(three)
+    fork = one.merge(other_two)  # one's list has grown past one's view: copied
+    assert [r[0] for r in one.log_rows()] == [1]
+    assert [r[0] for r in first.log_rows()] == [1, 2]
+    assert [r[0] for r in longer.log_rows()] == [1, 2, 3]
+    assert fork.fold().last_message == "other"
+    assert first.fold().last_message == longer.fold().last_message == "two"
+    assert longer.urgent
+    assert not first.urgent
+    assert Pending.empty().merge(one) is one
+    assert one.merge(Pending.empty()) is one
+    with pytest.raises(ValueError, match="not contiguous"):
+        one.merge(three)

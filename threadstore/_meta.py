@@ -328,19 +328,26 @@ class Patch:
 _EMPTY_PATCH = Patch()
 
 
-#: One append's rows ``(seq, created_at_us, kind, data_json)`` and its items, then the
-#: chunk appended before it (newest first): what a ``Pending`` holds.
-_Chunk: TypeAlias = "tuple[Sequence[tuple[int, int, str, str]], Sequence[Item], _Chunk | None]"
+#: A log row: ``(seq, created_at_us, kind, data_json)``.
+_Row: TypeAlias = tuple[int, int, str, str]
+
+#: Kinds whose data the fold reads (the others count by kind alone): only these are decoded.
+_FOLDED_DATA_KINDS: frozenset[str] = frozenset(
+    {"user_message", "assistant_message", "goal", "title", "token_usage", METADATA_KIND}
+)
 
 
 @attrs.frozen(eq=False)
 class Pending:
     """Appended items not yet folded into the thread's metadata: the projection's work.
 
-    Merging is O(1) (a chunk is linked on), and the items are folded into one
-    :class:`Patch` once per metadata write (:meth:`fold`, on the writer thread), instead of
-    one patch per append merged on every append. ``first_seq``/``last_seq`` are the seq
-    range held (both 0 when empty); ``urgent`` and ``has_user_message`` are
+    It holds the items' log rows (not the items: nothing per item stays alive but its row),
+    as a view ``[start, end)`` of an append-only list that merges extend in place, so a
+    merge costs O(1) amortized and creates no object per item. A view never changes: a
+    merge into a ``Pending`` whose list grew past its view (a fork) copies first. The rows
+    are folded into one :class:`Patch` once per metadata write (:meth:`fold`, on the
+    writer thread), decoding only the JSON the fold needs. ``first_seq``/``last_seq`` are
+    the seq range held (both 0 when empty); ``urgent`` and ``has_user_message`` are
     :attr:`Patch.urgent` and :attr:`Patch.has_user_message` of the fold, known without it.
     """
 
@@ -348,7 +355,9 @@ class Pending:
     last_seq: int = 0
     urgent: bool = False
     has_user_message: bool = False
-    _chunks: _Chunk | None = None
+    _rows: list[_Row] = attrs.field(factory=list)
+    _start: int = 0
+    _end: int = 0
 
     @classmethod
     def empty(cls) -> Pending:
@@ -356,7 +365,7 @@ class Pending:
         return _NOTHING
 
     @classmethod
-    def of(cls, rows: Sequence[tuple[int, int, str, str]], items: Sequence[Item]) -> Pending:
+    def of(cls, rows: Sequence[_Row], items: Sequence[Item]) -> Pending:
         """One append: ``rows`` as written to the log (in seq order) and their ``items``."""
         urgent = user = False
         for item in items:
@@ -366,7 +375,7 @@ class Pending:
             elif kind == "user_message" and not user:
                 text = item.data.get("text")
                 user = isinstance(text, str) and bool(text.strip())
-        return cls(rows[0][0], rows[-1][0], urgent, user, (rows, items, None))
+        return cls(rows[0][0], rows[-1][0], urgent, user, list(rows), 0, len(rows))
 
     def merge(self, other: Pending) -> Pending:
         """What folding ``self`` then ``other`` does (``other``'s items follow)."""
@@ -379,40 +388,36 @@ class Pending:
                 f"pending items are not contiguous: seq {self.first_seq}..{self.last_seq} "
                 f"then {other.first_seq}..{other.last_seq}"
             )
-        chunks = self._chunks
-        for rows, items in reversed(other._chunk_list()):
-            chunks = (rows, items, chunks)
+        rows, start = self._rows, self._start
+        if self._end != len(rows):  # a fork: another merge extended this list already
+            rows, start = rows[start : self._end], 0
+        if other._end - other._start == 1:
+            rows.append(other._rows[other._start])
+        else:
+            rows.extend(other._rows[other._start : other._end])
         return Pending(
             self.first_seq,
             other.last_seq,
             self.urgent or other.urgent,
             self.has_user_message or other.has_user_message,
-            chunks,
+            rows,
+            start,
+            len(rows),
         )
 
-    def _chunk_list(self) -> list[tuple[Sequence[tuple[int, int, str, str]], Sequence[Item]]]:
-        """The chunks, newest first."""
-        out = []
-        chunk = self._chunks
-        while chunk is not None:
-            rows, items, chunk = chunk
-            out.append((rows, items))
-        return out
-
-    def log_rows(self) -> list[tuple[int, int, str, str]]:
+    def log_rows(self) -> list[_Row]:
         """Every pending item as its log row ``(seq, created_at_us, kind, data_json)``."""
-        rows: list[tuple[int, int, str, str]] = []
-        for chunk_rows, _ in reversed(self._chunk_list()):
-            rows.extend(chunk_rows)
-        return rows
+        return self._rows[self._start : self._end]
 
     def fold(self) -> Patch:
         """The :class:`Patch` of every pending item, in one pass."""
-        folded: list[tuple[int, int, str, Mapping[str, Any]]] = []
-        for rows, items in reversed(self._chunk_list()):
-            for (seq, at, kind, _), item in zip(rows, items, strict=True):
-                folded.append((seq, at, kind, item.data))
-        return Patch.from_rows(folded)
+        loads = json.loads
+        return Patch.from_rows(
+            [
+                (seq, at, kind, loads(text) if kind in _FOLDED_DATA_KINDS else _EMPTY)
+                for seq, at, kind, text in self._rows[self._start : self._end]
+            ]
+        )
 
 
 _NOTHING = Pending()

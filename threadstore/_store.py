@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import sqlite3
+import types
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -62,6 +63,7 @@ MAX_LIST_LIMIT: Final = 1000
 MAX_READ_LIMIT: Final = 100_000
 _UNSET: Final[Any] = object()
 _NO_EXTRA: Final = Patch.empty()  # a projection with no custom projector output
+_NO_CONTEXT: Final[Mapping[str, Any]] = types.MappingProxyType({})  # no structlog bindings
 
 
 class _Thread:
@@ -147,8 +149,9 @@ class _Append(LogAppend):
         self.state = state
         self.items = items
         self.epoch = state.epoch
-        #: The appender's structlog context: the projection's log events carry it.
-        self.context = structlog.contextvars.get_contextvars()
+        #: The appender's structlog context: the projection's log events carry it. (The
+        #: usual empty one is shared: it is kept until the projection write.)
+        self.context = structlog.contextvars.get_contextvars() or _NO_CONTEXT
         #: update_thread: waits for visibility, never held in a coalescing window.
         self.explicit = explicit
 
