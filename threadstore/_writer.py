@@ -31,6 +31,10 @@ log = structlog.get_logger(__name__)
 
 #: Jobs one transaction takes at most; the rest wait for the next (bounds commit latency).
 MAX_BATCH: Final = 4096
+#: Jobs per wake-up group: each group has its own ``trio.Event``, and the groups of one
+#: transaction are woken one scheduler round after another, so a big group commit does not
+#: hand the event loop hundreds of woken tasks in one round (a timer would wait for all).
+WAKE_GROUP: Final = 16
 #: Deferred (projection) jobs wait at most this long while log appends keep the writer busy.
 PROJECTION_INTERVAL: Final = 0.25
 #: ... and, once appends stop, until the log has been quiet this long.
@@ -141,7 +145,7 @@ class Writer:
         self._on_rollback = on_rollback
         self._lock = threading.Lock()  # (``with self._lock`` is cheaper than the Condition's)
         self._cond = threading.Condition(self._lock)
-        #: Queued jobs grouped into batches of at most MAX_BATCH, formed at submit time.
+        #: Queued jobs grouped into batches of at most WAKE_GROUP, formed at submit time.
         self._groups: list[tuple[Batch, list[Job[Any]]]] = []
         #: The deferred lane (metadata projection writes): one batch, flushed by
         #: :meth:`_deferred_due`. While appends stream in, a thread's projection waits here
@@ -225,7 +229,7 @@ class Writer:
                 job.batch = self._deferred_batch
                 self._deferred.append(job)
                 return job.batch
-            if not self._groups or len(self._groups[-1][1]) >= MAX_BATCH:
+            if not self._groups or len(self._groups[-1][1]) >= WAKE_GROUP:
                 self._groups.append((Batch(), []))
                 self._cond.notify()
             batch, jobs = self._groups[-1]
@@ -303,7 +307,8 @@ class Writer:
     def _next_transaction(self) -> list[tuple[Batch, list[Job[Any]]]]:
         """Block until there is work; return the batches of the next transaction.
 
-        The first queued batch, plus the deferred lane if it is due. Empty: stop.
+        The queued batches (up to MAX_BATCH jobs), plus the deferred lane if it is due.
+        Empty: stop.
         """
         with self._cond:
             while True:
@@ -324,7 +329,11 @@ class Writer:
                         - now,
                     )
                 self._cond.wait(timeout)
-            groups = [self._groups.pop(0)] if self._groups else []
+            groups: list[tuple[Batch, list[Job[Any]]]] = []
+            taken = 0
+            while self._groups and taken + len(self._groups[0][1]) <= MAX_BATCH:
+                groups.append(self._groups.pop(0))
+                taken += len(groups[-1][1])
             if due:
                 assert self._deferred_batch is not None
                 groups.append((self._deferred_batch, self._deferred))
@@ -461,19 +470,22 @@ class Writer:
                 raise
 
     def _deliver(self, groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
-        """On the trio thread: run the jobs' callbacks in order, then wake the waiters."""
+        """On the trio thread: run the first group's callbacks in order, then wake its
+        waiters; the next group follows in a later scheduler round (see WAKE_GROUP)."""
+        (batch, jobs), rest = groups[0], groups[1:]
         freed = 0
-        for _, jobs in groups:
-            for job in jobs:
-                freed += job.size
-                if job.on_done is not None:
-                    job.on_done(job)
-        self.queued_bytes -= freed
+        for job in jobs:
+            freed += job.size
+            if job.on_done is not None:
+                job.on_done(job)
         if freed:
+            self.queued_bytes -= freed
             self._room.set()
             self._room = trio.Event()
-        for batch, _ in groups:
-            batch.done.set()
+        batch.done.set()
+        if rest:
+            assert self._token is not None
+            self._token.run_sync_soon(self._deliver, rest)
 
 
 def _nothing(conn: sqlite3.Connection) -> None:
