@@ -5,8 +5,9 @@ writer runs itself. Whatever is queued when the writer thread is free goes into 
 ``BEGIN IMMEDIATE … COMMIT``: consecutive log appends are inserted with one statement for
 their items and one for their threads' ``last_seq``. If any job fails, the batch is redone
 with a savepoint per job, so the failing job rolls back alone while the others commit. A
-failed COMMIT fails every job of the batch. Results come back to trio once per batch (one
-thread hop and one ``trio.Event`` per batch, not per job).
+failed COMMIT fails every job of the batch. Results come back to trio once per transaction
+(one thread hop), and wake their waiters in groups of :data:`WAKE_GROUP` jobs (one
+``trio.Event`` per group, not per job), one scheduler round after another.
 """
 
 from __future__ import annotations
