@@ -293,7 +293,7 @@ class Store:
             log=bool(rows),
             target="log",
         )
-        writer.submit(job)
+        writer.submit(job, first=True)  # a goal-first thread is listed without queueing
         state.last_job = job
         meta = await job.wait()
         log.info("thread.created", thread_id=tid, items=len(items))

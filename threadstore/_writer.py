@@ -211,12 +211,14 @@ class Writer:
 
     # -- feeding ------------------------------------------------------------------------
 
-    def submit(self, job: Job[Any], *, defer: bool = False) -> Batch:
+    def submit(self, job: Job[Any], *, defer: bool = False, first: bool = False) -> Batch:
         """Queue ``job`` for the next group commit. Sync; never blocks on SQLite.
 
         With ``defer``, the job goes to the deferred lane: it commits once the log has been
         quiet for :data:`QUIET`, after at most :data:`PROJECTION_INTERVAL` under load, or at
-        once after :meth:`expedite`.
+        once after :meth:`expedite`. With ``first``, it goes ahead of the jobs queued so
+        far (same transaction or an earlier one, woken in the first group): only for a job
+        whose order relative to queued jobs does not matter (a new thread's creation).
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
@@ -230,6 +232,12 @@ class Writer:
                 job.batch = self._deferred_batch
                 self._deferred.append(job)
                 return job.batch
+            if first:
+                batch = job.batch = Batch()
+                self._groups.insert(0, (batch, [job]))
+                self._cond.notify()
+                self.queued_bytes += job.size
+                return batch
             if not self._groups or len(self._groups[-1][1]) >= WAKE_GROUP:
                 self._groups.append((Batch(), []))
                 self._cond.notify()
