@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from threadstore import _sqlite as sql
-from threadstore._writer import Job, Writer
+from threadstore._writer import WAKE_GROUP, Job, Writer
 
 
 @pytest.fixture
@@ -71,6 +72,41 @@ async def test_queued_jobs_share_one_transaction(db: str) -> None:
             await job.wait()
         assert rec.ran == ["first"] + [f"j{i}" for i in range(50)]
         assert (writer.commits, writer.log_commits) == (2, 2)  # 51 jobs, 2 commits
+    finally:
+        await writer.aclose()
+
+
+async def test_a_first_job_goes_ahead_and_waiters_wake_group_by_group(db: str) -> None:
+    """``first`` puts a job ahead of those queued (in the same transaction); the waiters of
+    one transaction wake in groups of WAKE_GROUP, in queue order, a scheduler round apart."""
+    rec = Recorder()
+    writer = Writer(_connect(db))
+    await writer.start()
+    try:
+        writer.submit(rec.blocking("hold"))
+        await _entered(rec)
+        jobs = [rec.job(f"j{i}") for i in range(2 * WAKE_GROUP + 8)]
+        for job in jobs:
+            writer.submit(job)
+        urgent = rec.job("first")
+        writer.submit(urgent, first=True)
+        woke: list[str] = []
+
+        async def waiter(name: str, job: Job[None]) -> None:
+            await job.wait()
+            woke.append(name)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter, "first", urgent)
+            for i, job in enumerate(jobs):
+                nursery.start_soon(waiter, f"j{i}", job)
+            await trio.testing.wait_all_tasks_blocked()
+            rec.gate.set()
+        assert rec.ran == ["hold", "first"] + [f"j{i}" for i in range(len(jobs))]
+        assert writer.commits == 2
+        assert woke[0] == "first"
+        groups = [int(name[1:]) // WAKE_GROUP for name in woke[1:]]
+        assert groups == sorted(groups)  # a later group never wakes before an earlier one
     finally:
         await writer.aclose()
 
