@@ -6,13 +6,14 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from threadstore import _sqlite as sql
-from threadstore._writer import WAKE_GROUP, Job, Writer
+from threadstore._writer import WAKE_GROUP, Batch, Job, Writer, _nothing
 
 
 @pytest.fixture
@@ -107,6 +108,39 @@ async def test_a_first_job_goes_ahead_and_waiters_wake_group_by_group(db: str) -
         assert woke[0] == "first"
         groups = [int(name[1:]) // WAKE_GROUP for name in woke[1:]]
         assert groups == sorted(groups)  # a later group never wakes before an earlier one
+    finally:
+        await writer.aclose()
+
+
+async def test_results_of_later_transactions_never_overtake_earlier_ones(db: str) -> None:
+    """Two transactions' results arrive before trio gets to either (the writer thread hands
+    them over back to back): every group of the first is delivered before the second's."""
+    writer = Writer(_connect(db))
+    await writer.start()
+    try:
+        order: list[str] = []
+
+        def recorder(name: str) -> Callable[[Job[None]], None]:
+            return lambda job: order.append(name)
+
+        def transaction(name: str) -> list[tuple[Batch, list[Job[Any]]]]:
+            groups: list[tuple[Batch, list[Job[Any]]]] = []
+            for g in range(2):
+                batch, jobs = Batch(), []
+                for j in range(2):
+                    job: Job[None] = Job(_nothing, on_done=recorder(f"{name}{g}.{j}"))
+                    job.batch = batch
+                    jobs.append(job)
+                groups.append((batch, jobs))
+            return groups
+
+        first, second = transaction("a"), transaction("b")
+        writer._arrived(first)  # (what the writer thread schedules, one after the other)
+        writer._arrived(second)
+        with trio.fail_after(5):
+            for batch, _ in first + second:
+                await batch.done.wait()
+        assert order == ["a0.0", "a0.1", "a1.0", "a1.1", "b0.0", "b0.1", "b1.0", "b1.1"]
     finally:
         await writer.aclose()
 

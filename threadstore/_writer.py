@@ -12,6 +12,7 @@ failed COMMIT fails every job of the batch. Results come back to trio once per t
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 import threading
 import time
@@ -36,6 +37,10 @@ MAX_BATCH: Final = 4096
 #: transaction are woken one scheduler round after another, so a big group commit does not
 #: hand the event loop hundreds of woken tasks in one round (a timer would wait for all).
 WAKE_GROUP: Final = 16
+#: Deferred (projection) jobs per group: when the interval is up, each transaction takes
+#: one group (the oldest), so a burst's worth of metadata writes does not land in the
+#: transaction of a single batch of appends and hold those appends up.
+DEFERRED_GROUP: Final = 32
 #: Deferred (projection) jobs wait at most this long while log appends keep the writer busy.
 PROJECTION_INTERVAL: Final = 0.25
 #: ... and, once appends stop, until the log has been quiet this long.
@@ -148,12 +153,11 @@ class Writer:
         self._cond = threading.Condition(self._lock)
         #: Queued jobs grouped into batches of at most WAKE_GROUP, formed at submit time.
         self._groups: list[tuple[Batch, list[Job[Any]]]] = []
-        #: The deferred lane (metadata projection writes): one batch, flushed by
-        #: :meth:`_deferred_due`. While appends stream in, a thread's projection waits here
+        #: The deferred lane (metadata projection writes): groups of at most DEFERRED_GROUP
+        #: jobs, oldest first, each with the time its first job came (see
+        #: :meth:`_take_deferred`). While appends stream in, a thread's projection waits here
         #: and its later patches merge upstream, so it costs one write per interval.
-        self._deferred: list[Job[Any]] = []
-        self._deferred_batch: Batch | None = None  # created on the trio thread
-        self._deferred_since = 0.0
+        self._deferred: list[tuple[Batch, list[Job[Any]], float]] = []
         self._expedite = False
         self._last_log_commit = 0.0
         self._stopping = False
@@ -167,6 +171,9 @@ class Writer:
         self.failed_commits = 0
         self.queued_bytes = 0
         self._room = trio.Event()
+        #: Results waiting to be delivered, in commit order (trio thread only).
+        self._arrivals: collections.deque[tuple[Batch, list[Job[Any]]]] = collections.deque()
+        self._delivering = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -224,14 +231,17 @@ class Writer:
             raise StoreClosedError("the store is closed")
         with self._lock:
             if defer:
-                if self._deferred_batch is None:
-                    self._deferred_batch = Batch()
-                if not self._deferred:
-                    self._deferred_since = time.monotonic()
+                now = time.monotonic()
+                tail = self._deferred[-1] if self._deferred else None
+                # A job joins the newest group only while that group is young, so it is
+                # not flushed long before its own interval is up.
+                if tail is None or len(tail[1]) >= DEFERRED_GROUP or now - tail[2] >= QUIET:
+                    tail = (Batch(), [], now)
+                    self._deferred.append(tail)
                     self._cond.notify()
-                job.batch = self._deferred_batch
-                self._deferred.append(job)
-                return job.batch
+                job.batch = tail[0]
+                tail[1].append(job)
+                return tail[0]
             if first:
                 batch = job.batch = Batch()
                 self._groups.insert(0, (batch, [job]))
@@ -265,7 +275,7 @@ class Writer:
 
     def expedite(self) -> None:
         """Commit the deferred lane with the next transaction (someone waits for it)."""
-        with self._cond:
+        with self._lock:
             if self._deferred and not self._expedite:
                 self._expedite = True
                 self._cond.notify()
@@ -307,7 +317,7 @@ class Writer:
                 jobs = [job for _, group in groups for job in group]
                 self._commit(conn, jobs, [batch for batch, _ in groups])
                 try:
-                    token.run_sync_soon(self._deliver, groups)
+                    token.run_sync_soon(self._arrived, groups)
                 except trio.RunFinishedError:  # pragma: no cover - trio run already over
                     return
         finally:
@@ -332,34 +342,47 @@ class Writer:
                     timeout = max(
                         0.0,
                         min(
-                            self._deferred_since + PROJECTION_INTERVAL,
+                            self._deferred[0][2] + PROJECTION_INTERVAL,
                             self._last_log_commit + QUIET,
                         )
                         - now,
                     )
                 self._cond.wait(timeout)
+            deferred = self._take_deferred(now) if due else []
             groups: list[tuple[Batch, list[Job[Any]]]] = []
             taken = 0
             while self._groups and taken + len(self._groups[0][1]) <= MAX_BATCH:
                 groups.append(self._groups.pop(0))
                 taken += len(groups[-1][1])
-            if due:
-                assert self._deferred_batch is not None
-                groups.append((self._deferred_batch, self._deferred))
-                self._deferred_batch, self._deferred = None, []
-                self._expedite = False
-            return groups
+            return groups + deferred
+
+    def _all_deferred_due(self, now: float) -> bool:
+        """Whether the whole deferred lane goes now: someone waits, the writer stops, or
+        the log has been quiet (no appends to hold up)."""
+        return (
+            self._expedite
+            or self._stopping
+            or (not self._groups and now - self._last_log_commit >= QUIET)
+        )
 
     def _deferred_due(self, now: float) -> bool:
         if not self._deferred:
             return False
         return (
-            self._expedite
-            or self._stopping
-            or len(self._deferred) >= MAX_BATCH
-            or now - self._deferred_since >= PROJECTION_INTERVAL
-            or (not self._groups and now - self._last_log_commit >= QUIET)
+            self._all_deferred_due(now)
+            or now - self._deferred[0][2] >= PROJECTION_INTERVAL
+            or len(self._deferred) * DEFERRED_GROUP >= MAX_BATCH
         )
+
+    def _take_deferred(self, now: float) -> list[tuple[Batch, list[Job[Any]]]]:
+        """The deferred groups of this transaction: all of them, or the oldest one."""
+        if self._all_deferred_due(now):
+            taken, self._deferred = self._deferred, []
+        else:
+            taken = [self._deferred.pop(0)]
+        if not self._deferred:
+            self._expedite = False
+        return [(batch, jobs) for batch, jobs, _ in taken]
 
     def _commit(self, conn: sqlite3.Connection, jobs: list[Job[Any]], batches: list[Batch]) -> None:
         """One transaction for ``jobs``; never raises (failures are recorded on the jobs).
@@ -478,10 +501,18 @@ class Writer:
                 job.injected = exc  # a redo of the batch fails this job the same way
                 raise
 
-    def _deliver(self, groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
-        """On the trio thread: run the first group's callbacks in order, then wake its
+    def _arrived(self, groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
+        """On the trio thread: a transaction's results, queued behind those of earlier
+        transactions (deliveries never overtake each other: on_done order is commit order)."""
+        self._arrivals.extend(groups)
+        if not self._delivering:
+            self._delivering = True
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """On the trio thread: run the oldest group's callbacks in order, then wake its
         waiters; the next group follows in a later scheduler round (see WAKE_GROUP)."""
-        (batch, jobs), rest = groups[0], groups[1:]
+        batch, jobs = self._arrivals.popleft()
         freed = 0
         for job in jobs:
             freed += job.size
@@ -492,9 +523,11 @@ class Writer:
             self._room.set()
             self._room = trio.Event()
         batch.done.set()
-        if rest:
+        if self._arrivals:
             assert self._token is not None
-            self._token.run_sync_soon(self._deliver, rest)
+            self._token.run_sync_soon(self._deliver)
+        else:
+            self._delivering = False
 
 
 def _nothing(conn: sqlite3.Connection) -> None:
