@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,17 @@ def _connect(path: str) -> Callable[[], sqlite3.Connection]:
         return conn
 
     return connect
+
+
+@pytest.fixture
+async def writer(db: str) -> AsyncIterator[Writer]:
+    """A started writer on a fresh store file, closed after the test."""
+    writer = Writer(_connect(db))
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.aclose()
 
 
 class Recorder:
@@ -57,147 +68,118 @@ async def _entered(recorder: Recorder) -> None:
     await trio.to_thread.run_sync(recorder.entered.wait, 30)
 
 
-async def test_queued_jobs_share_one_transaction(db: str) -> None:
+async def test_queued_jobs_share_one_transaction(writer: Writer) -> None:
     rec = Recorder()
-    writer = Writer(_connect(db))
-    await writer.start()
-    try:
-        first = rec.blocking("first")
-        writer.submit(first)
-        await _entered(rec)
-        jobs = [rec.job(f"j{i}") for i in range(50)]
-        for job in jobs:
-            writer.submit(job)
-        rec.gate.set()
-        for job in jobs:
-            await job.wait()
-        assert rec.ran == ["first"] + [f"j{i}" for i in range(50)]
-        assert (writer.commits, writer.log_commits) == (2, 2)  # 51 jobs, 2 commits
-    finally:
-        await writer.aclose()
+    first = rec.blocking("first")
+    writer.submit(first)
+    await _entered(rec)
+    jobs = [rec.job(f"j{i}") for i in range(50)]
+    for job in jobs:
+        writer.submit(job)
+    rec.gate.set()
+    for job in jobs:
+        await job.wait()
+    assert rec.ran == ["first"] + [f"j{i}" for i in range(50)]
+    assert (writer.commits, writer.log_commits) == (2, 2)  # 51 jobs, 2 commits
 
 
-async def test_a_first_job_goes_ahead_and_waiters_wake_group_by_group(db: str) -> None:
+async def test_a_first_job_goes_ahead_and_waiters_wake_group_by_group(writer: Writer) -> None:
     """``first`` puts a job ahead of those queued (in the same transaction); the waiters of
     one transaction wake in groups of WAKE_GROUP, in queue order, a scheduler round apart."""
     rec = Recorder()
-    writer = Writer(_connect(db))
-    await writer.start()
-    try:
-        writer.submit(rec.blocking("hold"))
-        await _entered(rec)
-        jobs = [rec.job(f"j{i}") for i in range(2 * WAKE_GROUP + 8)]
-        for job in jobs:
-            writer.submit(job)
-        urgent = rec.job("first")
-        writer.submit(urgent, first=True)
-        woke: list[str] = []
+    writer.submit(rec.blocking("hold"))
+    await _entered(rec)
+    jobs = [rec.job(f"j{i}") for i in range(2 * WAKE_GROUP + 8)]
+    for job in jobs:
+        writer.submit(job)
+    urgent = rec.job("first")
+    writer.submit(urgent, first=True)
+    woke: list[str] = []
 
-        async def waiter(name: str, job: Job[None]) -> None:
-            await job.wait()
-            woke.append(name)
+    async def waiter(name: str, job: Job[None]) -> None:
+        await job.wait()
+        woke.append(name)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(waiter, "first", urgent)
-            for i, job in enumerate(jobs):
-                nursery.start_soon(waiter, f"j{i}", job)
-            await trio.testing.wait_all_tasks_blocked()
-            rec.gate.set()
-        assert rec.ran == ["hold", "first"] + [f"j{i}" for i in range(len(jobs))]
-        assert writer.commits == 2
-        assert woke[0] == "first"
-        groups = [int(name[1:]) // WAKE_GROUP for name in woke[1:]]
-        assert groups == sorted(groups)  # a later group never wakes before an earlier one
-    finally:
-        await writer.aclose()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter, "first", urgent)
+        for i, job in enumerate(jobs):
+            nursery.start_soon(waiter, f"j{i}", job)
+        await trio.testing.wait_all_tasks_blocked()
+        rec.gate.set()
+    assert rec.ran == ["hold", "first"] + [f"j{i}" for i in range(len(jobs))]
+    assert writer.commits == 2
+    assert woke[0] == "first"
+    groups = [int(name[1:]) // WAKE_GROUP for name in woke[1:]]
+    assert groups == sorted(groups)  # a later group never wakes before an earlier one
 
 
-async def test_results_of_later_transactions_never_overtake_earlier_ones(db: str) -> None:
+async def test_results_of_later_transactions_never_overtake_earlier_ones(writer: Writer) -> None:
     """Two transactions' results arrive before trio gets to either (the writer thread hands
     them over back to back): every group of the first is delivered before the second's."""
-    writer = Writer(_connect(db))
-    await writer.start()
-    try:
-        order: list[str] = []
+    order: list[str] = []
 
-        def recorder(name: str) -> Callable[[Job[None]], None]:
-            return lambda job: order.append(name)
+    def recorder(name: str) -> Callable[[Job[None]], None]:
+        return lambda job: order.append(name)
 
-        def transaction(name: str) -> list[tuple[Batch, list[Job[Any]]]]:
-            groups: list[tuple[Batch, list[Job[Any]]]] = []
-            for g in range(2):
-                batch, jobs = Batch(), []
-                for j in range(2):
-                    job: Job[None] = Job(_nothing, on_done=recorder(f"{name}{g}.{j}"))
-                    job.batch = batch
-                    jobs.append(job)
-                groups.append((batch, jobs))
-            return groups
+    def transaction(name: str) -> list[tuple[Batch, list[Job[Any]]]]:
+        groups: list[tuple[Batch, list[Job[Any]]]] = []
+        for g in range(2):
+            batch, jobs = Batch(), []
+            for j in range(2):
+                job: Job[None] = Job(_nothing, on_done=recorder(f"{name}{g}.{j}"))
+                job.batch = batch
+                jobs.append(job)
+            groups.append((batch, jobs))
+        return groups
 
-        first, second = transaction("a"), transaction("b")
-        writer._arrived(first)  # (what the writer thread schedules, one after the other)
-        writer._arrived(second)
-        with trio.fail_after(5):
-            for batch, _ in first + second:
-                await batch.done.wait()
-        assert order == ["a0.0", "a0.1", "a1.0", "a1.1", "b0.0", "b0.1", "b1.0", "b1.1"]
-    finally:
-        await writer.aclose()
+    first, second = transaction("a"), transaction("b")
+    writer._arrived(first)  # (what the writer thread schedules, one after the other)
+    writer._arrived(second)
+    with trio.fail_after(5):
+        for batch, _ in first + second:
+            await batch.done.wait()
+    await trio.lowlevel.checkpoint()
+    assert order == ["a0.0", "a0.1", "a1.0", "a1.1", "b0.0", "b0.1", "b1.0", "b1.1"]
 
 
-async def test_deferred_jobs_wait_behind_log_appends(db: str) -> None:
+async def test_deferred_jobs_wait_behind_log_appends(writer: Writer) -> None:
     rec = Recorder()
-    writer = Writer(_connect(db))
-    await writer.start()
-    try:
-        writer.submit(rec.blocking("append-1"))
-        await _entered(rec)
-        projection = rec.job("projection", log=False)
-        writer.submit(projection, defer=True)
-        later = rec.job("append-2")
-        writer.submit(later)
-        rec.gate.set()
+    writer.submit(rec.blocking("append-1"))
+    await _entered(rec)
+    projection = rec.job("projection", log=False)
+    writer.submit(projection, defer=True)
+    later = rec.job("append-2")
+    writer.submit(later)
+    rec.gate.set()
+    await projection.wait()
+    await later.wait()
+    # The append queued after the projection still commits first.
+    assert rec.ran == ["append-1", "append-2", "projection"]
+
+
+async def test_expedite_sends_the_deferred_lane_with_the_next_transaction(writer: Writer) -> None:
+    rec = Recorder()
+    writer.submit(rec.blocking("append-1"))
+    await _entered(rec)
+    projection = rec.job("projection", log=False)
+    writer.submit(projection, defer=True)
+    writer.expedite()
+    later = rec.job("append-2")
+    writer.submit(later)
+    rec.gate.set()
+    await projection.wait()
+    await later.wait()
+    assert rec.ran == ["append-1", "append-2", "projection"]
+    assert writer.commits == 2  # append-2 and the projection committed together
+
+
+async def test_an_idle_writer_commits_deferred_jobs_without_being_asked(writer: Writer) -> None:
+    rec = Recorder()
+    projection = rec.job("projection", log=False)
+    writer.submit(projection, defer=True)
+    with trio.fail_after(30):
         await projection.wait()
-        await later.wait()
-        # The append queued after the projection still commits first.
-        assert rec.ran == ["append-1", "append-2", "projection"]
-    finally:
-        await writer.aclose()
-
-
-async def test_expedite_sends_the_deferred_lane_with_the_next_transaction(db: str) -> None:
-    rec = Recorder()
-    writer = Writer(_connect(db))
-    await writer.start()
-    try:
-        writer.submit(rec.blocking("append-1"))
-        await _entered(rec)
-        projection = rec.job("projection", log=False)
-        writer.submit(projection, defer=True)
-        writer.expedite()
-        later = rec.job("append-2")
-        writer.submit(later)
-        rec.gate.set()
-        await projection.wait()
-        await later.wait()
-        assert rec.ran == ["append-1", "append-2", "projection"]
-        assert writer.commits == 2  # append-2 and the projection committed together
-    finally:
-        await writer.aclose()
-
-
-async def test_an_idle_writer_commits_deferred_jobs_without_being_asked(db: str) -> None:
-    rec = Recorder()
-    writer = Writer(_connect(db))
-    await writer.start()
-    try:
-        projection = rec.job("projection", log=False)
-        writer.submit(projection, defer=True)
-        with trio.fail_after(30):
-            await projection.wait()
-        assert rec.ran == ["projection"]
-    finally:
-        await writer.aclose()
+    assert rec.ran == ["projection"]
 
 
 async def test_closing_commits_the_deferred_lane(db: str) -> None:
@@ -215,32 +197,27 @@ async def test_closing_commits_the_deferred_lane(db: str) -> None:
     assert projection.batch.done.is_set()
 
 
-async def test_a_failing_job_rolls_back_alone(db: str) -> None:
-    writer = Writer(_connect(db))
-    await writer.start()
-    try:
+async def test_a_failing_job_rolls_back_alone(writer: Writer) -> None:
 
-        def insert(name: str) -> Callable[[sqlite3.Connection], None]:
-            def fn(conn: sqlite3.Connection) -> None:
-                conn.execute("INSERT INTO store_info (key, value) VALUES (?, ?)", (name, b"x"))
+    def insert(name: str) -> Callable[[sqlite3.Connection], None]:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO store_info (key, value) VALUES (?, ?)", (name, b"x"))
 
-            return fn
+        return fn
 
-        def boom(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO store_info (key, value) VALUES ('half', x'00')")
-            raise ValueError("boom")
+    def boom(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO store_info (key, value) VALUES ('half', x'00')")
+        raise ValueError("boom")
 
-        good, bad, also_good = Job(insert("a")), Job(boom), Job(insert("b"))
-        for job in (good, bad, also_good):
-            writer.submit(job)
-        await good.wait()
-        with pytest.raises(ValueError, match="boom"):
-            await bad.wait()
-        await also_good.wait()
+    good, bad, also_good = Job(insert("a")), Job(boom), Job(insert("b"))
+    for job in (good, bad, also_good):
+        writer.submit(job)
+    await good.wait()
+    with pytest.raises(ValueError, match="boom"):
+        await bad.wait()
+    await also_good.wait()
 
-        def keys(conn: sqlite3.Connection) -> list[str]:
-            return [k for (k,) in conn.execute("SELECT key FROM store_info ORDER BY key")]
+    def keys(conn: sqlite3.Connection) -> list[str]:
+        return [k for (k,) in conn.execute("SELECT key FROM store_info ORDER BY key")]
 
-        assert await writer.run(keys) == ["a", "b", "cursor_secret"]
-    finally:
-        await writer.aclose()
+    assert await writer.run(keys) == ["a", "b", "cursor_secret"]
