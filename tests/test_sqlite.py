@@ -7,11 +7,12 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from threadstore import _sqlite
 from threadstore._errors import StoreClosedError, StoreFormatError, ThreadNotFoundError
@@ -627,6 +628,88 @@ async def test_reader_pool_ends_the_transaction_when_fn_raises(
     await pool.aclose()
     with pytest.raises(StoreClosedError):
         await pool.run(in_transaction)
+
+
+def _gated_read(
+    started: threading.Event, release: threading.Event
+) -> Callable[[sqlite3.Connection], list[tuple[object, ...]]]:
+    """A read that signals it runs, then blocks its reader thread until released."""
+
+    def read(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+        started.set()
+        assert release.wait(timeout=30), "the test never released the read"
+        return conn.execute("SELECT id FROM threads ORDER BY id").fetchall()
+
+    return read
+
+
+def _in_transaction(conn: sqlite3.Connection) -> bool:
+    return conn.in_transaction
+
+
+async def test_reader_pool_finishes_a_read_whose_caller_is_cancelled(
+    db: sqlite3.Connection, path: str
+) -> None:
+    _sqlite.insert_thread(db, thread_row("t1"))
+    started, release = threading.Event(), threading.Event()
+    got: list[object] = []
+    async with ReaderPool(path, size=1) as pool:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def cancel_once_running() -> None:
+                    await trio.to_thread.run_sync(started.wait)
+                    scope.cancel()
+                    release.set()
+
+                nursery.start_soon(cancel_once_running)
+                got.append(await pool.run(_gated_read(started, release)))
+                await trio.lowlevel.checkpoint()
+                got.append("not cancelled")
+        # The read ran to its end and its result came back; the cancellation landed at the
+        # caller's next checkpoint, and the connection is clean for the next read.
+        assert scope.cancelled_caught
+        assert got == [[("t1",)]]
+        calls: list[int] = []
+        with trio.CancelScope() as already:
+            already.cancel()
+            await pool.run(lambda conn: calls.append(1))
+        assert already.cancelled_caught
+        assert calls == [], "an already-cancelled caller must queue nothing"
+        assert await pool.run(_in_transaction)
+        assert pool.connections == 1
+
+
+async def test_reader_pool_close_lets_queued_reads_finish_then_ends_its_threads(
+    db: sqlite3.Connection, path: str
+) -> None:
+    _sqlite.insert_thread(db, thread_row("t1"))
+    started, release = threading.Event(), threading.Event()
+    pool = ReaderPool(path, size=1)
+    results: dict[str, object] = {}
+
+    async def read(name: str, fn: Callable[[sqlite3.Connection], object]) -> None:
+        results[name] = await pool.run(fn)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read, "gated", _gated_read(started, release))
+        await trio.to_thread.run_sync(started.wait)
+        nursery.start_soon(
+            read, "queued", lambda conn: conn.execute("SELECT count(*) FROM threads").fetchone()
+        )
+        await trio.testing.wait_all_tasks_blocked()  # the second read is queued
+        nursery.start_soon(pool.aclose)
+        await trio.testing.wait_all_tasks_blocked()  # close is waiting for the reads
+        with pytest.raises(StoreClosedError, match="closed"):
+            await pool.run(_in_transaction)
+        assert results == {}
+        release.set()
+    assert results == {"gated": [("t1",)], "queued": (1,)}
+    assert pool.connections == 0
+    threads = [t for t in threading.enumerate() if t.name.startswith("threadstore-reader")]
+    for thread in threads:
+        await trio.to_thread.run_sync(thread.join, 10)
+    assert not any(t.is_alive() for t in threads), "a reader thread outlived aclose"
 
 
 def test_bad_arguments_are_rejected(path: str) -> None:

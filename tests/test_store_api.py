@@ -37,6 +37,8 @@ from threadstore import (
     ThreadStoreError,
     open_store,
 )
+from threadstore._meta import Projection
+from threadstore._store import _ListedMetas
 
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
 ORDERS: tuple[OrderBy, ...] = ("updated_at", "created_at", "recency_at")
@@ -982,6 +984,29 @@ async def test_tampered_foreign_or_reused_cursor_is_rejected(store: Store, tmp_p
             await store.list_threads(limit=1, cursor=cursor, **changed)
     # The genuine cursor still works, also with another limit.
     assert len((await store.list_threads(limit=5, cursor=cursor)).threads) == 2
+
+
+async def test_listing_reuses_unchanged_rows_and_decodes_changed_ones(store: Store) -> None:
+    a = await store.create_thread(goal="goal a")
+    b = await store.create_thread(goal="goal b")
+    first = {meta.id: meta for meta in (await store.list_threads()).threads}
+    await store.append_and_flush(a.id, Item.user_message("a new preview"))
+    second = {meta.id: meta for meta in (await store.list_threads()).threads}
+    assert second[a.id].preview == "a new preview"
+    assert second[a.id] == await store.get_thread(a.id) != first[a.id]
+    assert second[b.id] == await store.get_thread(b.id)
+    assert second[b.id] is first[b.id], "an unchanged row was decoded again"
+
+
+def test_listed_metas_are_bounded_and_always_equal_a_fresh_decode() -> None:
+    metas = _ListedMetas(size=2)
+    rows = [(*Projection.new(f"t{n}", created_at_us=n).to_row().values(),) for n in range(3)]
+    first = metas.decode(rows)
+    assert first == tuple(Projection.meta_from_values(row) for row in rows)
+    assert metas.decode(rows[2:])[0] is first[2]
+    again = metas.decode(rows[:1])[0]
+    assert again == first[0]
+    assert again is not first[0], "the oldest entry was not forgotten"
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1001, "5", 2.0, True], ids=repr)

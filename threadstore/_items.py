@@ -443,7 +443,7 @@ class Timestamps:
 
 def us_to_datetime(us: int) -> datetime:
     """Microseconds since the epoch as an aware UTC datetime (exact)."""
-    return _EPOCH + timedelta(microseconds=us)
+    return _EPOCH + timedelta(0, 0, us)
 
 
 def datetime_to_us(dt: datetime) -> int:

@@ -572,9 +572,9 @@ class Projection:
             raise ValueError(f"invalid thread status in storage: {status!r}")
         return ThreadMeta(
             id=tid,
-            created_at=_EPOCH + timedelta(microseconds=created),
-            updated_at=_EPOCH + timedelta(microseconds=updated),
-            recency_at=_EPOCH + timedelta(microseconds=recency),
+            created_at=_EPOCH + timedelta(0, 0, created),
+            updated_at=_EPOCH + timedelta(0, 0, updated),
+            recency_at=_EPOCH + timedelta(0, 0, recency),
             title=title,
             goal=goal,
             preview=preview,
@@ -584,7 +584,7 @@ class Projection:
             status=status,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            archived_at=None if archived is None else _EPOCH + timedelta(microseconds=archived),
+            archived_at=None if archived is None else _EPOCH + timedelta(0, 0, archived),
             extra=_EMPTY if extra_text == "{}" else json.loads(extra_text),
             seq=seq,
         )
@@ -599,9 +599,9 @@ class Projection:
         extra_text = row["extra"]
         meta = ThreadMeta(
             id=row["id"],
-            created_at=_EPOCH + timedelta(microseconds=row["created_at"]),
-            updated_at=_EPOCH + timedelta(microseconds=row["updated_at"]),
-            recency_at=_EPOCH + timedelta(microseconds=row["recency_at"]),
+            created_at=_EPOCH + timedelta(0, 0, row["created_at"]),
+            updated_at=_EPOCH + timedelta(0, 0, row["updated_at"]),
+            recency_at=_EPOCH + timedelta(0, 0, row["recency_at"]),
             title=row["title"],
             goal=row["goal"],
             preview=row["preview"],
@@ -611,7 +611,7 @@ class Projection:
             status=status,
             input_tokens=row["input_tokens"],
             output_tokens=row["output_tokens"],
-            archived_at=None if archived is None else _EPOCH + timedelta(microseconds=archived),
+            archived_at=None if archived is None else _EPOCH + timedelta(0, 0, archived),
             extra=_EMPTY if extra_text == "{}" else json.loads(extra_text),
             seq=row["seq"],
         )

@@ -1,9 +1,12 @@
-"""A small pool of read-only SQLite connections driven from trio.
+"""A small set of read-only SQLite connections, each on its own reader thread, driven from trio.
 
-Reads run on worker threads (``trio.to_thread.run_sync``), never on the trio thread, each on
-a connection reused from the pool: at most ``size`` connections are ever opened, lazily, and
-at most ``size`` reads run at once (a :class:`trio.CapacityLimiter`); further reads wait their
-turn in FIFO order.
+Reads never run on the trio thread. The pool owns up to ``size`` daemon threads, started
+lazily (a new one only when every started thread is busy), each with one connection opened
+on first use and kept until :meth:`ReaderPool.aclose`. Reads are queued in one FIFO queue
+that any free thread takes from, so at most ``size`` run at once and the rest wait their
+turn in order. A finished read is handed back to its task with ``run_sync_soon``, the way
+the writer delivers commits: no ``trio.to_thread`` machinery (thread cache, capacity
+limiter, context copy) on the path, which is most of a read at idle.
 
 Connections are opened with :func:`threadstore._sqlite.connect` and ``read_only=True``:
 URI ``file:...?mode=ro`` plus ``PRAGMA query_only=1``. Such a connection never creates or
@@ -14,10 +17,14 @@ pool therefore serves both a writable store (beside its writer) and a ``read_onl
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable
-from typing import Final, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
+import outcome
 import trio
 
 from threadstore import _sqlite
@@ -29,85 +36,134 @@ T = TypeVar("T")
 
 _DEFAULT_SIZE: Final = 2
 
+#: A queued read: the function, and the task its outcome is handed back to.
+_Read = tuple[Callable[[sqlite3.Connection], Any], trio.lowlevel.Task]
+
 
 @final
 class ReaderPool:
-    """Runs read functions on pooled read-only connections in worker threads.
+    """Runs read functions on read-only connections in dedicated reader threads.
 
     Every :meth:`run` is one read transaction (``BEGIN DEFERRED`` … ``COMMIT``), so all the
     statements ``fn`` issues see one snapshot, and no transaction outlives the call: the whole
-    result must be materialised by ``fn`` before it returns.
+    result must be materialised by ``fn`` before it returns. Construct anywhere; call
+    :meth:`run` and :meth:`aclose` inside one ``trio.run``. A pool must be closed
+    (:meth:`aclose`, or ``async with``) to end its threads.
     """
 
     def __init__(self, path: str, size: int = _DEFAULT_SIZE) -> None:
-        """Prepare a pool for the store file at ``path``; no connection is opened yet."""
+        """Prepare a pool for the store file at ``path``; no thread or connection yet."""
         if size < 1:
             raise ValueError(f"size must be >= 1, not {size!r}")
         self.path = path
         self.size = size
-        self._limiter = trio.CapacityLimiter(size)
-        self._idle: list[sqlite3.Connection] = []
-        self._opened = 0
+        self._reads: queue.SimpleQueue[_Read | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self._open_count = 0
+        self._count_lock = threading.Lock()
+        self._running_threads = 0
+        self._all_ended = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
         self._closed = False
 
     @property
     def connections(self) -> int:
         """How many connections are open (at most ``size``)."""
-        return self._opened
+        return self._open_count
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` inside one read transaction on a worker thread; return its result.
+        """Run ``fn(conn)`` inside one read transaction on a reader thread; return its result.
 
-        Waits for a free connection first. The worker thread is never abandoned: if the caller
-        is cancelled while ``fn`` runs, cancellation takes effect once ``fn`` returns.
+        Waits its turn behind earlier reads when all ``size`` threads are busy. A read is
+        never abandoned: a caller cancelled once ``fn`` is queued still gets its result, and
+        the cancellation lands at the caller's next checkpoint (like
+        ``trio.to_thread.run_sync(..., abandon_on_cancel=False)``); a caller already
+        cancelled queues nothing.
         Raises :class:`StoreClosedError` after :meth:`aclose`, :class:`StoreFormatError`
         for errors that show a damaged file; other exceptions from ``fn`` (and ``sqlite3``
         errors) propagate unchanged.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
-            await trio.lowlevel.checkpoint()
             raise StoreClosedError(f"store {self.path!r} is closed: its readers are closed")
-        async with self._limiter:
-            if self._closed:
-                raise StoreClosedError(f"store {self.path!r} is closed: its readers are closed")
-            if self._idle:
-                conn = self._idle.pop()
-            else:
-                conn = await trio.to_thread.run_sync(self._open, abandon_on_cancel=False)
-                self._opened += 1
-            try:
-                return await trio.to_thread.run_sync(_read, conn, fn, abandon_on_cancel=False)
-            except (sqlite3.DatabaseError, OverflowError, UnicodeDecodeError, ValueError) as exc:
-                damaged = _sqlite.damage_error(self.path, exc)
-                if damaged is None:
-                    raise
-                raise damaged from exc
-            finally:
-                self._idle.append(conn)
+        if self._token is None:
+            self._token = trio.lowlevel.current_trio_token()
+        task = trio.lowlevel.current_task()
+        self._busy += 1
+        if self._busy > len(self._threads) and len(self._threads) < self.size:
+            self._start_thread()
+        self._reads.put((fn, task))
+        try:
+            # Unwraps the outcome the reader thread handed back: fn's value, or its error.
+            result: T = await trio.lowlevel.wait_task_rescheduled(_never_abort)
+        except (sqlite3.DatabaseError, OverflowError, UnicodeDecodeError, ValueError) as exc:
+            damaged = _sqlite.damage_error(self.path, exc)
+            if damaged is None:
+                raise
+            raise damaged from exc
+        finally:
+            self._busy -= 1
+        return result
 
-    def _open(self) -> sqlite3.Connection:
-        return _sqlite.connect(self.path, durability="normal", read_only=True)
+    def _start_thread(self) -> None:
+        assert self._token is not None
+        thread = threading.Thread(
+            target=self._main,
+            args=(self._token,),
+            name=f"threadstore-reader-{len(self._threads)}",
+            daemon=True,
+        )
+        self._threads.append(thread)
+        self._running_threads += 1
+        thread.start()
+
+    def _main(self, token: trio.lowlevel.TrioToken) -> None:
+        """A reader thread: take reads until the stop marker, then close the connection."""
+        conn: sqlite3.Connection | None = None
+        try:
+            while (read := self._reads.get()) is not None:
+                fn, task = read
+                try:
+                    if conn is None:
+                        conn = _sqlite.connect(self.path, durability="normal", read_only=True)
+                        with self._count_lock:
+                            self._open_count += 1
+                    result: outcome.Outcome[Any] = outcome.Value(_read(conn, fn))
+                except BaseException as exc:  # delivered to the caller, which re-raises it
+                    result = outcome.Error(exc)
+                try:
+                    token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+                except trio.RunFinishedError:  # pragma: no cover - the trio run is already over
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+                with self._count_lock:
+                    self._open_count -= 1
+            with contextlib.suppress(trio.RunFinishedError):  # the trio run may be over
+                token.run_sync_soon(self._thread_ended)
+
+    def _thread_ended(self) -> None:
+        self._running_threads -= 1
+        if self._running_threads == 0:
+            self._all_ended.set()
 
     async def aclose(self) -> None:
-        """Refuse new reads, wait for running ones, then close every connection. Idempotent.
+        """Refuse new reads, let queued ones finish, then end the threads and close every
+        connection. Idempotent.
 
         Runs shielded from cancellation (reads are short and never abandoned), so connections
         are always closed; a caller that needs a deadline puts one around the store's shutdown.
         """
-        self._closed = True
         await trio.lowlevel.cancel_shielded_checkpoint()  # always a schedule point
-        with trio.CancelScope(shield=True):
-            tokens = [object() for _ in range(self.size)]
-            for token in tokens:
-                await self._limiter.acquire_on_behalf_of(token)
-            try:
-                idle, self._idle = self._idle, []
-                if idle:
-                    await trio.to_thread.run_sync(_close_all, idle, abandon_on_cancel=False)
-                self._opened -= len(idle)
-            finally:
-                for token in tokens:
-                    self._limiter.release_on_behalf_of(token)
+        if not self._closed:
+            self._closed = True
+            for _ in self._threads:
+                self._reads.put(None)  # after every queued read: FIFO
+        if self._threads:
+            with trio.CancelScope(shield=True):
+                await self._all_ended.wait()
 
     async def __aenter__(self) -> ReaderPool:
         await trio.lowlevel.checkpoint()
@@ -115,6 +171,11 @@ class ReaderPool:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _never_abort(_: Any) -> trio.lowlevel.Abort:
+    """A queued read is never abandoned: cancellation waits for its result."""
+    return trio.lowlevel.Abort.FAILED
 
 
 def _read(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -127,9 +188,3 @@ def _read(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
     return result
-
-
-def _close_all(conns: list[sqlite3.Connection]) -> None:
-    """Close connections. Sync; reader thread only."""
-    for conn in conns:
-        conn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import sqlite3
+import threading
 import types
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -185,6 +186,39 @@ class _RowCache:
         self._rows.clear()
 
 
+class _ListedMetas:
+    """``ThreadMeta`` decoded from listed rows, reused while a row's values are unchanged.
+
+    A thread picker lists the same page again and again, and most of its rows have not
+    changed since the last time; decoding a row (three datetimes, a 16-field value) costs
+    more than fetching it, so a row whose values equal one decoded before gets the same
+    (immutable) ``ThreadMeta``. Keyed by the whole row, so a changed column is a new
+    entry: the result is always what decoding the row gives. Shared by the reader threads
+    (a lock per page); bounded (oldest entries are forgotten first).
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._metas: dict[tuple[Any, ...], ThreadMeta] = {}
+        self._lock = threading.Lock()
+
+    def decode(self, rows: Sequence[tuple[Any, ...]]) -> tuple[ThreadMeta, ...]:
+        """The rows' metadata in order. Sync; reader threads."""
+        decode = Projection.meta_from_values
+        out = []
+        with self._lock:
+            metas = self._metas
+            for row in rows:
+                meta = metas.get(row)
+                if meta is None:
+                    meta = decode(row)
+                    if len(metas) >= self._size:
+                        del metas[next(iter(metas))]
+                    metas[row] = meta
+                out.append(meta)
+        return tuple(out)
+
+
 @attrs.define
 class _Counters:
     appends: int = 0
@@ -215,6 +249,7 @@ class Store:
         self.path = path
         #: The writer's cache of metadata rows (writer thread only; see _RowCache).
         self._row_cache = row_cache or _RowCache()
+        self._listed = _ListedMetas()
         self.read_only = read_only
         self._readers = readers
         self._secret = secret
@@ -735,6 +770,7 @@ class Store:
         metas, last = await self._readers.run(
             partial(
                 _list_page,
+                self._listed,
                 order_by=order_by,
                 descending=query.descending,
                 archived=query.archived,
@@ -898,13 +934,17 @@ def _projector_input(
 
 
 def _list_page(
-    conn: sqlite3.Connection, *, limit: int, order_by: str, **query: Any
+    metas_of: _ListedMetas,
+    conn: sqlite3.Connection,
+    *,
+    limit: int,
+    order_by: str,
+    **query: Any,
 ) -> tuple[tuple[ThreadMeta, ...], tuple[int, str] | None]:
     """One page of metadata, decoded here (not on the trio thread), and the cursor key of
     its last row if more rows follow."""
     rows = sql.list_threads(conn, order_by=order_by, limit=limit + 1, **query)
-    decode = Projection.meta_from_values
-    metas = tuple(decode(row) for row in rows[:limit])
+    metas = metas_of.decode(rows[:limit])
     if len(rows) <= limit:
         return metas, None
     last = rows[limit - 1]
