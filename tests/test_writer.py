@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from threadstore import _sqlite as sql
-from threadstore._writer import WAKE_GROUP, Batch, Job, Writer, _nothing
+from threadstore._writer import SOON_GROUP, WAKE_GROUP, Batch, Job, Writer, _nothing
 
 
 @pytest.fixture
@@ -195,6 +195,50 @@ async def test_closing_commits_the_deferred_lane(db: str) -> None:
     assert rec.ran == ["append", "projection"]
     assert projection.batch is not None
     assert projection.batch.done.is_set()
+
+
+def _transaction_of(writer: Writer, seen: dict[str, int], name: str, *, log: bool) -> Job[None]:
+    """A job that records which transaction (counted in commits before it) ran it."""
+
+    def fn(conn: sqlite3.Connection) -> None:
+        seen[name] = writer.commits
+
+    return Job(fn, log=log)
+
+
+async def test_soon_jobs_go_one_group_per_transaction(writer: Writer) -> None:
+    """Fifty urgent metadata writes do not make one long transaction: each takes one group of
+    SOON_GROUP, the first with the appends queued meanwhile."""
+    rec = Recorder()
+    writer.submit(rec.blocking("hold"))
+    await _entered(rec)
+    seen: dict[str, int] = {}
+    soon = [_transaction_of(writer, seen, f"s{i}", log=False) for i in range(2 * SOON_GROUP + 1)]
+    for job in soon:
+        writer.submit(job, soon=True)
+    append = _transaction_of(writer, seen, "append", log=True)
+    writer.submit(append)
+    rec.gate.set()
+    with trio.fail_after(30):
+        for job in [*soon, append]:
+            await job.wait()
+    assert seen["append"] == 1
+    assert [seen[f"s{i}"] for i in range(len(soon))] == [1] * SOON_GROUP + [2] * SOON_GROUP + [3]
+
+
+async def test_expedite_and_drain_send_every_soon_job_at_once(writer: Writer) -> None:
+    rec = Recorder()
+    writer.submit(rec.blocking("hold"))
+    await _entered(rec)
+    seen: dict[str, int] = {}
+    soon = [_transaction_of(writer, seen, f"s{i}", log=False) for i in range(3 * SOON_GROUP)]
+    for job in soon:
+        writer.submit(job, soon=True)
+    rec.gate.set()
+    with trio.fail_after(30):
+        await writer.drain()  # expedites: the soon lane goes whole
+    assert all(job.batch is not None and job.batch.done.is_set() for job in soon)
+    assert set(seen.values()) == {1}
 
 
 async def test_a_failing_job_rolls_back_alone(writer: Writer) -> None:

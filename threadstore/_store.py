@@ -666,6 +666,7 @@ class Store:
             partial(_project_job, self._row_cache, thread_id, patch, extra, target),
             target="projection",
             defer=not hurry,
+            soon=hurry,
         )
         if meta is None:
             return

@@ -41,6 +41,10 @@ WAKE_GROUP: Final = 16
 #: one group (the oldest), so a burst's worth of metadata writes does not land in the
 #: transaction of a single batch of appends and hold those appends up.
 DEFERRED_GROUP: Final = 32
+#: "Soon" jobs (urgent metadata writes) per transaction: they commit in the next transaction,
+#: at most this many of them in each, so fifty projectors finishing together do not put
+#: fifty metadata writes (and the appends queued behind them) into one long transaction.
+SOON_GROUP: Final = 8
 #: Deferred (projection) jobs wait at most this long while log appends keep the writer busy.
 PROJECTION_INTERVAL: Final = 0.25
 #: ... and, once appends stop, until the log has been quiet this long.
@@ -158,6 +162,9 @@ class Writer:
         #: :meth:`_take_deferred`). While appends stream in, a thread's projection waits here
         #: and its later patches merge upstream, so it costs one write per interval.
         self._deferred: list[tuple[Batch, list[Job[Any]], float]] = []
+        #: The soon lane: groups of at most SOON_GROUP jobs, one group per transaction
+        #: (all of them after :meth:`expedite` or on stop).
+        self._soon: list[tuple[Batch, list[Job[Any]]]] = []
         self._expedite = False
         self._last_log_commit = 0.0
         self._stopping = False
@@ -218,18 +225,33 @@ class Writer:
 
     # -- feeding ------------------------------------------------------------------------
 
-    def submit(self, job: Job[Any], *, defer: bool = False, first: bool = False) -> Batch:
+    def submit(
+        self, job: Job[Any], *, defer: bool = False, soon: bool = False, first: bool = False
+    ) -> Batch:
         """Queue ``job`` for the next group commit. Sync; never blocks on SQLite.
 
         With ``defer``, the job goes to the deferred lane: it commits once the log has been
         quiet for :data:`QUIET`, after at most :data:`PROJECTION_INTERVAL` under load, or at
-        once after :meth:`expedite`. With ``first``, it goes ahead of the jobs queued so
-        far (same transaction or an earlier one, woken in the first group): only for a job
-        whose order relative to queued jobs does not matter (a new thread's creation).
+        once after :meth:`expedite`. With ``soon``, it goes to the soon lane: the next
+        transaction takes the oldest :data:`SOON_GROUP` soon jobs, the following ones the
+        next (all of them after :meth:`expedite`). Deferred and soon jobs may commit after
+        jobs queued later: only for jobs whose order relative to those does not matter
+        (metadata writes of committed items). With ``first``, it goes ahead of the jobs
+        queued so far (same transaction or an earlier one, woken in the first group): only
+        for a job whose order relative to queued jobs does not matter (a new thread's
+        creation).
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
         with self._lock:
+            if soon:
+                if not self._soon or len(self._soon[-1][1]) >= SOON_GROUP:
+                    self._soon.append((Batch(), []))
+                    self._cond.notify()
+                batch, jobs = self._soon[-1]
+                job.batch = batch
+                jobs.append(job)
+                return batch
             if defer:
                 now = time.monotonic()
                 tail = self._deferred[-1] if self._deferred else None
@@ -263,20 +285,21 @@ class Writer:
         *,
         target: Target | None = None,
         defer: bool = False,
+        soon: bool = False,
     ) -> T:
-        """Run ``fn`` in the next group transaction (``defer``: see :meth:`submit`).
+        """Run ``fn`` in the next group transaction (``defer``, ``soon``: see :meth:`submit`).
 
         Returns its result or raises its error. If the caller is cancelled the job still
         runs (and commits); the result is lost.
         """
         job: Job[T] = Job(fn, target=target)
-        self.submit(job, defer=defer)
+        self.submit(job, defer=defer, soon=soon)
         return await job.wait()
 
     def expedite(self) -> None:
-        """Commit the deferred lane with the next transaction (someone waits for it)."""
+        """Commit the deferred and soon lanes with the next transaction (someone waits)."""
         with self._lock:
-            if self._deferred and not self._expedite:
+            if (self._deferred or self._soon) and not self._expedite:
                 self._expedite = True
                 self._cond.notify()
 
@@ -287,15 +310,21 @@ class Writer:
         await trio.lowlevel.checkpoint()
 
     async def drain(self) -> None:
-        """Block until everything submitted before the call is committed (or failed).
+        """Block until everything submitted before the call is committed (or failed) and
+        its results delivered.
 
         Never raises for those failures: they belong to the jobs that failed (a failed
         COMMIT of the transaction the drain's own marker job joined is one of them).
         """
+        with self._lock:
+            # The newest batch of each lane: results are delivered in commit order, and all
+            # three go in the marker's transaction (expedited), so once they are all done
+            # everything submitted before is.
+            lanes = [lane[-1][0] for lane in (self._soon, self._deferred) if lane]
         self.expedite()
         marker: Job[None] = Job(_nothing)
-        batch = self.submit(marker)
-        await batch.done.wait()
+        for batch in [self.submit(marker), *lanes]:
+            await batch.done.wait()
 
     # -- the writer thread --------------------------------------------------------------
 
@@ -333,7 +362,7 @@ class Writer:
             while True:
                 now = time.monotonic()
                 due = self._deferred_due(now)
-                if self._groups or due:
+                if self._groups or self._soon or due:
                     break
                 if self._stopping:
                     return []
@@ -354,7 +383,14 @@ class Writer:
             while self._groups and taken + len(self._groups[0][1]) <= MAX_BATCH:
                 groups.append(self._groups.pop(0))
                 taken += len(groups[-1][1])
-            return groups + deferred
+            if self._expedite or self._stopping:
+                soon, self._soon = self._soon, []
+            else:
+                soon = self._soon[:1]
+                del self._soon[:1]
+            if not self._deferred and not self._soon:
+                self._expedite = False
+            return groups + soon + deferred
 
     def _all_deferred_due(self, now: float) -> bool:
         """Whether the whole deferred lane goes now: someone waits, the writer stops, or
@@ -380,8 +416,6 @@ class Writer:
             taken, self._deferred = self._deferred, []
         else:
             taken = [self._deferred.pop(0)]
-        if not self._deferred:
-            self._expedite = False
         return [(batch, jobs) for batch, jobs, _ in taken]
 
     def _commit(self, conn: sqlite3.Connection, jobs: list[Job[Any]], batches: list[Batch]) -> None:
