@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from threadstore import _sqlite as sql
-from threadstore._writer import SOON_GROUP, WAKE_GROUP, Batch, Job, Writer, _nothing
+from threadstore._writer import SOON_GROUP, SOON_SHARE, WAKE_GROUP, Batch, Job, Writer, _nothing
 
 
 @pytest.fixture
@@ -224,6 +224,29 @@ async def test_soon_jobs_go_one_group_per_transaction(writer: Writer) -> None:
             await job.wait()
     assert seen["append"] == 1
     assert [seen[f"s{i}"] for i in range(len(soon))] == [1] * SOON_GROUP + [2] * SOON_GROUP + [3]
+
+
+async def test_a_long_soon_lane_drains_a_share_per_transaction(writer: Writer) -> None:
+    """A steady stream of urgent writes (one per new thread, say) must not back up behind a
+    fixed group per transaction: a lane of n groups gives up ceil(n / SOON_SHARE) of them."""
+    rec = Recorder()
+    writer.submit(rec.blocking("hold"))
+    await _entered(rec)
+    seen: dict[str, int] = {}
+    groups = 2 * SOON_SHARE + 1
+    soon = [_transaction_of(writer, seen, f"s{i}", log=False) for i in range(groups * SOON_GROUP)]
+    for job in soon:
+        writer.submit(job, soon=True)
+    rec.gate.set()
+    with trio.fail_after(30):
+        for job in soon:
+            await job.wait()
+    per_transaction = [
+        list(seen.values()).count(t) // SOON_GROUP for t in sorted(set(seen.values()))
+    ]
+    assert per_transaction[0] == 3  # ceil(17 / 8)
+    assert sum(per_transaction) == groups
+    assert len(per_transaction) < groups
 
 
 async def test_expedite_and_drain_send_every_soon_job_at_once(writer: Writer) -> None:

@@ -1,7 +1,7 @@
 """The SQLite storage layer: connections, schema and every SQL statement the store runs.
 
 Everything here is plain synchronous code taking a :class:`sqlite3.Connection` first. It is
-only ever called from the writer's OS thread or from a reader worker thread, never on the
+only ever called from the writer's OS thread or from a reader thread, never on the
 trio thread. No function here begins or commits a transaction except :func:`ensure_schema`
 (which owns its own ``BEGIN IMMEDIATE``): the caller groups statements into transactions.
 
@@ -219,7 +219,7 @@ def connect(
     writer created moments ago). ``durability`` sets ``synchronous`` (``NORMAL`` or ``FULL``).
 
     The connection has ``isolation_level=None`` (callers issue ``BEGIN``/``COMMIT``) and
-    ``check_same_thread=False`` (the owner moves it between worker threads, one at a time).
+    ``check_same_thread=False`` (tests and tools may hand it between threads, one at a time).
 
     Raises :class:`StoreFormatError` when the file is not an SQLite database or is damaged,
     and :class:`FileNotFoundError` for a reader on a missing file.

@@ -658,15 +658,16 @@ class Store:
                     extra = extra.merge(Patch.extra_update(projector.name, out))
         assert self._writer is not None
         # Deferred: while appends stream in, this write waits (bounded) and later patches
-        # merge into the next one. Urgent patches and waiting barriers go at once.
+        # merge into the next one. Urgent ones go in the soon lane (spread over the next
+        # few transactions); those a barrier or shutdown waits for go with the next one.
         urgent = state.hurry or patch.urgent  # caused by urgent items: must-deliver events
-        hurry = urgent or self._barriers > 0 or self._closing
+        waited = self._barriers > 0 or self._closing  # a barrier or shutdown waits: at once
         state.hurry = False
         meta = await self._writer.run(
             partial(_project_job, self._row_cache, thread_id, patch, extra, target),
             target="projection",
-            defer=not hurry,
-            soon=hurry,
+            defer=not (urgent or waited),
+            soon=urgent and not waited,
         )
         if meta is None:
             return

@@ -41,10 +41,12 @@ WAKE_GROUP: Final = 16
 #: one group (the oldest), so a burst's worth of metadata writes does not land in the
 #: transaction of a single batch of appends and hold those appends up.
 DEFERRED_GROUP: Final = 32
-#: "Soon" jobs (urgent metadata writes) per transaction: they commit in the next transaction,
-#: at most this many of them in each, so fifty projectors finishing together do not put
-#: fifty metadata writes (and the appends queued behind them) into one long transaction.
+#: "Soon" jobs (urgent metadata writes) per group: each transaction takes the oldest group,
+#: or the oldest 1/SOON_SHARE of the lane's groups if that is more, so fifty projectors
+#: finishing together do not put fifty metadata writes (and the appends queued behind them)
+#: into one long transaction, yet a steady stream of urgent writes never backs up.
 SOON_GROUP: Final = 8
+SOON_SHARE: Final = 8
 #: Deferred (projection) jobs wait at most this long while log appends keep the writer busy.
 PROJECTION_INTERVAL: Final = 0.25
 #: ... and, once appends stop, until the log has been quiet this long.
@@ -232,9 +234,10 @@ class Writer:
 
         With ``defer``, the job goes to the deferred lane: it commits once the log has been
         quiet for :data:`QUIET`, after at most :data:`PROJECTION_INTERVAL` under load, or at
-        once after :meth:`expedite`. With ``soon``, it goes to the soon lane: the next
-        transaction takes the oldest :data:`SOON_GROUP` soon jobs, the following ones the
-        next (all of them after :meth:`expedite`). Deferred and soon jobs may commit after
+        once after :meth:`expedite`. With ``soon``, it goes to the soon lane: each
+        transaction takes its oldest group of :data:`SOON_GROUP` jobs, or its oldest
+        1/:data:`SOON_SHARE` if that is more (all of it after :meth:`expedite`). Deferred
+        and soon jobs may commit after
         jobs queued later: only for jobs whose order relative to those does not matter
         (metadata writes of committed items). With ``first``, it goes ahead of the jobs
         queued so far (same transaction or an earlier one, woken in the first group): only
@@ -386,8 +389,12 @@ class Writer:
             if self._expedite or self._stopping:
                 soon, self._soon = self._soon, []
             else:
-                soon = self._soon[:1]
-                del self._soon[:1]
+                # The oldest group, or an eighth of the lane if that is more: the lane keeps
+                # up with any steady rate of urgent writes (its length settles at about
+                # eight transactions' worth) while a sudden crowd is spread over a few.
+                take = max(1, -(-len(self._soon) // SOON_SHARE))
+                soon = self._soon[:take]
+                del self._soon[:take]
             if not self._deferred and not self._soon:
                 self._expedite = False
             return groups + soon + deferred
