@@ -1188,3 +1188,24 @@ async def test_writes_after_close_raise_store_closed(
 def test_errors_share_one_base() -> None:
     for error in (InvalidCursorError, ProjectionFailedError, ThreadDiscardedError):
         assert issubclass(error, ThreadStoreError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"durability": "fast"}, "durability must be"),
+        ({"reader_connections": 0}, "reader_connections must be an int >= 1"),
+        ({"reader_connections": "2"}, "reader_connections must be an int >= 1"),
+        ({"max_item_bytes": 0}, "max_item_bytes and max_pending_bytes must be >= 1"),
+        ({"shutdown_timeout": -1}, "projection_delay and shutdown_timeout must be >= 0"),
+    ],
+    ids=repr,
+)
+async def test_open_store_rejects_bad_arguments_before_creating_anything(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "never.db"
+    with pytest.raises(ValueError, match=message):
+        async with open_store(path, **kwargs):
+            pytest.fail("opened")
+    assert list(tmp_path.iterdir()) == []

@@ -1063,8 +1063,10 @@ async def open_store(
     ``shutdown_timeout`` seconds (the rest is recovered at the next open), and releases the
     lock — also on cancellation and KeyboardInterrupt.
 
-    ``faults`` is a test seam (:class:`threadstore.testing.Faults`): it injects SQLite errors
-    into log commits and projection writes.
+    ``reader_connections`` bounds the reader threads, each with one read-only connection
+    (reads beyond it wait their turn, in order). ``faults`` is a test seam
+    (:class:`threadstore.testing.Faults`): it injects SQLite errors into log commits and
+    projection writes.
     """
     path = os.fspath(path)
     if durability not in ("normal", "full"):
@@ -1073,6 +1075,8 @@ async def open_store(
         raise ValueError("projection_delay and shutdown_timeout must be >= 0")
     if max_item_bytes < 1 or max_pending_bytes < 1:
         raise ValueError("max_item_bytes and max_pending_bytes must be >= 1")
+    if not _is_int(reader_connections) or reader_connections < 1:
+        raise ValueError(f"reader_connections must be an int >= 1, not {reader_connections!r}")
     for projector in projectors:
         if not isinstance(projector, Projector):
             raise TypeError(f"projector {projector!r} has no name/project()")
