@@ -1208,4 +1208,4 @@ async def test_open_store_rejects_bad_arguments_before_creating_anything(
     with pytest.raises(ValueError, match=message):
         async with open_store(path, **kwargs):
             pytest.fail("opened")
-    assert list(tmp_path.iterdir()) == []
+    assert await trio.to_thread.run_sync(lambda: list(tmp_path.iterdir())) == []
