@@ -164,8 +164,9 @@ class Writer:
         #: :meth:`_take_deferred`). While appends stream in, a thread's projection waits here
         #: and its later patches merge upstream, so it costs one write per interval.
         self._deferred: list[tuple[Batch, list[Job[Any]], float]] = []
-        #: The soon lane: groups of at most SOON_GROUP jobs, one group per transaction
-        #: (all of them after :meth:`expedite` or on stop).
+        #: The soon lane (urgent metadata writes): groups of at most SOON_GROUP jobs; each
+        #: transaction takes the oldest group or the oldest 1/SOON_SHARE of them (all of
+        #: them after :meth:`expedite` or on stop).
         self._soon: list[tuple[Batch, list[Job[Any]]]] = []
         self._expedite = False
         self._last_log_commit = 0.0
@@ -237,24 +238,17 @@ class Writer:
         once after :meth:`expedite`. With ``soon``, it goes to the soon lane: each
         transaction takes its oldest group of :data:`SOON_GROUP` jobs, or its oldest
         1/:data:`SOON_SHARE` if that is more (all of it after :meth:`expedite`). Deferred
-        and soon jobs may commit after
-        jobs queued later: only for jobs whose order relative to those does not matter
-        (metadata writes of committed items). With ``first``, it goes ahead of the jobs
-        queued so far (same transaction or an earlier one, woken in the first group): only
-        for a job whose order relative to queued jobs does not matter (a new thread's
-        creation).
+        and soon jobs may commit after jobs queued later: only for jobs whose order
+        relative to those does not matter (metadata writes of committed items). With
+        ``first``, it goes ahead of the jobs queued so far (same transaction or an earlier
+        one, woken in the first group): only for a job whose order relative to queued jobs
+        does not matter (a new thread's creation).
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
         with self._lock:
             if soon:
-                if not self._soon or len(self._soon[-1][1]) >= SOON_GROUP:
-                    self._soon.append((Batch(), []))
-                    self._cond.notify()
-                batch, jobs = self._soon[-1]
-                job.batch = batch
-                jobs.append(job)
-                return batch
+                return self._join(self._soon, job, SOON_GROUP)
             if defer:
                 now = time.monotonic()
                 tail = self._deferred[-1] if self._deferred else None
@@ -273,14 +267,20 @@ class Writer:
                 self._cond.notify()
                 self.queued_bytes += job.size
                 return batch
-            if not self._groups or len(self._groups[-1][1]) >= WAKE_GROUP:
-                self._groups.append((Batch(), []))
-                self._cond.notify()
-            batch, jobs = self._groups[-1]
-            job.batch = batch
-            jobs.append(job)
+            batch = self._join(self._groups, job, WAKE_GROUP)
             self.queued_bytes += job.size
             return batch
+
+    def _join(self, groups: list[tuple[Batch, list[Job[Any]]]], job: Job[Any], size: int) -> Batch:
+        """Add ``job`` to the newest of ``groups``, or to a new one if that one has ``size``
+        jobs already (waking the writer thread). Lock held."""
+        if not groups or len(groups[-1][1]) >= size:
+            groups.append((Batch(), []))
+            self._cond.notify()
+        batch, jobs = groups[-1]
+        job.batch = batch
+        jobs.append(job)
+        return batch
 
     async def run(
         self,
