@@ -712,6 +712,42 @@ async def test_reader_pool_close_lets_queued_reads_finish_then_ends_its_threads(
     assert not any(t.is_alive() for t in threads), "a reader thread outlived aclose"
 
 
+async def test_reader_pool_survives_cancelled_readers_and_a_close_among_them(
+    db: sqlite3.Connection, path: str
+) -> None:
+    """Forty readers, every other one cancelled while queued or running, then a close while
+    they wait: every read is answered, nothing hangs, nothing stays open."""
+    _sqlite.insert_thread(db, thread_row("t1"))
+    pool = ReaderPool(path, size=2)
+    answers: list[object] = []
+    scopes: list[trio.CancelScope] = []
+
+    def count(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT count(*) FROM threads").fetchone()[0])
+
+    async def reader(index: int) -> None:
+        with trio.CancelScope() as scope:
+            if index % 2:
+                scopes.append(scope)
+            answers.append(await pool.run(count))
+            await trio.lowlevel.checkpoint()  # where a cancelled reader's cancel lands
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for index in range(40):
+                nursery.start_soon(reader, index)
+            await trio.testing.wait_all_tasks_blocked()
+            for scope in scopes:
+                scope.cancel()
+            nursery.start_soon(pool.aclose)
+    # A queued read is never abandoned: the cancelled readers got their answer too (their
+    # cancellation landed at the checkpoint after it).
+    assert answers == [1] * 40
+    assert pool.connections == 0
+    with pytest.raises(StoreClosedError):
+        await pool.run(count)
+
+
 def test_bad_arguments_are_rejected(path: str) -> None:
     with pytest.raises(ValueError, match="durability"):
         _sqlite.connect(path, durability="fast")  # type: ignore[arg-type]

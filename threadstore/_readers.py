@@ -90,9 +90,9 @@ class ReaderPool:
         if self._token is None:
             self._token = trio.lowlevel.current_trio_token()
         task = trio.lowlevel.current_task()
+        if self._busy >= len(self._threads) and len(self._threads) < self.size:
+            self._start_thread()  # every started thread is busy
         self._busy += 1
-        if self._busy > len(self._threads) and len(self._threads) < self.size:
-            self._start_thread()
         self._reads.put((fn, task))
         try:
             # Unwraps the outcome the reader thread handed back: fn's value, or its error.
@@ -114,9 +114,9 @@ class ReaderPool:
             name=f"threadstore-reader-{len(self._threads)}",
             daemon=True,
         )
+        thread.start()  # (if this raises, nothing was counted)
         self._threads.append(thread)
         self._running_threads += 1
-        thread.start()
 
     def _main(self, token: trio.lowlevel.TrioToken) -> None:
         """A reader thread: take reads until the stop marker, then close the connection."""
