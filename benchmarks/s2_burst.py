@@ -10,11 +10,13 @@ our items/s is reported as a ratio of it. Runs alternate ours/bare; medians are 
 
 from __future__ import annotations
 
+import collections
 import time
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import trio
+import trio.testing
 
 from threadstore import Item, open_store
 
@@ -23,13 +25,15 @@ from ._burst import burst, make_threads, stats_delta
 from ._env import sqlite_settings
 from ._figures import Figure, ScenarioResult, Target
 from ._profile import Profile
-from ._stats import heartbeat, median, summarize
+from ._stats import Summary, heartbeat, median, summarize
 from ._workload import item_stream
 
 ID: Final = "S2"
 TITLE: Final = "burst: 100 threads x 100 items"
 
 Durability = Literal["normal", "full"]
+#: The kinds the README lists as urgent (a thread's first user message is too, once).
+URGENT_KINDS: Final = frozenset({"goal", "title", "turn_completed", "turn_aborted", "error"})
 MIN_ITEMS_PER_S: Final[dict[str, float]] = {"normal": 50_000, "full": 40_000}
 
 
@@ -63,6 +67,44 @@ async def _ours(path: Path, durability: Durability, items: list[list[Item]]) -> 
         "settings": settings,
         "delta": delta,
     }
+
+
+async def _urgent_visibility(path: Path, items: list[list[Item]]) -> Summary:
+    """The burst once more, with a change-feed subscriber: for every urgent item (goal,
+    title, turn_completed, ...), the time from its append returning to the ``updated``
+    event whose metadata covers it. (A separate run: the subscriber costs the burst.)"""
+    waiting: dict[str, collections.deque[tuple[int, float]]] = collections.defaultdict(
+        collections.deque
+    )
+    delays: list[float] = []
+    async with open_store(path) as store:
+        thread_ids = await make_threads(store, len(items))
+        await store.flush_all()
+        async with store.subscribe(buffer=1_000_000) as events, trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for event in events:
+                    queue = waiting.get(event.thread.id)
+                    now = time.perf_counter()
+                    while queue and queue[0][0] <= event.thread.seq:
+                        delays.append((now - queue.popleft()[1]) * 1000)
+
+            nursery.start_soon(watch)
+
+            async def task(thread_id: str, mine: list[Item]) -> None:
+                for item in mine:
+                    receipt = await store.append(thread_id, item)
+                    if item.kind in URGENT_KINDS:
+                        waiting[thread_id].append((receipt.seq, time.perf_counter()))
+                await trio.lowlevel.checkpoint()
+
+            async with trio.open_nursery() as appenders:
+                for thread_id, mine in zip(thread_ids, items, strict=True):
+                    appenders.start_soon(task, thread_id, mine)
+            await store.flush_all()
+            await trio.testing.wait_all_tasks_blocked()  # the watcher has seen every event
+            nursery.cancel_scope.cancel()
+    return summarize(delays)
 
 
 async def _bare(path: Path, durability: Durability, items: list[list[Item]]) -> dict[str, Any]:
@@ -207,6 +249,21 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
                 for r in bare
             ],
         }
+    urgent = await _urgent_visibility(workdir / "s2-urgent.db", items)
+    figures += [
+        Figure(
+            key="urgent_visible_p50_ms",
+            label="urgent item: append returned -> updated event, p50 (normal)",
+            value=urgent.p50,
+            unit="ms",
+        ),
+        Figure(
+            key="urgent_visible_p99_ms",
+            label="urgent item: append returned -> updated event, p99 (normal)",
+            value=urgent.p99,
+            unit="ms",
+        ),
+    ]
     return ScenarioResult(
         id=ID,
         title=TITLE,
