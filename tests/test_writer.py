@@ -68,6 +68,14 @@ async def _entered(recorder: Recorder) -> None:
     await trio.to_thread.run_sync(recorder.entered.wait, 30)
 
 
+async def _held(writer: Writer, name: str = "hold") -> Recorder:
+    """A recorder whose blocking job ``name`` holds the writer thread (until ``gate``)."""
+    rec = Recorder()
+    writer.submit(rec.blocking(name))
+    await _entered(rec)
+    return rec
+
+
 async def test_queued_jobs_share_one_transaction(writer: Writer) -> None:
     rec = Recorder()
     first = rec.blocking("first")
@@ -86,9 +94,7 @@ async def test_queued_jobs_share_one_transaction(writer: Writer) -> None:
 async def test_a_first_job_goes_ahead_and_waiters_wake_group_by_group(writer: Writer) -> None:
     """``first`` puts a job ahead of those queued (in the same transaction); the waiters of
     one transaction wake in groups of WAKE_GROUP, in queue order, a scheduler round apart."""
-    rec = Recorder()
-    writer.submit(rec.blocking("hold"))
-    await _entered(rec)
+    rec = await _held(writer)
     jobs = [rec.job(f"j{i}") for i in range(2 * WAKE_GROUP + 8)]
     for job in jobs:
         writer.submit(job)
@@ -143,9 +149,7 @@ async def test_results_of_later_transactions_never_overtake_earlier_ones(writer:
 
 
 async def test_deferred_jobs_wait_behind_log_appends(writer: Writer) -> None:
-    rec = Recorder()
-    writer.submit(rec.blocking("append-1"))
-    await _entered(rec)
+    rec = await _held(writer, "append-1")
     projection = rec.job("projection", log=False)
     writer.submit(projection, defer=True)
     later = rec.job("append-2")
@@ -158,9 +162,7 @@ async def test_deferred_jobs_wait_behind_log_appends(writer: Writer) -> None:
 
 
 async def test_expedite_sends_the_deferred_lane_with_the_next_transaction(writer: Writer) -> None:
-    rec = Recorder()
-    writer.submit(rec.blocking("append-1"))
-    await _entered(rec)
+    rec = await _held(writer, "append-1")
     projection = rec.job("projection", log=False)
     writer.submit(projection, defer=True)
     writer.expedite()
@@ -209,9 +211,7 @@ def _transaction_of(writer: Writer, seen: dict[str, int], name: str, *, log: boo
 async def test_soon_jobs_go_one_group_per_transaction(writer: Writer) -> None:
     """Fifty urgent metadata writes do not make one long transaction: each takes one group of
     SOON_GROUP, the first with the appends queued meanwhile."""
-    rec = Recorder()
-    writer.submit(rec.blocking("hold"))
-    await _entered(rec)
+    rec = await _held(writer)
     seen: dict[str, int] = {}
     soon = [_transaction_of(writer, seen, f"s{i}", log=False) for i in range(2 * SOON_GROUP + 1)]
     for job in soon:
@@ -229,9 +229,7 @@ async def test_soon_jobs_go_one_group_per_transaction(writer: Writer) -> None:
 async def test_a_long_soon_lane_drains_a_share_per_transaction(writer: Writer) -> None:
     """A steady stream of urgent writes (one per new thread, say) must not back up behind a
     fixed group per transaction: a lane of n groups gives up ceil(n / SOON_SHARE) of them."""
-    rec = Recorder()
-    writer.submit(rec.blocking("hold"))
-    await _entered(rec)
+    rec = await _held(writer)
     seen: dict[str, int] = {}
     groups = 2 * SOON_SHARE + 1
     soon = [_transaction_of(writer, seen, f"s{i}", log=False) for i in range(groups * SOON_GROUP)]
@@ -250,9 +248,7 @@ async def test_a_long_soon_lane_drains_a_share_per_transaction(writer: Writer) -
 
 
 async def test_expedite_and_drain_send_every_soon_job_at_once(writer: Writer) -> None:
-    rec = Recorder()
-    writer.submit(rec.blocking("hold"))
-    await _entered(rec)
+    rec = await _held(writer)
     seen: dict[str, int] = {}
     soon = [_transaction_of(writer, seen, f"s{i}", log=False) for i in range(3 * SOON_GROUP)]
     for job in soon:
