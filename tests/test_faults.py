@@ -21,7 +21,7 @@ import queue
 import random
 import sqlite3
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -562,6 +562,26 @@ async def test_only_the_barrier_whose_covering_attempt_failed_for_good_fails(
         await assert_converged(store, [tid])
 
 
+async def _fail_the_next_group_commit(
+    store: Store, faults: GatedFaults, act: Callable[[], Awaitable[None]]
+) -> Receipt:
+    """Hold the writer at the gate on thread ``c``'s projection, queue an append to ``b``,
+    start ``act`` (its write joins the same group commit), then make that COMMIT fail.
+    Returns ``b``'s receipt; ``act`` has finished when this returns."""
+    faults.gated = frozenset({"projection"})
+    await store.append("c", Item.user_message("hold the writer"))
+    assert await faults.arrival() == "projection"
+    faults.gated = frozenset()
+    append = store.append_nowait("b", Item.user_message("shares the commit"))
+    with trio.fail_after(GUARD_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(act)
+            await trio.testing.wait_all_tasks_blocked()
+            faults.probability = 1.0  # the next group commit fails
+            faults.decide(None)
+    return append
+
+
 @pytest.mark.parametrize("operation", ["archive_thread", "delete_thread"])
 async def test_failed_commit_under_an_explicit_mutation_raises_a_threadstore_error(
     tmp_path: Path, operation: str
@@ -577,11 +597,6 @@ async def test_failed_commit_under_an_explicit_mutation_raises_a_threadstore_err
     ) as store:
         for tid in "abc":
             await store.create_thread(thread_id=tid, goal=f"goal {tid}")
-        faults.gated = frozenset({"projection"})
-        await store.append("c", Item.user_message("hold the writer"))
-        assert await faults.arrival() == "projection"
-        faults.gated = frozenset()
-        append = store.append_nowait("b", Item.user_message("shares the commit"))
         raised: list[BaseException] = []
 
         async def mutate() -> None:
@@ -591,12 +606,7 @@ async def test_failed_commit_under_an_explicit_mutation_raises_a_threadstore_err
                 await trio.lowlevel.checkpoint()
                 raised.append(exc)
 
-        with trio.fail_after(GUARD_S):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(mutate)
-                await trio.testing.wait_all_tasks_blocked()
-                faults.probability = 1.0  # the next group commit fails
-                faults.decide(None)
+        append = await _fail_the_next_group_commit(store, faults, mutate)
 
         with pytest.raises(AppendFailedError):
             await append.durable()
@@ -627,11 +637,6 @@ async def test_flush_all_is_a_barrier_not_a_victim_of_a_failed_commit(tmp_path: 
     ) as store:
         for tid in "bc":
             await store.create_thread(thread_id=tid, goal=f"goal {tid}")
-        faults.gated = frozenset({"projection"})
-        await store.append("c", Item.user_message("hold the writer"))
-        assert await faults.arrival() == "projection"
-        faults.gated = frozenset()
-        append = store.append_nowait("b", Item.user_message("shares the commit"))
         outcome: list[BaseException | None] = []
 
         async def flush_all() -> None:
@@ -643,12 +648,7 @@ async def test_flush_all_is_a_barrier_not_a_victim_of_a_failed_commit(tmp_path: 
             else:
                 outcome.append(None)
 
-        with trio.fail_after(GUARD_S):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(flush_all)
-                await trio.testing.wait_all_tasks_blocked()
-                faults.probability = 1.0  # the next log commit fails
-                faults.decide(None)
+        append = await _fail_the_next_group_commit(store, faults, flush_all)
 
         with pytest.raises(AppendFailedError):
             await append.durable()
