@@ -119,6 +119,14 @@ def _value(result: ScenarioResult | None, key: str) -> float:
     return math.nan
 
 
+def _threshold(result: ScenarioResult | None, key: str) -> float:
+    if result is not None:
+        for figure in result.figures:
+            if figure.key == key and figure.target is not None:
+                return figure.target.threshold
+    return math.nan
+
+
 def plot(results: Mapping[str, ScenarioResult], path: Path, caption: str) -> Path:
     """Draw ``path`` (PNG): S1 latency CDFs, S2 writes per item and items/s, read latencies.
 
@@ -181,32 +189,22 @@ def plot(results: Mapping[str, ScenarioResult], path: Path, caption: str) -> Pat
 
     s3, s4 = results.get("S3"), results.get("S4")
     reads = [
-        (
-            "S3 listed\nidle",
-            _value(s3, "listed_p50_ms.idle"),
-            _value(s3, "listed_p99_ms.idle"),
-            1.5,
-        ),
-        (
-            "S3 listed\nload",
-            _value(s3, "listed_p50_ms.under_load"),
-            _value(s3, "listed_p99_ms.under_load"),
-            5.0,
-        ),
-        ("S4 list\nidle", _value(s4, "list_p50_ms.idle"), _value(s4, "list_p99_ms.idle"), 1.0),
-        ("S4 list\nload", _value(s4, "list_p50_ms.load"), _value(s4, "list_p99_ms.load"), math.nan),
-        ("S4 get\nidle", _value(s4, "get_p50_ms.idle"), _value(s4, "get_p99_ms.idle"), math.nan),
-        (
-            "S4 read\nidle",
-            _value(s4, "read_items_p50_ms.idle"),
-            _value(s4, "read_items_p99_ms.idle"),
-            math.nan,
-        ),
+        ("S3 listed\nidle", s3, "listed_p50_ms.idle", "listed_p99_ms.idle"),
+        ("S3 listed\nload", s3, "listed_p50_ms.under_load", "listed_p99_ms.under_load"),
+        ("S4 list\nidle", s4, "list_p50_ms.idle", "list_p99_ms.idle"),
+        ("S4 list\nload", s4, "list_p50_ms.load", "list_p99_ms.load"),
+        ("S4 get\nidle", s4, "get_p50_ms.idle", "get_p99_ms.idle"),
+        ("S4 read\nidle", s4, "read_items_p50_ms.idle", "read_items_p99_ms.idle"),
     ]
     rx = list(range(len(reads)))
-    ax_reads.bar([x - width / 2 for x in rx], [r[1] for r in reads], width, label="p50")
-    ax_reads.bar([x + width / 2 for x in rx], [r[2] for r in reads], width, label="p99")
-    for x, (_, _, _, target) in zip(rx, reads, strict=True):
+    ax_reads.bar(
+        [x - width / 2 for x in rx], [_value(r, p50) for _, r, p50, _ in reads], width, label="p50"
+    )
+    ax_reads.bar(
+        [x + width / 2 for x in rx], [_value(r, p99) for _, r, _, p99 in reads], width, label="p99"
+    )
+    for x, (_, result, _, p99) in zip(rx, reads, strict=True):
+        target = _threshold(result, p99)  # the figure's own (S4's depends on the scale)
         if not math.isnan(target):
             ax_reads.hlines(target, x - 0.45, x + 0.45, colors="red", linestyles=":")
     ax_reads.set_xticks(rx, [r[0] for r in reads], fontsize=8)
