@@ -422,6 +422,26 @@ class Pending:
 
 _NOTHING = Pending()
 
+#: The keys of ``Projection.to_row`` that ``meta_from_values`` decodes, in its order.
+_META_KEYS: tuple[str, ...] = (
+    "id",
+    "created_at",
+    "updated_at",
+    "recency_at",
+    "title",
+    "goal",
+    "preview",
+    "last_message",
+    "item_count",
+    "turn_count",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "archived_at",
+    "extra",
+    "seq",
+)
+
 
 @attrs.frozen(kw_only=True)
 class Projection:
@@ -591,28 +611,6 @@ class Projection:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Projection:
-        """The inverse of ``to_row``. (Hot: every listed thread is decoded here.)"""
-        status = row["status"]
-        if status not in _STATUSES:
-            raise ValueError(f"invalid thread status in storage: {status!r}")
-        archived = row["archived_at"]
-        extra_text = row["extra"]
-        meta = ThreadMeta(
-            id=row["id"],
-            created_at=_EPOCH + timedelta(0, 0, row["created_at"]),
-            updated_at=_EPOCH + timedelta(0, 0, row["updated_at"]),
-            recency_at=_EPOCH + timedelta(0, 0, row["recency_at"]),
-            title=row["title"],
-            goal=row["goal"],
-            preview=row["preview"],
-            last_message=row["last_message"],
-            item_count=row["item_count"],
-            turn_count=row["turn_count"],
-            status=status,
-            input_tokens=row["input_tokens"],
-            output_tokens=row["output_tokens"],
-            archived_at=None if archived is None else _EPOCH + timedelta(0, 0, archived),
-            extra=_EMPTY if extra_text == "{}" else json.loads(extra_text),
-            seq=row["seq"],
-        )
+        """The inverse of ``to_row`` (for a row read by key; lists use ``meta_from_values``)."""
+        meta = cls.meta_from_values([row[key] for key in _META_KEYS])
         return cls(meta=meta, has_user_message=bool(row["has_user_message"]))
