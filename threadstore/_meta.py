@@ -422,26 +422,6 @@ class Pending:
 
 _NOTHING = Pending()
 
-#: The keys of ``Projection.to_row`` that ``meta_from_values`` decodes, in its order.
-_META_KEYS: tuple[str, ...] = (
-    "id",
-    "created_at",
-    "updated_at",
-    "recency_at",
-    "title",
-    "goal",
-    "preview",
-    "last_message",
-    "item_count",
-    "turn_count",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "archived_at",
-    "extra",
-    "seq",
-)
-
 
 @attrs.frozen(kw_only=True)
 class Projection:
@@ -614,3 +594,8 @@ class Projection:
         """The inverse of ``to_row`` (for a row read by key; lists use ``meta_from_values``)."""
         meta = cls.meta_from_values([row[key] for key in _META_KEYS])
         return cls(meta=meta, has_user_message=bool(row["has_user_message"]))
+
+
+#: The keys of ``Projection.to_row`` that ``meta_from_values`` decodes, in its order (every
+#: key but ``has_user_message``), taken from ``to_row`` itself.
+_META_KEYS: tuple[str, ...] = tuple(Projection.new("", 0).to_row())[:-1]
