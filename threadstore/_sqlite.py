@@ -708,9 +708,14 @@ def cursor_secret(conn: sqlite3.Connection) -> bytes:
     return row[0]
 
 
-def checkpoint(conn: sqlite3.Connection) -> None:
-    """Run a passive WAL checkpoint (never waits for readers). Sync; writer thread only."""
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Run a passive WAL checkpoint (never waits for the writer or readers).
+
+    Returns ``(busy, wal_frames, checkpointed_frames)`` as SQLite reports them. Sync; the
+    checkpointer's connection (or any write-capable one).
+    """
+    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ import trio
 import workers
 
 from . import _sqlite as sql
+from ._checkpointer import Checkpointer
 from ._cursor import CursorQuery, decode_cursor, encode_cursor
 from ._errors import (
     AppendFailedError,
@@ -788,6 +789,7 @@ class Store:
     def statistics(self) -> StoreStatistics:
         """A snapshot of the counters (totals since open). Sync, O(threads with work)."""
         pool = self._pool.statistics() if self._pool is not None else None
+        checkpointer = self._writer.checkpointer if self._writer else None
         return StoreStatistics(
             appends=self._n.appends,
             items_appended=self._n.items_appended,
@@ -802,6 +804,8 @@ class Store:
             feed_drops=self._feed.drops,
             feed_must_deliver_drops=self._feed.must_deliver_drops,
             subscribers=self._feed.subscribers,
+            checkpoints=checkpointer.checkpoints if checkpointer else 0,
+            checkpoint_failures=checkpointer.failures if checkpointer else 0,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -1096,7 +1100,10 @@ async def open_store(
     try:
         row_cache = _RowCache()
         writer = Writer(
-            partial(_connect_writer, path, durability), faults=faults, on_rollback=row_cache.clear
+            partial(_connect_writer, path, durability),
+            faults=faults,
+            on_rollback=row_cache.clear,
+            checkpointer=Checkpointer(partial(sql.connect, path, durability=durability)),
         )
         await writer.start()
         try:

@@ -33,7 +33,9 @@ class StoreStatistics:
     ``lagging_threads``/``max_lag`` threads whose metadata is behind their log, and by how
     many items at most; ``feed_drops`` ordinary events dropped for full subscribers,
     ``feed_must_deliver_drops`` must-deliver events dropped after their bounded wait,
-    ``subscribers`` open subscriptions.
+    ``subscribers`` open subscriptions; ``checkpoints``/``checkpoint_failures`` WAL
+    checkpoints run off the commit path that succeeded and failed (a failed one loses
+    nothing: it is tried again).
     """
 
     appends: int
@@ -49,6 +51,8 @@ class StoreStatistics:
     feed_drops: int
     feed_must_deliver_drops: int
     subscribers: int
+    checkpoints: int
+    checkpoint_failures: int
 
 
 @runtime_checkable

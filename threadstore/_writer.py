@@ -23,6 +23,7 @@ import structlog
 import trio
 
 from . import _sqlite as sql
+from ._checkpointer import Checkpointer
 from ._errors import StoreClosedError
 from ._faults import Faults, Target
 
@@ -149,8 +150,11 @@ class Writer:
         *,
         faults: Faults | None = None,
         on_rollback: Callable[[], None] | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self._connect = connect
+        #: Runs the WAL checkpoints off the commit path (None: SQLite's automatic ones).
+        self.checkpointer = checkpointer
         self._faults = faults
         #: Called on the writer thread whenever a transaction is rolled back (caches of
         #: what jobs wrote must forget it).
@@ -334,8 +338,18 @@ class Writer:
     def _main(self, report: Callable[[BaseException | None], None]) -> None:
         assert self._token is not None
         token = self._token
+        checkpointer = self.checkpointer
         try:
             self._conn = self._connect()
+            if checkpointer is not None:
+                try:
+                    checkpointer.start()
+                    # From now on no commit runs a checkpoint: the checkpointer does.
+                    self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+                except BaseException:
+                    checkpointer.close()
+                    self._conn.close()
+                    raise
         except BaseException as exc:  # reported to start(), which re-raises it
             token.run_sync_soon(report, exc)
             return
@@ -347,12 +361,17 @@ class Writer:
                 if not groups:
                     return
                 jobs = [job for _, group in groups for job in group]
+                commits = self.commits
                 self._commit(conn, jobs, [batch for batch, _ in groups])
+                if checkpointer is not None and self.commits != commits:
+                    checkpointer.committed(sum(job.size for job in jobs))
                 try:
                     token.run_sync_soon(self._arrived, groups)
                 except trio.RunFinishedError:  # pragma: no cover - trio run already over
                     return
         finally:
+            if checkpointer is not None:
+                checkpointer.close()  # first: closing the connection checkpoints (unless busy)
             conn.close()
 
     def _next_transaction(self) -> list[tuple[Batch, list[Job[Any]]]]:
