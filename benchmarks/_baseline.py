@@ -3,8 +3,9 @@
 One writer thread drains a queue into one ``BEGIN IMMEDIATE; executemany; COMMIT`` per
 batch; each trio task awaits its own item's commit through one shared ``trio.Event`` per
 batch. Same WAL file settings, same ``synchronous`` level, a rowid table with a unique
-``(thread, seq)`` index and the same JSON payloads as the store. No metadata, no
-validation beyond ``json.dumps``: an upper bound for a store built on the same pieces.
+``(thread, seq)`` index, the same JSON payloads and the same kind of thread ids (UUIDv7) as
+the store. No metadata, no validation beyond ``json.dumps``: an upper bound for a store
+built on the same pieces.
 """
 
 from __future__ import annotations

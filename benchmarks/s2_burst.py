@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from threadstore import Item, open_store
+from threadstore._items import new_thread_id
 
 from ._baseline import bare_burst
 from ._burst import burst, make_threads, stats_delta
@@ -108,7 +109,9 @@ async def _urgent_visibility(path: Path, items: list[list[Item]]) -> Summary:
 
 
 async def _bare(path: Path, durability: Durability, items: list[list[Item]]) -> dict[str, Any]:
-    thread_ids = [f"bare-{index}" for index in range(len(items))]
+    # Ids like the store's (UUIDv7, 36 characters, a shared time prefix): the log's
+    # (thread, seq) index stores and compares them, so short ids would flatter the loop.
+    thread_ids = [new_thread_id() for _ in items]
     async with heartbeat() as beat:
         result = await bare_burst(str(path), durability, thread_ids, items)
     return {
