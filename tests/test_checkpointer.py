@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,24 +17,16 @@ import trio
 
 from threadstore import Item, _sqlite, open_store
 from threadstore._checkpointer import Checkpointer
-from threadstore._writer import Writer
+from threadstore._writer import BACKSTOP_PAGES, Writer
 
 TIMEOUT = 30.0  # a guard against hangs, never a measurement
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "store.db")
-
-
-@pytest.fixture
-def db(path: str) -> Iterator[sqlite3.Connection]:
+def writer_db(db: sqlite3.Connection) -> sqlite3.Connection:
     """The writer's side: a store file whose commits never checkpoint by themselves."""
-    conn = _sqlite.connect(path, durability="normal")
-    _sqlite.ensure_schema(conn)
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-    yield conn
-    conn.close()
+    db.execute("PRAGMA wal_autocheckpoint = 0")
+    return db
 
 
 def _commit_threads(conn: sqlite3.Connection, first: int, count: int) -> None:
@@ -74,53 +67,57 @@ def _flaky(path: str) -> Callable[[], sqlite3.Connection]:
     return connect
 
 
-def test_enough_committed_bytes_checkpoint_at_once(db: sqlite3.Connection, path: str) -> None:
+def test_enough_committed_bytes_checkpoint_at_once(
+    writer_db: sqlite3.Connection, path: str
+) -> None:
     checkpointer = Checkpointer(
         partial(_sqlite.connect, path, durability="normal"), interval=3600.0, eager_bytes=1000
     )
     checkpointer.start()
     try:
-        _commit_threads(db, 0, 50)
+        _commit_threads(writer_db, 0, 50)
         checkpointer.committed(600)  # under the threshold, and the interval is an hour
-        _commit_threads(db, 50, 50)
-        assert not _in_file(path, db)
+        _commit_threads(writer_db, 50, 50)
+        assert not _in_file(path, writer_db)
         checkpointer.committed(600)  # together over it
         assert checkpointer.wait_for(1, TIMEOUT)
         assert (checkpointer.checkpoints, checkpointer.failures) == (1, 0)
     finally:
         checkpointer.close()
-    assert _in_file(path, db)
+    assert _in_file(path, writer_db)
 
 
-def test_commits_are_checkpointed_after_the_interval(db: sqlite3.Connection, path: str) -> None:
+def test_commits_are_checkpointed_after_the_interval(
+    writer_db: sqlite3.Connection, path: str
+) -> None:
     checkpointer = Checkpointer(
         partial(_sqlite.connect, path, durability="normal"), interval=0.01, eager_bytes=1 << 30
     )
     checkpointer.start()
     try:
-        _commit_threads(db, 0, 10)
-        assert not _in_file(path, db)
+        _commit_threads(writer_db, 0, 10)
+        assert not _in_file(path, writer_db)
         checkpointer.committed(10)  # far under the threshold: the interval does it
         assert checkpointer.wait_for(1, TIMEOUT)
     finally:
         checkpointer.close()
-    assert _in_file(path, db)
+    assert _in_file(path, writer_db)
 
 
 def test_a_failed_checkpoint_loses_nothing_and_is_tried_again(
-    db: sqlite3.Connection, path: str
+    writer_db: sqlite3.Connection, path: str
 ) -> None:
     _FlakyConnection.failing.set()
     checkpointer = Checkpointer(_flaky(path), interval=0.01, eager_bytes=1)
     with structlog.testing.capture_logs() as logs:
         checkpointer.start()
         try:
-            _commit_threads(db, 0, 20)
+            _commit_threads(writer_db, 0, 20)
             checkpointer.committed(100)
             assert checkpointer.wait_for(1, TIMEOUT)
             assert checkpointer.failures >= 1
             assert checkpointer.checkpoints == 0
-            _commit_threads(db, 20, 20)  # the writer goes on committing meanwhile
+            _commit_threads(writer_db, 20, 20)  # the writer goes on committing meanwhile
             _FlakyConnection.failing.clear()
             # No new commit needed: the failed attempt is retried after the interval.
             assert checkpointer.wait_for(checkpointer.failures + 1, TIMEOUT)
@@ -132,8 +129,8 @@ def test_a_failed_checkpoint_loses_nothing_and_is_tried_again(
     assert failed
     assert failed[0]["log_level"] == "warning"
     assert "disk I/O error" in failed[0]["error"]
-    assert db.execute("SELECT count(*) FROM threads").fetchone() == (40,)
-    assert _in_file(path, db)
+    assert writer_db.execute("SELECT count(*) FROM threads").fetchone() == (40,)
+    assert _in_file(path, writer_db)
 
 
 def test_a_checkpointer_that_cannot_connect_raises_from_start(tmp_path: Path) -> None:
@@ -169,9 +166,13 @@ async def test_a_store_checkpoints_off_the_commit_path_and_ends_the_thread(
             assert len(await reopened.read_items(thread.id)) == 201
 
 
-async def test_the_writer_commits_never_checkpoint_by_themselves(tmp_path: Path) -> None:
-    """Far more than SQLite's 1000-page automatic threshold is committed; the database file
-    stays behind until the checkpointer (here: only on request) copies the WAL into it."""
+async def test_the_writer_leaves_checkpoints_to_the_checkpointer_up_to_the_backstop(
+    tmp_path: Path,
+) -> None:
+    """Past SQLite's usual 1000 pages, commits leave the WAL alone (the database file stays
+    behind its page count); past ``BACKSTOP_PAGES`` a commit checkpoints after all, so a
+    WAL that the checkpointer never catches up with under a ceaseless write load (it copies
+    up to the last frame it saw, while new ones keep coming) still starts over."""
     path = str(tmp_path / "w.db")
 
     def connect() -> sqlite3.Connection:
@@ -186,13 +187,20 @@ async def test_the_writer_commits_never_checkpoint_by_themselves(tmp_path: Path)
     await writer.start()
     try:
         with trio.fail_after(TIMEOUT):
-            for batch in range(60):
+            batches = iter(range(1000))
+            for batch in itertools.islice(batches, 60):  # about 1,500 pages
                 await writer.run(partial(_commit_big_rows, batch))
             assert not await writer.run(partial(_in_file, path))
-            assert checkpointer.checkpoints == 0
             checkpointer.request()
             assert await trio.to_thread.run_sync(checkpointer.wait_for, 1, TIMEOUT)
             assert await writer.run(partial(_in_file, path))
+            copied = await trio.Path(path).stat()
+            for batch in itertools.islice(batches, 40):  # about 1,000 pages more
+                await writer.run(partial(_commit_big_rows, batch))
+            assert (await trio.Path(path).stat()).st_size == copied.st_size  # no checkpoint
+            for batch in itertools.islice(batches, BACKSTOP_PAGES // 25):
+                await writer.run(partial(_commit_big_rows, batch))
+            assert (await trio.Path(path).stat()).st_size > copied.st_size  # the backstop
     finally:
         await writer.aclose()
     assert checkpointer.checkpoints == 1

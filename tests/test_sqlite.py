@@ -7,7 +7,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,19 +43,6 @@ def thread_row(thread_id: str, **overrides: object) -> dict[str, object]:
     }
     row.update(overrides)
     return row
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "store.db")
-
-
-@pytest.fixture
-def db(path: str) -> Iterator[sqlite3.Connection]:
-    conn = _sqlite.connect(path, durability="normal")
-    _sqlite.ensure_schema(conn)
-    yield conn
-    conn.close()
 
 
 def ids(rows: list[dict[str, object]]) -> list[object]:

@@ -3,10 +3,11 @@
 SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1000 pages:
 that commit copies the WAL into the database file and syncs both, which costs milliseconds
 (1 to 9 ms on a 2-core VM, depending on its disk) that whichever appends or creations share
-that transaction wait for. The writer therefore turns the automatic checkpoint off
-(``PRAGMA wal_autocheckpoint = 0``) and this thread checkpoints instead, with a connection
-of its own, while the writer goes on committing (a ``PASSIVE`` checkpoint takes no lock a
-writer or reader needs).
+that transaction wait for. This thread checkpoints instead, with a connection of its own,
+while the writer goes on committing (a ``PASSIVE`` checkpoint takes no lock a writer or
+reader needs); the writer keeps the automatic checkpoint only as a backstop for a WAL that
+a ceaseless write load never lets this thread catch up with
+(:data:`threadstore._writer.BACKSTOP_PAGES`).
 
 When: :data:`INTERVAL` seconds after the first commit since the last checkpoint began (so
 at most one checkpoint per interval, however many commits), and at once when

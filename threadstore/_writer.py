@@ -48,6 +48,13 @@ DEFERRED_GROUP: Final = 32
 #: into one long transaction, yet a steady stream of urgent writes never backs up.
 SOON_GROUP: Final = 8
 SOON_SHARE: Final = 8
+#: With a checkpointer, a commit still checkpoints (SQLite's automatic checkpoint) once the WAL
+#: holds this many pages. Under a never-ending stream of commits a checkpoint on another
+#: connection never catches up with the last frame, and the WAL only starts over from its
+#: beginning after one that did; this one runs between two commits, so it does, and it
+#: finds most pages copied already. Quiet moments let the checkpointer finish first, and
+#: then no commit pays for a checkpoint at all.
+BACKSTOP_PAGES: Final = 4000
 #: Deferred (projection) jobs wait at most this long while log appends keep the writer busy.
 PROJECTION_INTERVAL: Final = 0.25
 #: ... and, once appends stop, until the log has been quiet this long.
@@ -344,8 +351,9 @@ class Writer:
             if checkpointer is not None:
                 try:
                     checkpointer.start()
-                    # From now on no commit runs a checkpoint: the checkpointer does.
-                    self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+                    # From now on the checkpointer copies the WAL; a commit checkpoints only
+                    # as a backstop (see BACKSTOP_PAGES).
+                    self._conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
                 except BaseException:
                     checkpointer.close()
                     self._conn.close()
