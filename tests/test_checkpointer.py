@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,23 @@ def writer_db(db: sqlite3.Connection) -> sqlite3.Connection:
     """The writer's side: a store file whose commits never checkpoint by themselves."""
     db.execute("PRAGMA wal_autocheckpoint = 0")
     return db
+
+
+@contextlib.contextmanager
+def _started(
+    connect: Callable[[], sqlite3.Connection], *, interval: float, eager_bytes: int
+) -> Iterator[Checkpointer]:
+    """A running checkpointer, closed (its thread joined) on the way out."""
+    checkpointer = Checkpointer(connect, interval=interval, eager_bytes=eager_bytes)
+    checkpointer.start()
+    try:
+        yield checkpointer
+    finally:
+        checkpointer.close()
+
+
+def _store_file(path: str) -> Callable[[], sqlite3.Connection]:
+    return partial(_sqlite.connect, path, durability="normal")
 
 
 def _commit_threads(conn: sqlite3.Connection, first: int, count: int) -> None:
@@ -70,11 +88,7 @@ def _flaky(path: str) -> Callable[[], sqlite3.Connection]:
 def test_enough_committed_bytes_checkpoint_at_once(
     writer_db: sqlite3.Connection, path: str
 ) -> None:
-    checkpointer = Checkpointer(
-        partial(_sqlite.connect, path, durability="normal"), interval=3600.0, eager_bytes=1000
-    )
-    checkpointer.start()
-    try:
+    with _started(_store_file(path), interval=3600.0, eager_bytes=1000) as checkpointer:
         _commit_threads(writer_db, 0, 50)
         checkpointer.committed(600)  # under the threshold, and the interval is an hour
         _commit_threads(writer_db, 50, 50)
@@ -82,25 +96,17 @@ def test_enough_committed_bytes_checkpoint_at_once(
         checkpointer.committed(600)  # together over it
         assert checkpointer.wait_for(1, TIMEOUT)
         assert (checkpointer.checkpoints, checkpointer.failures) == (1, 0)
-    finally:
-        checkpointer.close()
     assert _in_file(path, writer_db)
 
 
 def test_commits_are_checkpointed_after_the_interval(
     writer_db: sqlite3.Connection, path: str
 ) -> None:
-    checkpointer = Checkpointer(
-        partial(_sqlite.connect, path, durability="normal"), interval=0.01, eager_bytes=1 << 30
-    )
-    checkpointer.start()
-    try:
+    with _started(_store_file(path), interval=0.01, eager_bytes=1 << 30) as checkpointer:
         _commit_threads(writer_db, 0, 10)
         assert not _in_file(path, writer_db)
         checkpointer.committed(10)  # far under the threshold: the interval does it
         assert checkpointer.wait_for(1, TIMEOUT)
-    finally:
-        checkpointer.close()
     assert _in_file(path, writer_db)
 
 
@@ -108,22 +114,20 @@ def test_a_failed_checkpoint_loses_nothing_and_is_tried_again(
     writer_db: sqlite3.Connection, path: str
 ) -> None:
     _FlakyConnection.failing.set()
-    checkpointer = Checkpointer(_flaky(path), interval=0.01, eager_bytes=1)
     with structlog.testing.capture_logs() as logs:
-        checkpointer.start()
         try:
-            _commit_threads(writer_db, 0, 20)
-            checkpointer.committed(100)
-            assert checkpointer.wait_for(1, TIMEOUT)
-            assert checkpointer.failures >= 1
-            assert checkpointer.checkpoints == 0
-            _commit_threads(writer_db, 20, 20)  # the writer goes on committing meanwhile
-            _FlakyConnection.failing.clear()
-            # No new commit needed: the failed attempt is retried after the interval.
-            assert checkpointer.wait_for(checkpointer.failures + 1, TIMEOUT)
-            assert checkpointer.checkpoints >= 1
+            with _started(_flaky(path), interval=0.01, eager_bytes=1) as checkpointer:
+                _commit_threads(writer_db, 0, 20)
+                checkpointer.committed(100)
+                assert checkpointer.wait_for(1, TIMEOUT)
+                assert checkpointer.failures >= 1
+                assert checkpointer.checkpoints == 0
+                _commit_threads(writer_db, 20, 20)  # the writer goes on committing meanwhile
+                _FlakyConnection.failing.clear()
+                # No new commit needed: the failed attempt is retried after the interval.
+                assert checkpointer.wait_for(checkpointer.failures + 1, TIMEOUT)
+                assert checkpointer.checkpoints >= 1
         finally:
-            checkpointer.close()
             _FlakyConnection.failing.clear()
     failed = [e for e in logs if e["event"] == "checkpoint.failed"]
     assert failed
@@ -135,7 +139,7 @@ def test_a_failed_checkpoint_loses_nothing_and_is_tried_again(
 
 def test_a_checkpointer_that_cannot_connect_raises_from_start(tmp_path: Path) -> None:
     missing = str(tmp_path / "no" / "such" / "dir" / "store.db")
-    checkpointer = Checkpointer(partial(_sqlite.connect, missing, durability="normal"))
+    checkpointer = Checkpointer(_store_file(missing))
     with pytest.raises(FileNotFoundError):
         checkpointer.start()
     checkpointer.close()  # nothing started: returns at once
@@ -180,9 +184,7 @@ async def test_the_writer_leaves_checkpoints_to_the_checkpointer_up_to_the_backs
         _sqlite.ensure_schema(conn)
         return conn
 
-    checkpointer = Checkpointer(
-        partial(_sqlite.connect, path, durability="normal"), interval=3600.0, eager_bytes=1 << 40
-    )
+    checkpointer = Checkpointer(_store_file(path), interval=3600.0, eager_bytes=1 << 40)
     writer = Writer(connect, checkpointer=checkpointer)
     await writer.start()
     try:
