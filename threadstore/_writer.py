@@ -369,9 +369,8 @@ class Writer:
                 if not groups:
                     return
                 jobs = [job for _, group in groups for job in group]
-                commits = self.commits
-                self._commit(conn, jobs, [batch for batch, _ in groups])
-                if checkpointer is not None and self.commits != commits:
+                committed = self._commit(conn, jobs, [batch for batch, _ in groups])
+                if checkpointer is not None and committed:
                     checkpointer.committed(sum(job.size for job in jobs))
                 try:
                     token.run_sync_soon(self._arrived, groups)
@@ -452,8 +451,9 @@ class Writer:
             taken = [self._deferred.pop(0)]
         return [(batch, jobs) for batch, jobs, _ in taken]
 
-    def _commit(self, conn: sqlite3.Connection, jobs: list[Job[Any]], batches: list[Batch]) -> None:
-        """One transaction for ``jobs``; never raises (failures are recorded on the jobs).
+    def _commit(self, conn: sqlite3.Connection, jobs: list[Job[Any]], batches: list[Batch]) -> bool:
+        """One transaction for ``jobs``; True if it committed. Never raises (failures are
+        recorded on the jobs and batches).
 
         A job that raises rolls back to its savepoint alone. If SQLite itself rolled the
         whole transaction back (it may on SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY), or the
@@ -483,11 +483,12 @@ class Writer:
                     job.error = exc
             self.failed_commits += 1
             log.error("writer.commit_failed", jobs=len(jobs), error=repr(exc))
-            return
+            return False
         self.commits += 1
         if any(job.log and job.error is None for job in jobs):
             self.log_commits += 1
             self._last_log_commit = time.monotonic()
+        return True
 
     def _rolled_back(self) -> None:
         if self._on_rollback is not None:
