@@ -632,6 +632,54 @@ async def test_failed_commit_under_an_explicit_mutation_raises_a_threadstore_err
         assert "disk I/O error" in str(raised[0])
 
 
+@pytest.mark.parametrize("restore", ["flush", "append"])
+async def test_a_failed_delete_leaves_the_thread_as_it_was(tmp_path: Path, restore: str) -> None:
+    """delete_thread drops the thread's queued metadata work before its own write; when that
+    write's COMMIT fails, the thread must come back whole: it takes appends again, and the
+    dropped work is redone, so a barrier returns (no ThreadDiscardedError: nobody called
+    discard) and the metadata reaches the end of the log without another append.
+    """
+    faults = GatedFaults(trio.lowlevel.current_trio_token(), kinds=("commit",), targets=LOG)
+    # A long coalescing window keeps "a"'s metadata work queued in the pool at the delete.
+    async with open_store(
+        tmp_path / "s.db",
+        faults=faults,
+        retry=no_backoff(2),
+        retry_interval=None,
+        projection_delay=3600,
+    ) as store:
+        for tid in "abc":
+            await store.create_thread(thread_id=tid, goal=f"goal {tid}")
+        await store.append("a", Item.assistant_message("queued metadata"))
+        assert (await store.get_thread("a")).seq == 1  # its projection waits in the window
+        raised: list[BaseException] = []
+
+        async def delete() -> None:
+            try:
+                await store.delete_thread("a")
+            except Exception as exc:  # what the caller sees, whatever it is
+                await trio.lowlevel.checkpoint()
+                raised.append(exc)
+
+        append = await _fail_the_next_group_commit(store, faults, delete)
+        with pytest.raises(AppendFailedError):
+            await append.durable()
+        faults.stop()
+        assert len(raised) == 1
+        assert isinstance(raised[0], WriteFailedError), f"raw error: {raised[0]!r}"
+        if restore == "flush":
+            with trio.fail_after(GUARD_S):
+                await store.flush("a")
+            meta = await store.get_thread("a")
+            assert (meta.seq, meta.last_message) == (2, "queued metadata")
+        receipt = await store.append_and_flush("a", Item.user_message("still here"))
+        assert receipt.seq == 3
+        meta = await store.get_thread("a")
+        assert (meta.seq, meta.item_count, meta.last_message) == (3, 3, "queued metadata")
+        await assert_converged(store, "abc")
+        assert store.statistics().lagging_threads == 0
+
+
 async def test_flush_all_is_a_barrier_not_a_victim_of_a_failed_commit(tmp_path: Path) -> None:
     """flush_all's wait for the writer joins whatever group commit is next; if that COMMIT
     fails, the appends in it report the failure, and flush_all still returns normally."""

@@ -896,6 +896,97 @@ async def test_submit_after_discard_of_running_apply_is_applied(
         assert gate.applied() == [("after",)]
 
 
+async def test_restore_takes_a_discard_back(autojump_clock: trio.testing.MockClock) -> None:
+    """The operation after a discard did not happen: the caller queues work standing for
+    what was dropped, and barriers for those generations wait for it instead of raising."""
+    gate = Gate()
+    async with open_pool(gate, delay=60.0) as pool, trio.open_nursery() as nursery:
+        pool.submit("k", w("a"), generation=1)
+        pool.submit("k", w("b"), generation=2)  # both wait in the coalescing window
+        await pool.discard("k")
+        await settle()  # (the actor retires: the restore starts the key afresh)
+
+        pool.restore("k", w("a+b+c"), 3, urgent=True)  # 3: committed while it was discarded
+        assert pool.lag("k") == 3
+        barrier = start_barrier(nursery, pool, "k", 2)
+        await settle()
+        assert not barrier.done  # waits for the restored work: no WorkDiscardedError
+        assert gate.works() == [("a+b+c",)]  # urgent: no window
+        gate.calls[0].release()
+        await settle()
+        assert (barrier.done, barrier.error) == (True, None)
+        await pool.wait("k", 3)
+        assert pool.lag("k") == 0
+        stats(pool, discards=1, applies=1)
+
+
+async def test_restore_goes_ahead_of_work_submitted_since_the_discard(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = Gate()
+    async with open_pool(gate, delay=60.0) as pool, trio.open_nursery() as nursery:
+        pool.submit("k", w("a"), generation=1)
+        await pool.discard("k")
+        pool.submit("k", w("c"), generation=3)  # the key is live: its discard is on record
+        pool.restore("k", w("a+b"), 2, urgent=True)
+        dropped = start_barrier(nursery, pool, "k", 1)
+        await settle()
+        assert gate.works() == [("a+b", "c")]  # one apply, the restored work first
+        assert not dropped.done  # waits for it, instead of raising WorkDiscardedError
+        gate.calls[0].release()
+        await pool.wait("k", 3)
+        await settle()
+        assert (dropped.done, dropped.error) == (True, None)
+        assert pool.lag("k") == 0
+
+
+async def test_restore_clears_the_discard_record_of_a_live_key(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = Gate()
+    async with open_pool(gate) as pool, trio.open_nursery() as nursery:
+        pool.submit("k", w("a"), generation=1)
+        await settle()  # "a" is being applied (held)
+        pool.submit("k", w("b"), generation=2)
+        discard = start_discard(nursery, pool, "k")
+        await settle()
+        pool.submit("k", w("c"), generation=3)  # after the discard: kept, keeps the key live
+        gate.calls[0].release()
+        await settle()
+        assert discard.done
+        assert gate.works() == [("a",), ("c",)]  # "b" was dropped; "c" is being applied
+        pool.restore("k", w("b again"), 2)
+        barrier = start_barrier(nursery, pool, "k", 2)
+        await settle()
+        assert not barrier.done  # waits, where the discard record alone would raise
+        gate.calls[1].release()
+        await settle()
+        assert (barrier.done, barrier.error) == (True, None)
+        assert gate.works() == [("a",), ("c",), ("b again",)]
+        gate.calls[2].release()
+        await pool.wait("k", 3)
+
+
+async def test_restore_of_applied_or_retired_keys(autojump_clock: trio.testing.MockClock) -> None:
+    gate = Gate(hold=False)
+    floors = {"old": 5}
+    async with open_pool(gate, applied_floor=lambda key: floors.get(key, 0)) as pool:
+        pool.restore("old", w("nothing to redo"), 5)  # already applied: nothing queued
+        await settle()
+        assert gate.calls == []
+        assert pool.pending_keys() == []
+        # A key with no live state (its actor retired after the discard) starts from its
+        # applied floor.
+        pool.restore("old", w("6-7"), 7)
+        await pool.wait("old", 7)
+        assert gate.applied() == [("6-7",)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.shutdown, 1.0)
+            await settle()
+            with pytest.raises(PoolClosedError):
+                pool.restore("late", w("x"), 1)
+
+
 async def test_discard_completes_when_shutdown_cancels_the_running_apply(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -603,7 +603,9 @@ class Store:
 
         From the call on, appends to the thread raise :class:`ThreadNotFoundError`; appends
         accepted before it are committed and then deleted with the rest. Completes even if
-        the caller is cancelled.
+        the caller is cancelled. Raises :class:`WriteFailedError` if the delete's commit
+        failed: then nothing changed, the thread takes appends again and the discarded
+        metadata work is redone (barriers wait for it; none raises ThreadDiscardedError).
         """
         writer = self._writable()
         state = self._live(thread_id)
@@ -629,7 +631,12 @@ class Store:
         if job.error is None and self._threads.get(state.id) is state:
             del self._threads[state.id]
         elif job.error is not None:
+            # Nothing was deleted: the thread is back, and the metadata work the delete
+            # discarded (and the items committed since, which were not handed on) is redone
+            # by a fold from the log, as recovery does.
             state.deleted = False
+            if state.projected < state.durable and self._pool is not None and not self._closing:
+                self._pool.restore(state.id, Pending.empty(), state.durable, urgent=True)
 
     # -- projection (runs in the thread's actor) ----------------------------------------
 

@@ -257,6 +257,47 @@ class ActorPool(Generic[K, W]):
         self._maybe_retire(slot)
         await trio.lowlevel.checkpoint()
 
+    def restore(self, key: K, work: W, generation: int, *, urgent: bool = False) -> None:
+        """Take a :meth:`discard` back: queue ``work`` for everything through ``generation``.
+
+        For a caller whose operation after the discard did not happen (a delete whose write
+        failed). ``work`` must stand for all of the key's work through ``generation`` (what
+        the discard dropped included); it goes ahead of anything submitted since, and
+        barriers for the discarded generations wait for it instead of raising
+        :class:`WorkDiscardedError`. Nothing to do if the key has applied ``generation``.
+        Sync; never blocks. Raises :class:`PoolClosedError` once shutdown has begun.
+        """
+        if self._closing:
+            raise PoolClosedError("the pool is shutting down")
+        slot = self._slots.get(key)
+        if slot is None:
+            floor = self._floor(key)
+            if generation <= floor:
+                return
+            slot = self._new_slot(key, floor)
+        elif generation <= slot.applied:
+            return
+        through = max(generation, slot.generation)
+        trace = structlog.contextvars.get_contextvars()
+        batch: Batch[W] = Batch(
+            work=work,
+            through=through,
+            submits=1,
+            since=trio.current_time(),
+            urgent=urgent,
+            traces=[trace],
+        )
+        slot.keep(batch)  # (absorbs work submitted since the discard, which comes later)
+        assert slot.pending is not None
+        slot.pending.through = slot.generation = through
+        slot.discarded = 0
+        self._submits += 1
+        if urgent:
+            slot.wake.set()
+        slot.parked = False
+        self._ensure_actor(slot)
+        log.debug("worker.restored", key=key, generation=through)
+
     def _settle_discard(self, slot: Slot[K, W], through: int) -> None:
         slot.discard_request = 0
         slot.discarded = max(slot.discarded, through)
