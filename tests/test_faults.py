@@ -22,6 +22,7 @@ import random
 import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -586,6 +587,26 @@ async def _fail_the_next_group_commit(
     return append
 
 
+async def _raised_in_a_failed_commit(
+    store: Store, faults: GatedFaults, mutation: Callable[[], Awaitable[object]]
+) -> list[BaseException]:
+    """Run ``mutation`` inside a group commit that fails (see _fail_the_next_group_commit)
+    and return what it raised; the append sharing that commit fails."""
+    raised: list[BaseException] = []
+
+    async def act() -> None:
+        try:
+            await mutation()
+        except Exception as exc:  # what the caller sees, whatever it is
+            await trio.lowlevel.checkpoint()
+            raised.append(exc)
+
+    append = await _fail_the_next_group_commit(store, faults, act)
+    with pytest.raises(AppendFailedError):
+        await append.durable()
+    return raised
+
+
 @pytest.mark.parametrize("operation", ["archive_thread", "delete_thread"])
 async def test_failed_commit_under_an_explicit_mutation_raises_a_threadstore_error(
     tmp_path: Path, operation: str
@@ -601,19 +622,9 @@ async def test_failed_commit_under_an_explicit_mutation_raises_a_threadstore_err
     ) as store:
         for tid in "abc":
             await store.create_thread(thread_id=tid, goal=f"goal {tid}")
-        raised: list[BaseException] = []
-
-        async def mutate() -> None:
-            try:
-                await getattr(store, operation)("a")
-            except Exception as exc:  # what the caller sees, whatever it is
-                await trio.lowlevel.checkpoint()
-                raised.append(exc)
-
-        append = await _fail_the_next_group_commit(store, faults, mutate)
-
-        with pytest.raises(AppendFailedError):
-            await append.durable()
+        raised = await _raised_in_a_failed_commit(
+            store, faults, partial(getattr(store, operation), "a")
+        )
         assert faults.injected == Counter({"commit": 1})
         faults.stop()
         # The mutation did not happen ...
@@ -652,18 +663,7 @@ async def test_a_failed_delete_leaves_the_thread_as_it_was(tmp_path: Path, resto
             await store.create_thread(thread_id=tid, goal=f"goal {tid}")
         await store.append("a", Item.assistant_message("queued metadata"))
         assert (await store.get_thread("a")).seq == 1  # its projection waits in the window
-        raised: list[BaseException] = []
-
-        async def delete() -> None:
-            try:
-                await store.delete_thread("a")
-            except Exception as exc:  # what the caller sees, whatever it is
-                await trio.lowlevel.checkpoint()
-                raised.append(exc)
-
-        append = await _fail_the_next_group_commit(store, faults, delete)
-        with pytest.raises(AppendFailedError):
-            await append.durable()
+        raised = await _raised_in_a_failed_commit(store, faults, partial(store.delete_thread, "a"))
         faults.stop()
         assert len(raised) == 1
         assert isinstance(raised[0], WriteFailedError), f"raw error: {raised[0]!r}"
