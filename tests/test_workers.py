@@ -963,8 +963,11 @@ async def test_restore_clears_the_discard_record_of_a_live_key(
         await settle()
         assert (barrier.done, barrier.error) == (True, None)
         assert gate.works() == [("a",), ("c",), ("b again",)]
+        pool.restore("k", w("applied already"), 2)  # the live key has applied 3: nothing
         gate.calls[2].release()
         await pool.wait("k", 3)
+        await settle()
+        assert gate.works() == [("a",), ("c",), ("b again",)]
 
 
 async def test_restore_of_applied_or_retired_keys(autojump_clock: trio.testing.MockClock) -> None:
