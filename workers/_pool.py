@@ -125,14 +125,17 @@ class ActorPool(Generic[K, W]):
                 slot = self._new_slot(key, last)
         trace = structlog.contextvars.get_contextvars() if context is None else context
         now = trio.current_time() if slot.pending is None else 0.0  # (only a new batch's)
-        merged = slot.put(work, generation, now, urgent, trace)
+        self._merged += slot.put(work, generation, now, urgent, trace)
+        self._queued(slot, urgent)
+        return generation
+
+    def _queued(self, slot: Slot[K, W], urgent: bool) -> None:
+        """Work was just queued in ``slot``: count it and make sure an actor will apply it."""
         self._submits += 1
-        self._merged += merged
         if urgent:
             slot.wake.set()
         slot.parked = False
         self._ensure_actor(slot)
-        return generation
 
     def _floor(self, key: K) -> int:
         return self._applied_floor(key) if self._applied_floor else 0
@@ -291,11 +294,7 @@ class ActorPool(Generic[K, W]):
         assert slot.pending is not None
         slot.pending.through = slot.generation = through
         slot.discarded = 0
-        self._submits += 1
-        if urgent:
-            slot.wake.set()
-        slot.parked = False
-        self._ensure_actor(slot)
+        self._queued(slot, urgent)
         log.debug("worker.restored", key=key, generation=through)
 
     def _settle_discard(self, slot: Slot[K, W], through: int) -> None:
