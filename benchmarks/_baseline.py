@@ -23,6 +23,8 @@ import trio
 
 from threadstore import Item
 
+from ._stats import CpuSplit, cpu_clock
+
 __all__ = ["BareBurst", "GroupCommitLoop", "bare_burst", "group_commit_loop"]
 
 Row = tuple[str, int, int, str, str]
@@ -123,6 +125,8 @@ class BareBurst:
     seconds: float
     commits: int
     latencies_ms: tuple[float, ...]
+    #: CPU from the start until every appending task ended (see :class:`CpuSplit`).
+    cpu: CpuSplit
 
     @property
     def items_per_s(self) -> float:
@@ -151,13 +155,16 @@ async def bare_burst(
             await trio.lowlevel.checkpoint()
 
         start = time.perf_counter()
+        cpu = cpu_clock()
         async with trio.open_nursery() as nursery:
             for thread_id, mine in zip(thread_ids, items, strict=True):
                 nursery.start_soon(task, thread_id, mine)
+        used = cpu()
         seconds = max(ends) - start
     return BareBurst(
         items=len(latencies),
         seconds=seconds,
         commits=loop.commits,
         latencies_ms=tuple(latencies),
+        cpu=used,
     )

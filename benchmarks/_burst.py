@@ -11,6 +11,8 @@ import trio
 
 from threadstore import Item, Store, StoreStatistics
 
+from ._stats import CpuSplit, cpu_clock
+
 __all__ = ["BurstResult", "burst", "make_threads", "stats_delta"]
 
 
@@ -22,6 +24,8 @@ class BurstResult:
     #: ``time.perf_counter()`` when the last append returned.
     ended_at: float
     latencies_ms: tuple[float, ...]
+    #: CPU from the start until every appending task ended (see :class:`CpuSplit`).
+    cpu: CpuSplit
 
     @property
     def items_per_s(self) -> float:
@@ -76,15 +80,18 @@ async def burst(
         await trio.lowlevel.checkpoint()
 
     start = time.perf_counter()
+    cpu = cpu_clock()
     async with trio.open_nursery() as nursery:
         for thread_id, mine in zip(thread_ids, items, strict=True):
             nursery.start_soon(task, thread_id, mine)
+    used = cpu()
     ended = max(ends, default=start)
     return BurstResult(
         items=len(latencies),
         seconds=ended - start,
         ended_at=ended,
         latencies_ms=tuple(latencies),
+        cpu=used,
     )
 
 

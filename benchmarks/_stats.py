@@ -12,9 +12,11 @@ import attrs
 import trio
 
 __all__ = [
+    "CpuSplit",
     "Heartbeat",
     "Summary",
     "cdf_points",
+    "cpu_clock",
     "heartbeat",
     "median",
     "quantile",
@@ -61,6 +63,36 @@ def summarize(samples_ms: Sequence[float]) -> Summary:
         max=max(samples_ms),
         mean=sum(samples_ms) / len(samples_ms),
     )
+
+
+@attrs.frozen
+class CpuSplit:
+    """CPU seconds spent over an interval: on the calling (trio) thread, and on every other
+    thread of the process (the store's writer, readers and checkpointer; the bare loop's
+    writer). Under one GIL, ``loop_s + other_s`` close to the wall time means the threads
+    took turns rather than ran side by side."""
+
+    loop_s: float
+    other_s: float
+
+    def per_item_us(self, items: int) -> tuple[float, float]:
+        """``(loop, other)`` in microseconds per item."""
+        n = max(1, items)
+        return self.loop_s / n * 1e6, self.other_s / n * 1e6
+
+
+def cpu_clock() -> Callable[[], CpuSplit]:
+    """Start measuring CPU time; the returned function gives the split since the start.
+
+    Call both on the trio thread (``time.thread_time`` is the calling thread's clock).
+    """
+    loop0, all0 = time.thread_time(), time.process_time()
+
+    def since() -> CpuSplit:
+        loop = time.thread_time() - loop0
+        return CpuSplit(loop_s=loop, other_s=max(0.0, time.process_time() - all0 - loop))
+
+    return since
 
 
 def cdf_points(samples_ms: Sequence[float], points: int = 200) -> list[float]:

@@ -26,7 +26,7 @@ from ._burst import burst, make_threads, stats_delta
 from ._env import sqlite_settings
 from ._figures import Figure, ScenarioResult, Target
 from ._profile import Profile
-from ._stats import Summary, heartbeat, median, summarize
+from ._stats import CpuSplit, Summary, heartbeat, median, summarize
 from ._workload import item_stream
 
 ID: Final = "S2"
@@ -60,6 +60,7 @@ async def _ours(path: Path, durability: Durability, items: list[list[Item]]) -> 
     appended = max(1, delta["items_appended"])
     return {
         "items_per_s": result.items_per_s,
+        "cpu": _cpu(result.cpu, result.items, result.seconds),
         "visible_ms": (visible - result.ended_at) * 1000,
         "projection_writes_per_item": delta["projection_writes"] / appended,
         "log_commits_per_item": delta["log_commits"] / appended,
@@ -108,6 +109,17 @@ async def _urgent_visibility(path: Path, items: list[list[Item]]) -> Summary:
     return summarize(delays)
 
 
+def _cpu(cpu: CpuSplit, items: int, seconds: float) -> dict[str, float]:
+    """CPU per item on the event loop's thread and on the others, and how many threads were
+    busy at once on average (CPU over wall time: 1.0 means they took turns)."""
+    loop, other = cpu.per_item_us(items)
+    return {
+        "loop_us": loop,
+        "other_us": other,
+        "busy_threads": (cpu.loop_s + cpu.other_s) / seconds if seconds > 0 else float("nan"),
+    }
+
+
 async def _bare(path: Path, durability: Durability, items: list[list[Item]]) -> dict[str, Any]:
     # Ids like the store's (UUIDv7, 36 characters, a shared time prefix): the log's
     # (thread, seq) index stores and compares them, so short ids would flatter the loop.
@@ -117,6 +129,7 @@ async def _bare(path: Path, durability: Durability, items: list[list[Item]]) -> 
     return {
         "heartbeat": beat.summary(),
         "items_per_s": result.items_per_s,
+        "cpu": _cpu(result.cpu, result.items, result.seconds),
         "append": summarize(list(result.latencies_ms)),
         "commits_per_item": result.commits / max(1, result.items),
     }
@@ -185,6 +198,37 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
                 unit="x",
             ),
             Figure(
+                key=f"loop_cpu_us_per_item.{d}",
+                label=f"event-loop thread CPU per item, {d}",
+                value=median(r["cpu"]["loop_us"] for r in ours),
+                unit="us",
+            ),
+            Figure(
+                key=f"bare_loop_cpu_us_per_item.{d}",
+                label=f"bare loop: event-loop thread CPU per item, {d}",
+                value=median(r["cpu"]["loop_us"] for r in bare),
+                unit="us",
+            ),
+            Figure(
+                key=f"other_cpu_us_per_item.{d}",
+                label=f"other threads' CPU per item (writer, readers, checkpointer), {d}",
+                value=median(r["cpu"]["other_us"] for r in ours),
+                unit="us",
+            ),
+            Figure(
+                key=f"bare_other_cpu_us_per_item.{d}",
+                label=f"bare loop: writer thread CPU per item, {d}",
+                value=median(r["cpu"]["other_us"] for r in bare),
+                unit="us",
+            ),
+            Figure(
+                key=f"busy_threads.{d}",
+                label=f"threads busy at once in the burst (CPU / wall; bare loop: "
+                f"{median(r['cpu']['busy_threads'] for r in bare):.2f}), {d}",
+                value=median(r["cpu"]["busy_threads"] for r in ours),
+                unit="x",
+            ),
+            Figure(
                 key=f"append_p50_ms.{d}",
                 label=f"append p50 in the burst, {d}",
                 value=mid["append"].p50,
@@ -238,6 +282,7 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
             "ours": [
                 {
                     "items_per_s": round(r["items_per_s"], 1),
+                    "cpu": {k: round(v, 3) for k, v in r["cpu"].items()},
                     "visible_ms": round(r["visible_ms"], 3),
                     "delta": r["delta"],
                     "heartbeat_p99_ms": round(r["heartbeat"].p99, 3),
@@ -247,6 +292,7 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
             "bare": [
                 {
                     "items_per_s": round(r["items_per_s"], 1),
+                    "cpu": {k: round(v, 3) for k, v in r["cpu"].items()},
                     "commits_per_item": round(r["commits_per_item"], 4),
                 }
                 for r in bare

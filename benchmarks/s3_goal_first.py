@@ -32,6 +32,7 @@ BURST_THREADS: Final = 100
 async def _creations(store: Store, count: int, tag: str) -> dict[str, Any]:
     total_ms: list[float] = []
     create_ms: list[float] = []
+    list_ms: list[float] = []
     listed = outranked = 0
     for index in range(count):
         begin = time.perf_counter()
@@ -41,6 +42,7 @@ async def _creations(store: Store, count: int, tag: str) -> dict[str, Any]:
         done = time.perf_counter()
         total_ms.append((done - begin) * 1000)
         create_ms.append((created - begin) * 1000)
+        list_ms.append((done - created) * 1000)
         if any(t.id == meta.id for t in page.threads):
             listed += 1
         elif len(page.threads) == 50 and all(t.updated_at > meta.updated_at for t in page.threads):
@@ -49,6 +51,7 @@ async def _creations(store: Store, count: int, tag: str) -> dict[str, Any]:
     return {
         "total": summarize(total_ms),
         "create": summarize(create_ms),
+        "list": summarize(list_ms),
         "listed": listed,
         "outranked": outranked,
         "count": count,
@@ -101,8 +104,14 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
             ),
             Figure(
                 key=f"create_p50_ms.{key}",
-                label=f"create_thread alone p50, {name}",
+                label=f"create_thread alone p50 / p99 {res['create'].p99:.3g} ms, {name}",
                 value=res["create"].p50,
+                unit="ms",
+            ),
+            Figure(
+                key=f"list_p50_ms.{key}",
+                label=f"list_threads(limit=50) alone p50 / p99 {res['list'].p99:.3g} ms, {name}",
+                value=res["list"].p50,
                 unit="ms",
             ),
             Figure(
