@@ -197,29 +197,18 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
                 value=rate / bare_rate,
                 unit="x",
             ),
-            Figure(
-                key=f"loop_cpu_us_per_item.{d}",
-                label=f"event-loop thread CPU per item, {d}",
-                value=median(r["cpu"]["loop_us"] for r in ours),
-                unit="us",
-            ),
-            Figure(
-                key=f"bare_loop_cpu_us_per_item.{d}",
-                label=f"bare loop: event-loop thread CPU per item, {d}",
-                value=median(r["cpu"]["loop_us"] for r in bare),
-                unit="us",
-            ),
-            Figure(
-                key=f"other_cpu_us_per_item.{d}",
-                label=f"other threads' CPU per item (writer, readers, checkpointer), {d}",
-                value=median(r["cpu"]["other_us"] for r in ours),
-                unit="us",
-            ),
-            Figure(
-                key=f"bare_other_cpu_us_per_item.{d}",
-                label=f"bare loop: writer thread CPU per item, {d}",
-                value=median(r["cpu"]["other_us"] for r in bare),
-                unit="us",
+            *(
+                Figure(
+                    key=f"{prefix}{name}_cpu_us_per_item.{d}",
+                    label=f"{who}{what} CPU per item, {d}",
+                    value=median(r["cpu"][f"{name}_us"] for r in side),
+                    unit="us",
+                )
+                for prefix, who, side in (("", "", ours), ("bare_", "bare loop: ", bare))
+                for name, what in (
+                    ("loop", "event-loop thread"),
+                    ("other", "other threads' (writer, readers, checkpointer)"),
+                )
             ),
             Figure(
                 key=f"busy_threads.{d}",
