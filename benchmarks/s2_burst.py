@@ -205,10 +205,9 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
                     unit="us",
                 )
                 for prefix, who, side in (("", "", ours), ("bare_", "bare loop: ", bare))
-                for name, what in (
-                    ("loop", "event-loop thread"),
-                    ("other", "other threads' (writer, readers, checkpointer)"),
-                )
+                # (other threads: the store's writer, readers and checkpointer; the bare
+                # loop's writer)
+                for name, what in (("loop", "event-loop thread"), ("other", "other threads'"))
             ),
             Figure(
                 key=f"busy_threads.{d}",
