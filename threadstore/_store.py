@@ -707,11 +707,14 @@ class Store:
         ``created``, ``deleted``, ``archived``, ``unarchived`` and updates caused by urgent
         items wait a bounded time for room, then are dropped and counted in
         ``feed_must_deliver_drops``. Iteration ends when the store closes. Raises
+        :class:`StoreClosedError` once the store is closing or closed,
         :class:`ReadOnlyStoreError` on a read-only store (it sees no changes) and
         ``ValueError`` for a ``buffer`` below 1.
         """
         if self.read_only:
             raise ReadOnlyStoreError(f"store {self.path!r} is open read-only: it has no feed")
+        if self._closing:
+            raise StoreClosedError(f"store {self.path!r} is closed")
         async with self._feed.subscribe(buffer) as events:
             yield events
 

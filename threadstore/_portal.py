@@ -1,0 +1,375 @@
+"""The portal: one trio thread that owns a :class:`Store`, callable from any thread or loop.
+
+The access layers (:mod:`threadstore.aio` for asyncio, :mod:`threadstore.blocking` for plain
+threads) are thin shells over one :class:`Portal`. The portal runs ``trio.run`` on a daemon
+thread of its own, opens the store there with the caller's options, and then runs every call
+it is handed as a trio task of the store's thread:
+
+- :meth:`Portal.submit` hands over an async function of the store and a completion callback;
+  it never blocks. The call runs in a copy of the caller's ``contextvars`` context, so the
+  structlog context (``trace_parent``) travels with an append as it does on trio. The
+  callback receives the call's :class:`outcome.Outcome` on the store's thread and must only
+  hand it on (``loop.call_soon_threadsafe``, a lock release).
+- :meth:`Call.cancel` cancels the call's trio task, exactly as cancelling a trio caller
+  would: the store's own cancellation guarantees apply (an append already queued is still
+  committed and projected). The callback still fires once the task has ended.
+- :meth:`Portal.run_sync` runs a sync method (``append_nowait``, ``statistics``) on the
+  store's thread and blocks its caller for that one hop, never for I/O.
+
+Closing (:meth:`Portal.request_close`) refuses new calls with :class:`StoreClosedError`,
+then leaves the store's ``async with`` block, which drains exactly as the trio store does
+(``shutdown_timeout``). Calls in flight meanwhile either complete or fail with the store's
+own ``StoreClosedError``; any still running ``shutdown_timeout`` after the store closed are
+cancelled and fail with ``StoreClosedError``. Subscriptions end normally when the store
+closes. A portal that is never closed is closed (and drained) at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import inspect
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import suppress
+from typing import Any, Final, TypeVar
+
+import attrs
+import outcome
+import trio
+
+from ._errors import StoreClosedError
+from ._feed import ThreadEvent
+from ._store import Store, open_store
+
+__all__ = ["MIRRORED", "Call", "Portal", "Subscription", "mirror_docs"]
+
+T = TypeVar("T")
+
+#: Every public method of the trio :class:`Store` that the access layers mirror, with how it
+#: crosses the portal: ``"async"`` (a trio task), ``"sync"`` (one hop, :meth:`Portal.run_sync`)
+#: or ``"subscription"``. The signature test compares this list, the trio store and both
+#: shells, so a method added to the store without its mirrors fails the tests.
+MIRRORED: Final[Mapping[str, str]] = {
+    "append": "async",
+    "append_and_flush": "async",
+    "append_nowait": "sync",
+    "archive_thread": "async",
+    "create_thread": "async",
+    "delete_thread": "async",
+    "discard": "async",
+    "flush": "async",
+    "flush_all": "async",
+    "get_thread": "async",
+    "list_threads": "async",
+    "read_items": "async",
+    "statistics": "sync",
+    "subscribe": "subscription",
+    "unarchive_thread": "async",
+    "update_thread": "async",
+}
+
+Done = Callable[[outcome.Outcome[Any]], None]
+
+
+def mirror_docs(shell: type, world: str) -> None:
+    """Give each of ``shell``'s mirrored methods the trio method's docstring, plus a line
+    saying how it behaves in the shell's ``world``."""
+    for name in MIRRORED:
+        method = shell.__dict__[name]
+        trio_doc = inspect.cleandoc(getattr(Store, name).__doc__ or "")
+        method.__doc__ = f"{trio_doc}\n\n{world}"
+
+
+#: How long calls still running after the store closed may take (``open_store``'s default
+#: ``shutdown_timeout`` unless the options name one).
+_SHUTDOWN_TIMEOUT: Final[float] = (
+    inspect.signature(open_store).parameters["shutdown_timeout"].default
+)
+
+#: What a call cancelled by its own caller reports (the caller raises its own cancellation).
+_GAVE_UP: Final[outcome.Outcome[Any]] = outcome.Value(None)
+
+
+def _closed(target: str) -> StoreClosedError:
+    return StoreClosedError(f"store {target!r} is closed")
+
+
+class Call:
+    """One call crossing the portal. Created by :meth:`Portal.submit`."""
+
+    __slots__ = ("_context", "_done", "_fn", "_portal", "_scope")
+
+    def __init__(self, portal: Portal, fn: Callable[[Store], Awaitable[Any]], done: Done) -> None:
+        self._portal = portal
+        self._fn = fn
+        self._done: Done | None = done
+        self._context = contextvars.copy_context()
+        self._scope = trio.CancelScope()
+
+    def cancel(self) -> None:
+        """Cancel the call's trio task (any thread; idempotent). The callback still fires."""
+        token = self._portal._token
+        if token is not None:
+            with suppress(trio.RunFinishedError):  # ended: the call was finished already
+                token.run_sync_soon(self._scope.cancel)
+
+    def _finish(self, result: outcome.Outcome[Any]) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(result)
+
+
+class Portal:
+    """A trio thread owning the store opened with ``open_store(target, **options)``.
+
+    Construct anywhere, then :meth:`start`; every other method is safe from any thread
+    (except the portal's own, where a blocking call would deadlock: ``RuntimeError``).
+    """
+
+    def __init__(self, target: Any, options: Mapping[str, Any]) -> None:
+        self.target = target
+        self._options = dict(options)
+        self._grace: float = self._options.get("shutdown_timeout", _SHUTDOWN_TIMEOUT)
+        self._lock = threading.Lock()  # guards the lifecycle fields below
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._accepting = False
+        self._ended = False
+        self._error: BaseException | None = None  # how opening or closing failed
+        self._on_ready: Callable[[BaseException | None], None] | None = None
+        self._on_closed: list[Callable[[BaseException | None], None]] = []
+        self._store: Store | None = None  # store's thread only, like the rest below
+        self._nursery: trio.Nursery | None = None
+        self._close_requested = trio.Event()
+        self._subscriptions: set[Subscription] = set()
+        self._thread: threading.Thread | None = None
+        #: Set once the store is open (attributes the shells expose without a hop).
+        self.path = str(target)
+        self.read_only = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, on_ready: Callable[[BaseException | None], None]) -> None:
+        """Start the store's thread; ``on_ready(None)`` once the store is open, or
+        ``on_ready(error)`` if opening failed (the thread has ended then). Non-blocking;
+        ``on_ready`` runs on the store's thread and must only hand the news on."""
+        self._on_ready = on_ready
+        self._thread = threading.Thread(
+            target=self._thread_main, name="threadstore-portal", daemon=True
+        )
+        self._thread.start()
+
+    def request_close(self, on_closed: Callable[[BaseException | None], None]) -> None:
+        """Refuse new calls and close the store; ``on_closed(error or None)`` once the store
+        has drained and its thread ended (at once if it had). Non-blocking, idempotent."""
+        with self._lock:
+            self._accepting = False
+            ended, token = self._ended, self._token
+            if not ended:
+                self._on_closed.append(on_closed)
+        if ended:
+            on_closed(self._error)
+            return
+        if token is not None:
+            with suppress(trio.RunFinishedError):  # ending: on_closed fires from the thread
+                token.run_sync_soon(self._close_requested.set)
+
+    def close(self) -> None:
+        """Close and block until the store has drained (:meth:`request_close`, then wait).
+
+        Raises what closing raised, if anything."""
+        self._not_on_own_thread()
+        finished = threading.Event()
+        errors: list[BaseException] = []
+
+        def closed(error: BaseException | None) -> None:
+            if error is not None:
+                errors.append(error)
+            finished.set()
+
+        self.request_close(closed)
+        finished.wait()
+        if errors:
+            raise errors[0]
+
+    def _thread_main(self) -> None:
+        atexit.register(self.close)  # a store never closed still drains at exit
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # handed to the opener or the closer, never lost
+            self._error = exc
+        finally:
+            atexit.unregister(self.close)
+        with self._lock:
+            self._accepting = False
+            self._ended = True
+            callbacks, self._on_closed = self._on_closed, []
+        on_ready, self._on_ready = self._on_ready, None
+        if on_ready is not None:  # opening failed
+            on_ready(self._error or _closed(self.path))
+            return
+        for callback in callbacks:
+            callback(self._error)
+
+    async def _main(self) -> None:
+        async with trio.open_nursery() as calls:
+            self._nursery = calls
+            try:
+                async with open_store(self.target, **self._options) as store:
+                    await self._serve(store)
+            except Exception as exc:  # opening or closing failed: reported, not raised in
+                self._error = exc  # the nursery (which would wrap it in a group)
+            # The store has drained; calls still running get the grace the store had.
+            self._store = None
+            for subscription in list(self._subscriptions):
+                subscription._scope.cancel()
+            calls.cancel_scope.deadline = trio.current_time() + self._grace
+
+    async def _serve(self, store: Store) -> None:
+        self._store = store
+        self.path, self.read_only = store.path, store.read_only
+        with self._lock:
+            self._token = trio.lowlevel.current_trio_token()
+            self._accepting = not self._on_closed
+            if self._on_closed:  # closed before it was open
+                self._close_requested.set()
+        on_ready, self._on_ready = self._on_ready, None
+        assert on_ready is not None
+        on_ready(None)
+        await self._close_requested.wait()
+        with self._lock:
+            self._accepting = False
+
+    # -- calls --------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[[Store], Awaitable[Any]], done: Done) -> Call:
+        """Run ``await fn(store)`` on the store's thread; ``done(outcome)`` when it ended.
+
+        Never blocks. Raises :class:`StoreClosedError` if the store is closing or closed.
+        """
+        call = Call(self, fn, done)
+        token = self._token
+        if not self._accepting or token is None:
+            raise _closed(self.path)
+        try:
+            token.run_sync_soon(self._start, call)
+        except trio.RunFinishedError:
+            raise _closed(self.path) from None
+        return call
+
+    def _start(self, call: Call) -> None:
+        """On the store's thread: start the call's task (in the caller's context)."""
+        nursery = self._nursery
+        if self._store is None or nursery is None:
+            call._finish(outcome.Error(_closed(self.path)))
+            return
+        call._context.run(nursery.start_soon, self._run, call)
+
+    async def _run(self, call: Call) -> None:  # noqa: ASYNC910 - a spawned task; the store checkpoints
+        store = self._store
+        if store is None:
+            call._finish(outcome.Error(_closed(self.path)))
+            await trio.lowlevel.checkpoint()
+            return
+        result = _GAVE_UP
+        try:
+            with call._scope:
+                result = outcome.Value(await call._fn(store))
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                result = outcome.Error(exc)
+            else:  # cancelled by the portal's shutdown deadline (or worse): report, re-raise
+                call._finish(outcome.Error(_closed(self.path)))
+                raise
+        call._finish(result)
+
+    def run_sync(self, fn: Callable[[Store], T]) -> T:
+        """Run ``fn(store)`` on the store's thread; block the caller for that hop only."""
+        self._not_on_own_thread()
+        token = self._token
+        if not self._accepting or token is None:
+            raise _closed(self.path)
+        ran = threading.Lock()
+        ran.acquire()
+        box: list[outcome.Outcome[T]] = []
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            store = self._store
+            if store is None:
+                box.append(outcome.Error(_closed(self.path)))
+            else:
+                box.append(context.run(outcome.capture, fn, store))
+            ran.release()
+
+        try:
+            token.run_sync_soon(run)
+        except trio.RunFinishedError:
+            raise _closed(self.path) from None
+        ran.acquire()
+        return box[0].unwrap()
+
+    def _not_on_own_thread(self) -> None:
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError(
+                "a blocking threadstore call from the store's own thread would deadlock "
+                "(use the trio Store there)"
+            )
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """A ``store.subscribe()`` held open by a task on the store's thread.
+
+    :meth:`open` (a portal call) starts the holder and returns once it is subscribed;
+    :meth:`next` (a portal call each) takes the next event, raising ``StopAsyncIteration``
+    when the subscription ended; :meth:`close` (a portal call) unsubscribes.
+    """
+
+    portal: Portal
+    _events: AsyncIterator[ThreadEvent] | None = None
+    _scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+
+    @classmethod
+    def opener(
+        cls, portal: Portal, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Callable[[Store], Awaitable[Subscription]]:
+        """The portal call that subscribes with ``store.subscribe(*args, **kwargs)``."""
+
+        async def open_(store: Store) -> Subscription:
+            subscription: Subscription = cls(portal)
+            assert portal._nursery is not None
+            await portal._nursery.start(subscription._hold, store, args, kwargs)
+            return subscription
+
+        return open_
+
+    async def _hold(
+        self,
+        store: Store,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with store.subscribe(*args, **kwargs) as events:
+            self._events = events
+            self.portal._subscriptions.add(self)
+            try:
+                task_status.started()
+                with self._scope:
+                    await trio.sleep_forever()
+            finally:
+                self.portal._subscriptions.discard(self)
+
+    async def next(self, _store: Store) -> ThreadEvent:
+        """The next event (a portal call); ``StopAsyncIteration`` once it ended."""
+        if self._events is None or self._scope.cancel_called:
+            await trio.lowlevel.checkpoint()
+            raise StopAsyncIteration
+        return await self._events.__anext__()
+
+    async def close(self, _store: Store) -> None:
+        """Unsubscribe (a portal call; idempotent)."""
+        self._scope.cancel()
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,268 @@
+"""threadstore for asyncio: the whole trio :class:`threadstore.Store` API, awaitable.
+
+.. code-block:: python
+
+    from threadstore import Item, aio
+
+    async with aio.open_store("threads.db") as store:
+        meta = await store.create_thread(goal="Plan a trip")
+        receipt = await store.append(meta.id, Item.user_message("hi"))
+        await receipt.visible()
+
+The trio store runs on a thread the handle owns (:mod:`threadstore._portal`); each method
+here has the trio method's arguments, results and errors. A handle is bound to no event
+loop: call it from the loop that opened it, from other loops in other OS threads, at once.
+Cancelling an asyncio caller (``task.cancel()``, ``asyncio.timeout``) cancels the call on
+the store's thread exactly as cancelling a trio caller would: an append whose items were
+accepted is still committed and projected, nothing is half-applied; the caller's
+``CancelledError`` is raised once the store's side has settled. Leaving the block drains
+the store as the trio store does (``shutdown_timeout``) without blocking the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+
+import attrs
+import outcome
+
+from . import _store as trio_store
+from ._errors import StoreClosedError
+from ._feed import ThreadEvent
+from ._items import Item, StoredItem
+from ._meta import ThreadMeta
+from ._portal import Portal, Subscription, mirror_docs
+from ._store import OrderBy
+from ._values import StoreStatistics, ThreadPage
+
+__all__ = ["Receipt", "Store", "open_store"]
+
+T = TypeVar("T")
+_UNSET: Any = trio_store._UNSET  # update_thread's "not given" (the trio store's own sentinel)
+
+
+@asynccontextmanager
+async def open_store(target: Any, **options: Any) -> AsyncIterator[Store]:
+    """Open the store at ``target`` on a thread of its own; yield an asyncio handle.
+
+    Takes exactly :func:`threadstore.open_store`'s arguments and raises its errors.
+    Opening and closing run on the store's thread: the loop keeps running meanwhile.
+    Leaving the block drains the store; if the task leaving it is cancelled, the drain
+    still completes before the cancellation propagates.
+    """
+    portal = Portal(target, options)
+    loop = asyncio.get_running_loop()
+    opened: asyncio.Future[None] = loop.create_future()
+    portal.start(_resolver(loop, opened))
+    await _settled(opened)  # opening is not abandoned half-way
+    try:
+        yield Store(portal)
+    finally:
+        closed: asyncio.Future[None] = loop.create_future()
+        portal.request_close(_resolver(loop, closed))
+        await _settled(closed)
+
+
+def _resolver(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+) -> Callable[[BaseException | None], None]:
+    def resolve(error: BaseException | None) -> None:
+        _post(loop, future, outcome.Value(None) if error is None else outcome.Error(error))
+
+    return resolve
+
+
+async def _settled(future: asyncio.Future[T]) -> T:
+    """Await ``future`` to its end even if cancelled meanwhile; then raise the cancellation.
+
+    For work on the store's thread that must not be abandoned half-way (opening, closing,
+    a call being cancelled): the caller's cancellation is raised once it has settled."""
+    cancelled: asyncio.CancelledError | None = None
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError as exc:
+            if not future.done():
+                cancelled = exc
+        except BaseException:
+            break  # its outcome is raised below
+    if cancelled is not None:
+        raise cancelled
+    return future.result()  # noqa: ASYNC910 - the loop awaited it (done futures only)
+
+
+def _post(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: outcome.Outcome[Any]
+) -> None:
+    """Resolve ``future`` from any thread (a closed loop has no one left to tell)."""
+    with suppress(RuntimeError):
+        loop.call_soon_threadsafe(_set, future, result)
+
+
+def _set(future: asyncio.Future[Any], result: outcome.Outcome[Any]) -> None:
+    if future.done():
+        return
+    if isinstance(result, outcome.Error):
+        future.set_exception(result.error)
+    elif isinstance(result, outcome.Value):
+        future.set_result(result.value)
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Receipt:
+    """What an append returns: ``thread_id``, ``seq``, and awaitable barriers.
+
+    ``await durable()``/``await visible()`` as on :class:`threadstore.Receipt`.
+    """
+
+    thread_id: str
+    seq: int
+    _store: Store = attrs.field(alias="store", repr=False)
+    _receipt: trio_store.Receipt = attrs.field(alias="receipt", repr=False)
+
+    async def durable(self) -> None:
+        """Block until the items are in the log; raise AppendFailedError if they never are."""
+        receipt = self._receipt
+        await self._store._call(lambda _: receipt.durable())
+
+    async def visible(self) -> None:
+        """Block until the metadata reflects these items (``flush(thread_id, seq)``)."""
+        receipt = self._receipt
+        await self._store._call(lambda _: receipt.visible())
+
+
+class Store:
+    """An asyncio handle on a trio :class:`threadstore.Store`; see :func:`open_store`.
+
+    Every method mirrors the trio store's (same arguments, results and errors; receipts
+    are :class:`Receipt`). Safe to call from any loop in any thread, concurrently.
+    """
+
+    def __init__(self, portal: Portal) -> None:
+        self._portal = portal
+
+    @property
+    def path(self) -> str:
+        """The store's file path."""
+        return self._portal.path
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened with ``read_only=True``."""
+        return self._portal.read_only
+
+    async def _call(self, fn: Callable[[trio_store.Store], Awaitable[T]]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        call = self._portal.submit(fn, lambda result: _post(loop, future, result))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                raise  # cancelled after the result arrived
+            call.cancel()
+            await _settled(future)
+            raise
+
+    def _receipt(self, receipt: trio_store.Receipt) -> Receipt:
+        return Receipt(thread_id=receipt.thread_id, seq=receipt.seq, store=self, receipt=receipt)
+
+    async def create_thread(
+        self,
+        goal: str | None = None,
+        title: str | None = None,
+        thread_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ThreadMeta:
+        return await self._call(lambda s: s.create_thread(goal, title, thread_id, extra))
+
+    def append_nowait(self, thread_id: str, *items: Item) -> Receipt:
+        return self._receipt(self._portal.run_sync(lambda s: s.append_nowait(thread_id, *items)))
+
+    async def append(self, thread_id: str, *items: Item) -> Receipt:
+        return self._receipt(await self._call(lambda s: s.append(thread_id, *items)))
+
+    async def append_and_flush(self, thread_id: str, *items: Item) -> Receipt:
+        return self._receipt(await self._call(lambda s: s.append_and_flush(thread_id, *items)))
+
+    async def flush(self, thread_id: str, seq: int | None = None) -> None:
+        await self._call(lambda s: s.flush(thread_id, seq))
+
+    async def flush_all(self) -> None:
+        await self._call(lambda s: s.flush_all())
+
+    async def discard(self, thread_id: str) -> None:
+        await self._call(lambda s: s.discard(thread_id))
+
+    async def update_thread(
+        self, thread_id: str, *, title: str = _UNSET, extra: Mapping[str, Any] = _UNSET
+    ) -> ThreadMeta:
+        return await self._call(lambda s: s.update_thread(thread_id, title=title, extra=extra))
+
+    async def archive_thread(self, thread_id: str) -> ThreadMeta:
+        return await self._call(lambda s: s.archive_thread(thread_id))
+
+    async def unarchive_thread(self, thread_id: str) -> ThreadMeta:
+        return await self._call(lambda s: s.unarchive_thread(thread_id))
+
+    async def delete_thread(self, thread_id: str) -> None:
+        await self._call(lambda s: s.delete_thread(thread_id))
+
+    @asynccontextmanager
+    async def subscribe(self, buffer: int = 256) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
+        subscription = await self._call(Subscription.opener(self._portal, (buffer,), {}))
+        try:
+            yield _Events(self, subscription)
+        finally:
+            with suppress(StoreClosedError):  # the store closed: the subscription ended
+                await self._call(subscription.close)
+
+    async def get_thread(self, thread_id: str) -> ThreadMeta:
+        return await self._call(lambda s: s.get_thread(thread_id))
+
+    async def read_items(
+        self, thread_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[StoredItem]:
+        return await self._call(lambda s: s.read_items(thread_id, after_seq, limit))
+
+    async def list_threads(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        order_by: OrderBy = "updated_at",
+        descending: bool = True,
+        archived: bool = False,
+        search: str | None = None,
+        include_empty: bool = False,
+    ) -> ThreadPage:
+        return await self._call(
+            lambda s: s.list_threads(
+                limit, cursor, order_by, descending, archived, search, include_empty
+            )
+        )
+
+    def statistics(self) -> StoreStatistics:
+        return self._portal.run_sync(lambda s: s.statistics())
+
+
+class _Events:
+    """A subscription's events, one portal call each; ends when the subscription does."""
+
+    def __init__(self, store: Store, subscription: Subscription) -> None:
+        self._store = store
+        self._subscription = subscription
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> ThreadEvent:
+        try:
+            return await self._store._call(self._subscription.next)
+        except StoreClosedError:
+            raise StopAsyncIteration from None  # the store closed: a normal end
+
+
+mirror_docs(Store, "On asyncio: awaitable from any loop in any thread.")
