@@ -35,6 +35,11 @@ class Profile:
     #: S6: threads the child bursts into; it is killed after this many acknowledged appends.
     s6_threads: int
     s6_kill_after: int
+    #: S7: sequential appends per layer; burst threads x items; rounds (layers alternate).
+    s7_appends: int
+    s7_threads: int
+    s7_items: int
+    s7_repeats: int
     #: A scenario still running after this many seconds fails (a hang must not stall CI).
     timeout_s: float
 
@@ -54,6 +59,10 @@ SMOKE: Final = Profile(
     s5_threads=2_000,
     s6_threads=20,
     s6_kill_after=300,
+    s7_appends=200,
+    s7_threads=20,
+    s7_items=20,
+    s7_repeats=1,
     timeout_s=120,
 )
 
@@ -72,6 +81,10 @@ QUICK: Final = Profile(
     s5_threads=20_000,
     s6_threads=200,
     s6_kill_after=5_000,
+    s7_appends=2000,
+    s7_threads=100,
+    s7_items=100,
+    s7_repeats=2,
     timeout_s=600,
 )
 
@@ -90,6 +103,10 @@ FULL: Final = Profile(
     s5_threads=100_000,
     s6_threads=1_000,
     s6_kill_after=50_000,
+    s7_appends=5000,
+    s7_threads=100,
+    s7_items=100,
+    s7_repeats=5,
     timeout_s=3_600,
 )
 

@@ -13,7 +13,15 @@ import trio
 
 from threadstore import open_store
 
-from . import s1_append, s2_burst, s3_goal_first, s4_list, s5_many_threads, s6_recovery
+from . import (
+    s1_append,
+    s2_burst,
+    s3_goal_first,
+    s4_list,
+    s5_many_threads,
+    s6_recovery,
+    s7_access,
+)
 from ._burst import burst, make_threads
 from ._figures import ScenarioResult
 from ._profile import Profile
@@ -31,7 +39,15 @@ class Scenario:
 
 SCENARIOS: Final = {
     module.ID: Scenario(id=module.ID, title=module.TITLE, run=module.run)
-    for module in (s1_append, s2_burst, s3_goal_first, s4_list, s5_many_threads, s6_recovery)
+    for module in (
+        s1_append,
+        s2_burst,
+        s3_goal_first,
+        s4_list,
+        s5_many_threads,
+        s6_recovery,
+        s7_access,
+    )
 }
 
 

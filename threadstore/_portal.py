@@ -30,17 +30,20 @@ import atexit
 import contextvars
 import inspect
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import attrs
 import outcome
 import trio
 
-from ._errors import StoreClosedError
+from ._errors import StoreClosedError, StoreOverloadedError
 from ._feed import ThreadEvent
-from ._store import Store, open_store
+from ._items import Item
+from ._store import Receipt, Store, open_store
 
 __all__ = ["MIRRORED", "Call", "Portal", "Subscription", "mirror_docs"]
 
@@ -91,24 +94,40 @@ _SHUTDOWN_TIMEOUT: Final[float] = (
 _GAVE_UP: Final[outcome.Outcome[Any]] = outcome.Value(None)
 
 
+def _append(thread_id: str, items: tuple[Item, ...], store: Store) -> Awaitable[Receipt]:
+    return store.append(thread_id, *items)
+
+
 def _closed(target: str) -> StoreClosedError:
     return StoreClosedError(f"store {target!r} is closed")
 
 
 class Call:
-    """One call crossing the portal. Created by :meth:`Portal.submit`."""
+    """One call crossing the portal. Created by :meth:`Portal.submit`/:meth:`Portal.append`."""
 
-    __slots__ = ("_context", "_done", "_fn", "_portal", "_scope")
+    __slots__ = ("_append", "_cancelled", "_context", "_done", "_fn", "_portal", "_scope")
 
-    def __init__(self, portal: Portal, fn: Callable[[Store], Awaitable[Any]], done: Done) -> None:
+    def __init__(
+        self,
+        portal: Portal,
+        fn: Callable[[Store], Awaitable[Any]],
+        done: Done,
+        append: tuple[str, tuple[Item, ...]] | None = None,
+    ) -> None:
         self._portal = portal
         self._fn = fn
         self._done: Done | None = done
+        self._append = append
+        self._cancelled = False
         self._context = contextvars.copy_context()
         self._scope = trio.CancelScope()
 
     def cancel(self) -> None:
-        """Cancel the call's trio task (any thread; idempotent). The callback still fires."""
+        """Cancel the call (any thread; idempotent); the callback still fires once it ended.
+
+        A call not started yet never starts; a running one is cancelled as a trio caller
+        would be; an append already accepted is committed and projected all the same."""
+        self._cancelled = True
         token = self._portal._token
         if token is not None:
             with suppress(trio.RunFinishedError):  # ended: the call was finished already
@@ -142,6 +161,8 @@ class Portal:
         self._nursery: trio.Nursery | None = None
         self._close_requested = trio.Event()
         self._subscriptions: set[Subscription] = set()
+        self._inbox: deque[Call] = deque()  # calls waiting for the store's thread
+        self._scheduled = False  # a drain of the inbox is queued on the store's thread
         self._thread: threading.Thread | None = None
         #: Set once the store is open (attributes the shells expose without a hop).
         self.path = str(target)
@@ -247,27 +268,79 @@ class Portal:
 
         Never blocks. Raises :class:`StoreClosedError` if the store is closing or closed.
         """
-        call = Call(self, fn, done)
+        return self._queue(Call(self, fn, done))
+
+    def append(self, thread_id: str, items: tuple[Item, ...], done: Done) -> Call:
+        """``store.append(thread_id, *items)``: ``done`` gets its :class:`Receipt` (or error).
+
+        The same call as ``submit(lambda s: s.append(...))``, without a trio task per call:
+        the store's thread accepts the items with ``append_nowait`` as it takes the call,
+        and one task per batch of calls waits for their commits in order. When the store is
+        over its memory bound the call falls back to ``store.append`` (which waits for room).
+        """
+        return self._queue(Call(self, partial(_append, thread_id, items), done, (thread_id, items)))
+
+    def _queue(self, call: Call) -> Call:
+        # Calls wait in one FIFO queue; the store's thread is woken once per batch (the
+        # queue is appended to before the flag is read, and the drain clears the flag before
+        # it empties the queue, so no call is left behind).
         token = self._token
         if not self._accepting or token is None:
             raise _closed(self.path)
-        try:
-            token.run_sync_soon(self._start, call)
-        except trio.RunFinishedError:
-            raise _closed(self.path) from None
+        self._inbox.append(call)
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                token.run_sync_soon(self._drain)
+            except trio.RunFinishedError:
+                raise _closed(self.path) from None
         return call
 
-    def _start(self, call: Call) -> None:
-        """On the store's thread: start the call's task (in the caller's context)."""
-        nursery = self._nursery
-        if self._store is None or nursery is None:
-            call._finish(outcome.Error(_closed(self.path)))
-            return
-        call._context.run(nursery.start_soon, self._run, call)
+    def _drain(self) -> None:
+        """On the store's thread: start every queued call, in order."""
+        self._scheduled = False
+        inbox, store, nursery = self._inbox, self._store, self._nursery
+        accepted: list[tuple[Call, Receipt]] = []
+        while inbox:
+            call = inbox.popleft()
+            if store is None or nursery is None:
+                call._finish(outcome.Error(_closed(self.path)))
+            elif call._cancelled:
+                call._finish(_GAVE_UP)  # cancelled before it started: nothing happened
+            elif call._append is None:
+                call._context.run(nursery.start_soon, self._run, call)
+            else:
+                thread_id, items = call._append
+                try:
+                    receipt = call._context.run(store.append_nowait, thread_id, *items)
+                except StoreOverloadedError:
+                    call._context.run(nursery.start_soon, self._run, call)  # waits for room
+                except Exception as exc:
+                    call._finish(outcome.Error(exc))
+                else:
+                    accepted.append((call, receipt))
+        if accepted:
+            assert nursery is not None
+            nursery.start_soon(self._until_durable, accepted)
+
+    async def _until_durable(self, accepted: list[tuple[Call, Receipt]]) -> None:
+        """Finish accepted appends as they commit (in queue order, which is commit order)."""
+        for index, (call, receipt) in enumerate(accepted):
+            try:
+                await receipt.durable()
+            except Exception as exc:
+                call._finish(outcome.Error(exc))
+            except BaseException:  # the shutdown deadline: the rest are not waited for
+                for unfinished, _ in accepted[index:]:
+                    unfinished._finish(outcome.Error(_closed(self.path)))
+                raise
+            else:
+                call._finish(outcome.Value(receipt))
 
     async def _run(self, call: Call) -> None:  # noqa: ASYNC910 - a spawned task; the store checkpoints
+        """One call as a trio task of its own, cancellable through its scope."""
         store = self._store
-        if store is None:
+        if store is None:  # started just before the store closed
             call._finish(outcome.Error(_closed(self.path)))
             await trio.lowlevel.checkpoint()
             return

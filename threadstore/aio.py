@@ -22,8 +22,12 @@ the store as the trio store does (``shutdown_timeout``) without blocking the loo
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any, TypeVar
 
 import attrs
@@ -34,7 +38,7 @@ from ._errors import StoreClosedError
 from ._feed import ThreadEvent
 from ._items import Item, StoredItem
 from ._meta import ThreadMeta
-from ._portal import Portal, Subscription, mirror_docs
+from ._portal import Call, Done, Portal, Subscription, mirror_docs
 from ._store import OrderBy
 from ._values import StoreStatistics, ThreadPage
 
@@ -70,7 +74,8 @@ def _resolver(
     loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
 ) -> Callable[[BaseException | None], None]:
     def resolve(error: BaseException | None) -> None:
-        _post(loop, future, outcome.Value(None) if error is None else outcome.Error(error))
+        result = outcome.Value(None) if error is None else outcome.Error(error)
+        _results_for(loop).post(future, result)
 
     return resolve
 
@@ -94,21 +99,47 @@ async def _settled(future: asyncio.Future[T]) -> T:
     return future.result()  # noqa: ASYNC910 - the loop awaited it (done futures only)
 
 
-def _post(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: outcome.Outcome[Any]
-) -> None:
-    """Resolve ``future`` from any thread (a closed loop has no one left to tell)."""
-    with suppress(RuntimeError):
-        loop.call_soon_threadsafe(_set, future, result)
+class _Results:
+    """Results bound for one event loop, handed over in batches: one wake-up of the loop per
+    batch, however many calls finish meanwhile (the queue is appended to before the flag is
+    read, and delivery clears the flag before it empties the queue)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._results: deque[tuple[asyncio.Future[Any], outcome.Outcome[Any]]] = deque()
+        self._scheduled = False
+
+    def post(self, future: asyncio.Future[Any], result: outcome.Outcome[Any]) -> None:
+        """Resolve ``future`` with ``result`` on its loop. Any thread; never blocks."""
+        self._results.append((future, result))
+        if not self._scheduled:
+            self._scheduled = True
+            with suppress(RuntimeError):  # a closed loop has no one left to tell
+                self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        self._scheduled = False
+        results = self._results
+        while results:
+            future, result = results.popleft()
+            if future.done():
+                continue  # its caller was cancelled (and waits on a shield of it)
+            if isinstance(result, outcome.Error):
+                future.set_exception(result.error)
+            elif isinstance(result, outcome.Value):
+                future.set_result(result.value)
 
 
-def _set(future: asyncio.Future[Any], result: outcome.Outcome[Any]) -> None:
-    if future.done():
-        return
-    if isinstance(result, outcome.Error):
-        future.set_exception(result.error)
-    elif isinstance(result, outcome.Value):
-        future.set_result(result.value)
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Results] = weakref.WeakKeyDictionary()
+_loops_lock = threading.Lock()
+
+
+def _results_for(loop: asyncio.AbstractEventLoop) -> _Results:
+    results = _loops.get(loop)
+    if results is None:
+        with _loops_lock:
+            results = _loops.setdefault(loop, _Results(loop))
+    return results
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -155,9 +186,12 @@ class Store:
         return self._portal.read_only
 
     async def _call(self, fn: Callable[[trio_store.Store], Awaitable[T]]) -> T:
+        return await self._wait(partial(self._portal.submit, fn))
+
+    async def _wait(self, submit: Callable[[Done], Call]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        call = self._portal.submit(fn, lambda result: _post(loop, future, result))
+        call = submit(partial(_results_for(loop).post, future))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -183,7 +217,10 @@ class Store:
         return self._receipt(self._portal.run_sync(lambda s: s.append_nowait(thread_id, *items)))
 
     async def append(self, thread_id: str, *items: Item) -> Receipt:
-        return self._receipt(await self._call(lambda s: s.append(thread_id, *items)))
+        receipt: trio_store.Receipt = await self._wait(
+            partial(self._portal.append, thread_id, items)
+        )
+        return self._receipt(receipt)
 
     async def append_and_flush(self, thread_id: str, *items: Item) -> Receipt:
         return self._receipt(await self._call(lambda s: s.append_and_flush(thread_id, *items)))

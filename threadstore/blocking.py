@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -34,7 +35,7 @@ from ._errors import StoreClosedError
 from ._feed import ThreadEvent
 from ._items import Item, StoredItem
 from ._meta import ThreadMeta
-from ._portal import Portal, Subscription, mirror_docs
+from ._portal import Call, Done, Portal, Subscription, mirror_docs
 from ._store import OrderBy
 from ._values import StoreStatistics, ThreadPage
 
@@ -135,9 +136,12 @@ class Store:
         return self._portal.read_only
 
     def _call(self, fn: Callable[[trio_store.Store], Awaitable[T]]) -> T:
+        return self._wait(partial(self._portal.submit, fn))
+
+    def _wait(self, submit: Callable[[Done], Call]) -> T:  # type: ignore[type-var]
         self._portal._not_on_own_thread()
         waiter: _Waiter[T] = _Waiter()
-        call = self._portal.submit(fn, waiter.resolve)
+        call = submit(waiter.resolve)
         try:
             return waiter.wait()
         except KeyboardInterrupt:
@@ -162,7 +166,8 @@ class Store:
         return self._receipt(self._portal.run_sync(lambda s: s.append_nowait(thread_id, *items)))
 
     def append(self, thread_id: str, *items: Item) -> Receipt:
-        return self._receipt(self._call(lambda s: s.append(thread_id, *items)))
+        receipt: trio_store.Receipt = self._wait(partial(self._portal.append, thread_id, items))
+        return self._receipt(receipt)
 
     def append_and_flush(self, thread_id: str, *items: Item) -> Receipt:
         return self._receipt(self._call(lambda s: s.append_and_flush(thread_id, *items)))
