@@ -56,7 +56,7 @@ from ._writer import Job, LogAppend, Writer
 
 __all__ = ["Receipt", "Store", "open_store"]
 
-log = structlog.get_logger(__name__)
+log = workers.get_logger(__name__)
 
 Durability = Literal["normal", "full"]
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
