@@ -116,15 +116,17 @@ def test_unconfigured_events_go_to_the_modules_stdlib_logger(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     log = workers.get_logger("threadstore.example")
-    with structlog.contextvars.bound_contextvars(trace_parent="req-1", seq=0):
+    with structlog.contextvars.bound_contextvars(trace_parent="req-1"):
         getattr(log, method)("thing.happened", seq=2, name="a b")
+        getattr(log, method)("thing.override", trace_parent="req-9")
     getattr(log, method)("thing.bare")
 
-    first, bare = caplog.records
+    first, override, bare = caplog.records
     assert (first.name, first.levelno) == ("threadstore.example", level)
-    # contextvars first; an explicit field wins over a bound one of the same name
-    assert first.getMessage() == "thing.happened trace_parent='req-1' seq=2 name='a b'"
+    assert first.getMessage() == "thing.happened seq=2 name='a b' trace_parent='req-1'"
     assert first.funcName == "test_unconfigured_events_go_to_the_modules_stdlib_logger"
+    # an explicit field wins over a bound one of the same name
+    assert override.getMessage() == "thing.override trace_parent='req-9'"
     assert bare.getMessage() == "thing.bare"
     assert capsys.readouterr().out == ""
 

@@ -3,8 +3,8 @@
 A :class:`Logger` sends each event to structlog when the application has configured
 structlog (``structlog.is_configured()``, decided per call, so configuring after import
 works), and to the standard library's :mod:`logging` otherwise: to the stdlib logger named
-after the emitting module, at the same level, with the event name and its fields (the bound
-``structlog.contextvars`` first) rendered as ``key=value`` in the message. So an application
+after the emitting module, at the same level, with the event name, its fields and the bound
+``structlog.contextvars`` rendered as ``key=value`` in the message. So an application
 that configured nothing sees warnings and errors on stderr (Python's last-resort handler)
 and never a line on stdout. A filtered-out event costs one ``is_configured()`` and one
 ``isEnabledFor()``.
@@ -13,20 +13,39 @@ and never a line on stdout. A filtered-out event costs one ``is_configured()`` a
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-__all__ = ["Logger", "get_logger"]
+__all__ = ["LogMethod", "Logger", "get_logger"]
 
 _render = structlog.processors.KeyValueRenderer(sort_keys=False)
+
+
+class LogMethod(Protocol):
+    """``log.debug`` and its siblings: an event name and its fields."""
+
+    def __call__(self, event: str, /, **fields: Any) -> object: ...
+
+
+class _Levels(Protocol):
+    """What the library calls on a structlog logger."""
+
+    debug: LogMethod
+    info: LogMethod
+    warning: LogMethod
+    error: LogMethod
+
+
+def _drop(event: str, /, **fields: Any) -> None:
+    """What a filtered-out level returns while structlog is unconfigured."""
 
 
 class Logger:
     """structlog when the application configured it, the stdlib logger ``name`` otherwise.
 
-    Sync level methods only (``debug``, ``info``, ``warning``, ``error``), each taking an
-    event name and its fields as keyword arguments, as a structlog logger does.
+    Sync levels only: ``log.debug(event, **fields)``, ``info``, ``warning`` and ``error``,
+    each an event name and its fields as keyword arguments, as with a structlog logger.
     """
 
     __slots__ = ("_structlog", "name", "stdlib")
@@ -35,7 +54,7 @@ class Logger:
         self.name = name
         #: Where events go while structlog is unconfigured.
         self.stdlib = logging.getLogger(name)
-        self._structlog: Any = structlog.get_logger(name)
+        self._structlog: _Levels = structlog.get_logger(name)
 
     def is_enabled_for(self, level: int) -> bool:
         """False only if an event at ``level`` would surely be dropped: structlog is not
@@ -44,36 +63,52 @@ class Logger:
         fields only such an event needs."""
         return structlog.is_configured() or self.stdlib.isEnabledFor(level)
 
-    def debug(self, event: str, **fields: Any) -> None:
-        if structlog.is_configured():
-            self._structlog.debug(event, **fields)
-        elif self.stdlib.isEnabledFor(logging.DEBUG):
-            self._emit(logging.DEBUG, event, fields)
+    # Each level is a property that returns the method to call, so that a configured app's
+    # events reach structlog without a second call passing the fields on (which doubled
+    # the overhead of a filtered-out debug event over calling structlog directly).
 
-    def info(self, event: str, **fields: Any) -> None:
+    @property
+    def debug(self) -> LogMethod:
         if structlog.is_configured():
-            self._structlog.info(event, **fields)
-        elif self.stdlib.isEnabledFor(logging.INFO):
-            self._emit(logging.INFO, event, fields)
+            return self._structlog.debug
+        return self._debug if self.stdlib.isEnabledFor(logging.DEBUG) else _drop
 
-    def warning(self, event: str, **fields: Any) -> None:
+    @property
+    def info(self) -> LogMethod:
         if structlog.is_configured():
-            self._structlog.warning(event, **fields)
-        elif self.stdlib.isEnabledFor(logging.WARNING):
-            self._emit(logging.WARNING, event, fields)
+            return self._structlog.info
+        return self._info if self.stdlib.isEnabledFor(logging.INFO) else _drop
 
-    def error(self, event: str, **fields: Any) -> None:
+    @property
+    def warning(self) -> LogMethod:
         if structlog.is_configured():
-            self._structlog.error(event, **fields)
-        elif self.stdlib.isEnabledFor(logging.ERROR):
-            self._emit(logging.ERROR, event, fields)
+            return self._structlog.warning
+        return self._warning if self.stdlib.isEnabledFor(logging.WARNING) else _drop
+
+    @property
+    def error(self) -> LogMethod:
+        if structlog.is_configured():
+            return self._structlog.error
+        return self._error if self.stdlib.isEnabledFor(logging.ERROR) else _drop
+
+    def _debug(self, event: str, /, **fields: Any) -> None:
+        self._emit(logging.DEBUG, event, fields)
+
+    def _info(self, event: str, /, **fields: Any) -> None:
+        self._emit(logging.INFO, event, fields)
+
+    def _warning(self, event: str, /, **fields: Any) -> None:
+        self._emit(logging.WARNING, event, fields)
+
+    def _error(self, event: str, /, **fields: Any) -> None:
+        self._emit(logging.ERROR, event, fields)
 
     def _emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
-        context = structlog.contextvars.get_contextvars()
-        if context:
-            fields = {**context, **fields}  # an explicit field wins, as in merge_contextvars
+        # The event's own fields first, then the bound contextvars it does not override.
+        for key, value in structlog.contextvars.get_contextvars().items():
+            fields.setdefault(key, value)
         message = f"{event} {_render(None, '', fields)}" if fields else event
-        # stacklevel: the record names the caller of debug()/info()/..., not this module.
+        # stacklevel: the record names the caller of log.debug(...), not this module.
         self.stdlib.log(level, message, stacklevel=3)
 
 
