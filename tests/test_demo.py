@@ -16,7 +16,8 @@ def test_demo_streams_sessions_and_prints_the_list_and_summary(
 ) -> None:
     path = str(tmp_path / "demo.db")
     Path(path).write_bytes(b"")  # a leftover file is replaced, not reused
-    # --verbose keeps the demo from configuring structlog for the rest of the test run.
+    # --verbose keeps the demo from configuring structlog for the rest of the test run (its
+    # logging.basicConfig does nothing here: pytest's log handlers are on the root logger).
     main(["--path", path, "--sessions", "3", "--turns", "2", "--pace", "0.002", "--verbose"])
     out = capsys.readouterr().out
 

@@ -25,13 +25,12 @@ import time
 from collections.abc import Callable
 from typing import Final, final
 
-import structlog
-
+import workers
 from threadstore import _sqlite
 
 __all__ = ["EAGER_BYTES", "INTERVAL", "Checkpointer"]
 
-log = structlog.get_logger(__name__)
+log = workers.get_logger(__name__)
 
 #: Checkpoint at most this often while commits happen (seconds).
 INTERVAL: Final = 0.2

@@ -24,8 +24,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal, TypeAlias
 
-import structlog
-
+import workers
 from threadstore._errors import StoreFormatError, ThreadNotFoundError
 
 __all__ = [
@@ -60,7 +59,7 @@ __all__ = [
     "thread_index",
 ]
 
-_log = structlog.get_logger(__name__)
+_log = workers.get_logger(__name__)
 
 MINIMUM_SQLITE: Final = (3, 31, 0)
 _BUSY_TIMEOUT_MS: Final = 5000

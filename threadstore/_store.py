@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import sqlite3
 import threading
@@ -56,7 +57,7 @@ from ._writer import Job, LogAppend, Writer
 
 __all__ = ["Receipt", "Store", "open_store"]
 
-log = structlog.get_logger(__name__)
+log = workers.get_logger(__name__)
 
 Durability = Literal["normal", "full"]
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
@@ -686,14 +687,15 @@ class Store:
         if self._feed.subscribers:
             # Bounded: a full subscriber costs a must-deliver update at most the feed's wait.
             await self._feed.publish(ThreadEvent(type="updated", thread=meta), must_deliver=urgent)
-        context = structlog.contextvars.get_contextvars()
-        log.debug(
-            "projection.applied",
-            thread_id=thread_id,
-            seq=meta.seq,
-            trace_parent=context.get("trace_parent"),
-            queue_age_ms=context.get("queue_age_ms"),
-        )
+        if log.is_enabled_for(logging.DEBUG):  # (one metadata write each: skip the fields)
+            context = structlog.contextvars.get_contextvars()
+            log.debug(
+                "projection.applied",
+                thread_id=thread_id,
+                seq=meta.seq,
+                trace_parent=context.get("trace_parent"),
+                queue_age_ms=context.get("queue_age_ms"),
+            )
 
     # -- change feed --------------------------------------------------------------------
 

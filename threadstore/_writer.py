@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
-import structlog
 import trio
+
+import workers
 
 from . import _sqlite as sql
 from ._checkpointer import Checkpointer
@@ -30,7 +31,7 @@ from ._faults import Faults, Target
 __all__ = ["Batch", "Job", "LogAppend", "Writer"]
 
 T = TypeVar("T")
-log = structlog.get_logger(__name__)
+log = workers.get_logger(__name__)
 
 #: Jobs one transaction takes at most; the rest wait for the next (bounds commit latency).
 MAX_BATCH: Final = 4096

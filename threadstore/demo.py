@@ -215,9 +215,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--pace", type=float, default=0.25, help="seconds per tool call, max")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--verbose", action="store_true", help="print the store's log events")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the store's log events (debug included) on stderr",
+    )
     args = parser.parse_args(argv)
-    if not args.verbose:
+    if args.verbose:
+        # structlog stays unconfigured, so the store's events go to stdlib logging: show
+        # them all, on stderr.
+        logging.basicConfig(
+            level=logging.DEBUG, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+        )
+    else:
         structlog.configure(
             wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
             cache_logger_on_first_use=True,

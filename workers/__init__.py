@@ -5,12 +5,14 @@ callers wait until work through a point is applied. Knows nothing of what the wo
 """
 
 from ._errors import PoolClosedError, WorkDiscardedError, WorkersError, WorkFailedError
+from ._logging import Logger, get_logger
 from ._pool import ActorPool, PoolStatistics, ShutdownReport, open_pool
 from ._retry import RetryPolicy, always_retry
 from ._slot import Mergeable
 
 __all__ = [
     "ActorPool",
+    "Logger",
     "Mergeable",
     "PoolClosedError",
     "PoolStatistics",
@@ -20,5 +22,6 @@ __all__ = [
     "WorkFailedError",
     "WorkersError",
     "always_retry",
+    "get_logger",
     "open_pool",
 ]

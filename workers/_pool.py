@@ -13,6 +13,7 @@ import structlog
 import trio
 
 from ._errors import PoolClosedError, WorkDiscardedError, WorkFailedError
+from ._logging import get_logger
 from ._retry import RetryPolicy
 from ._slot import Batch, Failure, Mergeable, Slot
 
@@ -21,7 +22,7 @@ __all__ = ["ActorPool", "PoolStatistics", "ShutdownReport", "open_pool"]
 K = TypeVar("K", bound=Hashable)
 W = TypeVar("W", bound=Mergeable)
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @attrs.frozen(kw_only=True)
