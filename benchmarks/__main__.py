@@ -12,8 +12,9 @@ Scenarios (each also runs alone: ``--only S2``):
 
 Quick by default (about 2-3 minutes on 2 cores), ``--full`` for the larger scales,
 ``--smoke`` for tiny ones (CI, under 30 s). Results go to ``benchmarks/results/`` as
-``<UTC timestamp>.json`` and ``latest.json``, the plot to ``latest.png``. The exit status is
-1 if a scenario crashed; missed targets are reported, never fatal.
+``<UTC timestamp>.json`` and ``latest.json``, the plot to ``latest.png``; the table in
+``docs/performance.md`` is then regenerated from ``latest.json`` (:mod:`benchmarks.docs`).
+The exit status is 1 if a scenario crashed; missed targets are reported, never fatal.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from . import docs
 from ._env import configure_logging, machine_info
 from ._figures import ScenarioResult
 from ._profile import PROFILES
@@ -118,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             else:
                 print(f"wrote {png}", file=sys.stderr)
+        if args.results.resolve() == RESULTS and docs.update(results=RESULTS):
+            print(f"updated {docs.DOC} from latest.json", file=sys.stderr)
     return 1 if errors else 0
 
 

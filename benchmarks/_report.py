@@ -10,7 +10,14 @@ from typing import Any
 
 from ._figures import Figure, ScenarioResult, Target
 
-__all__ = ["format_value", "markdown_table", "plot", "report_json", "write_json"]
+__all__ = [
+    "format_value",
+    "load_results",
+    "markdown_table",
+    "plot",
+    "report_json",
+    "write_json",
+]
 
 
 def format_value(value: float | None, unit: str = "") -> str:
@@ -88,6 +95,43 @@ def report_json(
         "errors": dict(errors),
         "scenarios": {sid: r.to_json() for sid, r in results.items()},
     }
+
+
+def load_results(report: Mapping[str, Any]) -> dict[str, ScenarioResult]:
+    """The scenarios of a saved report (what :func:`report_json` wrote), in their order.
+
+    Enough for :func:`markdown_table`: ids, titles, figures and targets (``met`` is
+    recomputed from the value). Any scenario id is accepted.
+    """
+    results = {}
+    for sid, scenario in report.get("scenarios", {}).items():
+        figures = []
+        for figure in scenario.get("figures", ()):
+            target = figure.get("target")
+            figures.append(
+                Figure(
+                    key=figure["key"],
+                    label=figure["label"],
+                    value=figure.get("value"),
+                    unit=figure.get("unit", ""),
+                    target=None
+                    if target is None
+                    else Target(
+                        op=target["op"],
+                        threshold=target["threshold"],
+                        note=target.get("note", ""),
+                    ),
+                )
+            )
+        results[sid] = ScenarioResult(
+            id=scenario.get("id", sid),
+            title=scenario.get("title", ""),
+            figures=tuple(figures),
+            params=scenario.get("params", {}),
+            notes=tuple(scenario.get("notes", ())),
+            wall_s=scenario.get("wall_s", 0.0),
+        )
+    return results
 
 
 def _finite(value: Any) -> Any:

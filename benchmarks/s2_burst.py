@@ -33,7 +33,7 @@ ID: Final = "S2"
 TITLE: Final = "burst: 100 threads x 100 items"
 
 Durability = Literal["normal", "full"]
-#: The kinds the README lists as urgent (a thread's first user message is too, once).
+#: The kinds docs/architecture.md lists as urgent (a thread's first user message is too, once).
 URGENT_KINDS: Final = frozenset({"goal", "title", "turn_completed", "turn_aborted", "error"})
 MIN_ITEMS_PER_S: Final[dict[str, float]] = {"normal": 50_000, "full": 40_000}
 

@@ -1,9 +1,9 @@
 """WAL checkpoints on a thread of their own, so no commit waits for one.
 
 SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1000 pages:
-that commit copies the WAL into the database file and syncs both, which costs milliseconds
-(1 to 9 ms on a 2-core VM, depending on its disk) that whichever appends or creations share
-that transaction wait for. This thread checkpoints instead, with a connection of its own,
+that commit copies the WAL into the database file and syncs both, disk work that whichever
+appends or creations share that transaction wait for (it shows in the tail of S3's
+create -> listed). This thread checkpoints instead, with a connection of its own,
 while the writer goes on committing (a ``PASSIVE`` checkpoint takes no lock a writer or
 reader needs); the writer keeps the automatic checkpoint only as a backstop for a WAL that
 a ceaseless write load never lets this thread catch up with

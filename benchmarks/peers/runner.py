@@ -3,7 +3,8 @@
 Each (store, settings, workload) runs in a fresh process on a fresh database file: the peers
 with the Python of their pinned environment (``.venv/openai``, ``.venv/langgraph``, created
 on first use), threadstore with this Python. Results go to
-``benchmarks/results/peers-<UTC timestamp>.json`` and ``benchmarks/results/peers-latest.json``.
+``benchmarks/results/peers-<UTC timestamp>.json`` and ``benchmarks/results/peers-latest.json``,
+and the peers table in ``docs/performance.md`` is regenerated (:mod:`benchmarks.docs`).
 
 Quick by default (list scale 2,000 threads); ``--full`` lists at 10,000.
 """
@@ -357,5 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stamped.write_text(text, encoding="utf-8")
         (RESULTS_DIR / "peers-latest.json").write_text(text, encoding="utf-8")
         print(f"wrote {stamped.relative_to(REPO)} and peers-latest.json", file=sys.stderr)
+        from benchmarks import docs  # (not at the top: peer processes import this package)
+
+        if docs.update(results=RESULTS_DIR):
+            print(f"updated {docs.DOC} from peers-latest.json", file=sys.stderr)
     failed = any("failed" in r for row in rows for r in row["workloads"].values())
     return 1 if failed else 0
