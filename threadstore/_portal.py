@@ -120,7 +120,7 @@ class Call:
         self._append = append
         self._cancelled = False
         self._context = contextvars.copy_context()
-        self._scope = trio.CancelScope()
+        self._scope: trio.CancelScope | None = None  # a call run as a task of its own
 
     def cancel(self) -> None:
         """Cancel the call (any thread; idempotent); the callback still fires once it ended.
@@ -131,7 +131,11 @@ class Call:
         token = self._portal._token
         if token is not None:
             with suppress(trio.RunFinishedError):  # ended: the call was finished already
-                token.run_sync_soon(self._scope.cancel)
+                token.run_sync_soon(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _finish(self, result: outcome.Outcome[Any]) -> None:
         done, self._done = self._done, None
@@ -324,8 +328,12 @@ class Portal:
             nursery.start_soon(self._until_durable, accepted)
 
     async def _until_durable(self, accepted: list[tuple[Call, Receipt]]) -> None:
-        """Finish accepted appends as they commit (in queue order, which is commit order)."""
+        """Finish accepted appends as they commit (in queue order, which is commit order):
+        one wait per commit still pending, not a checkpoint per call."""
         for index, (call, receipt) in enumerate(accepted):
+            if receipt._committed():
+                call._finish(outcome.Value(receipt))
+                continue
             try:
                 await receipt.durable()
             except Exception as exc:
@@ -336,6 +344,7 @@ class Portal:
                 raise
             else:
                 call._finish(outcome.Value(receipt))
+        await trio.lowlevel.checkpoint()
 
     async def _run(self, call: Call) -> None:  # noqa: ASYNC910 - a spawned task; the store checkpoints
         """One call as a trio task of its own, cancellable through its scope."""
@@ -345,8 +354,11 @@ class Portal:
             await trio.lowlevel.checkpoint()
             return
         result = _GAVE_UP
+        call._scope = scope = trio.CancelScope()
+        if call._cancelled:
+            scope.cancel()
         try:
-            with call._scope:
+            with scope:
                 result = outcome.Value(await call._fn(store))
         except BaseException as exc:
             if isinstance(exc, Exception):

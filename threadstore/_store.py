@@ -128,6 +128,15 @@ class Receipt:
         """Block until the items are in the log; raise AppendFailedError if they never are."""
         await self._job.wait()
 
+    def _committed(self) -> bool | None:
+        """Sync: True once committed, False if the commit failed, None while pending.
+
+        For the access layers, which finish a batch of receipts without a checkpoint each."""
+        batch = self._job.batch
+        if batch is None or not batch.done.is_set():
+            return None
+        return self._job.error is None
+
     async def visible(self) -> None:
         """Block until the metadata reflects these items (``flush(thread_id, seq)``)."""
         await self.durable()

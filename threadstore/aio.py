@@ -75,7 +75,7 @@ def _resolver(
 ) -> Callable[[BaseException | None], None]:
     def resolve(error: BaseException | None) -> None:
         result = outcome.Value(None) if error is None else outcome.Error(error)
-        _results_for(loop).post(future, result)
+        _results_for(loop).post(_Waiter(future), result)
 
     return resolve
 
@@ -99,19 +99,42 @@ async def _settled(future: asyncio.Future[T]) -> T:
     return future.result()  # noqa: ASYNC910 - the loop awaited it (done futures only)
 
 
+class _Waiter:
+    """An asyncio caller waiting for a call's outcome: ``future`` carries it to the caller;
+    once the caller was cancelled, ``settled`` tells it that the store's side has ended."""
+
+    __slots__ = ("future", "result", "settled")
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self.result: outcome.Outcome[Any] | None = None
+        self.settled: asyncio.Future[Any] | None = None
+
+    def deliver(self, result: outcome.Outcome[Any]) -> None:
+        """On the caller's loop: hand ``result`` over (or tell a cancelled caller it ended)."""
+        self.result = result
+        for future in (self.future, self.settled):
+            if future is None or future.done():
+                continue  # the caller was cancelled (it waits on ``settled``)
+            if isinstance(result, outcome.Error):
+                future.set_exception(result.error)
+            elif isinstance(result, outcome.Value):
+                future.set_result(result.value)
+
+
 class _Results:
-    """Results bound for one event loop, handed over in batches: one wake-up of the loop per
+    """Outcomes bound for one event loop, handed over in batches: one wake-up of the loop per
     batch, however many calls finish meanwhile (the queue is appended to before the flag is
     read, and delivery clears the flag before it empties the queue)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._results: deque[tuple[asyncio.Future[Any], outcome.Outcome[Any]]] = deque()
+        self._results: deque[tuple[_Waiter, outcome.Outcome[Any]]] = deque()
         self._scheduled = False
 
-    def post(self, future: asyncio.Future[Any], result: outcome.Outcome[Any]) -> None:
-        """Resolve ``future`` with ``result`` on its loop. Any thread; never blocks."""
-        self._results.append((future, result))
+    def post(self, waiter: _Waiter, result: outcome.Outcome[Any]) -> None:
+        """Deliver ``result`` to ``waiter`` on its loop. Any thread; never blocks."""
+        self._results.append((waiter, result))
         if not self._scheduled:
             self._scheduled = True
             with suppress(RuntimeError):  # a closed loop has no one left to tell
@@ -121,13 +144,8 @@ class _Results:
         self._scheduled = False
         results = self._results
         while results:
-            future, result = results.popleft()
-            if future.done():
-                continue  # its caller was cancelled (and waits on a shield of it)
-            if isinstance(result, outcome.Error):
-                future.set_exception(result.error)
-            elif isinstance(result, outcome.Value):
-                future.set_result(result.value)
+            waiter, result = results.popleft()
+            waiter.deliver(result)
 
 
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Results] = weakref.WeakKeyDictionary()
@@ -190,16 +208,18 @@ class Store:
 
     async def _wait(self, submit: Callable[[Done], Call]) -> T:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        call = submit(partial(_results_for(loop).post, future))
+        waiter = _Waiter(loop.create_future())
+        call = submit(partial(_results_for(loop).post, waiter))
         try:
-            return await asyncio.shield(future)
+            result: T = await waiter.future
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
+            if waiter.result is not None:
                 raise  # cancelled after the result arrived
             call.cancel()
-            await _settled(future)
+            waiter.settled = loop.create_future()
+            await _settled(waiter.settled)
             raise
+        return result
 
     def _receipt(self, receipt: trio_store.Receipt) -> Receipt:
         return Receipt(thread_id=receipt.thread_id, seq=receipt.seq, store=self, receipt=receipt)
