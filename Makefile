@@ -33,9 +33,9 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check threadstore workers tests benchmarks
-	$(BIN)/ruff format --check threadstore workers tests benchmarks
-	$(BIN)/flake8 threadstore workers tests benchmarks
+	$(BIN)/ruff check threadstore workers tests benchmarks examples
+	$(BIN)/ruff format --check threadstore workers tests benchmarks examples
+	$(BIN)/flake8 threadstore workers tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
