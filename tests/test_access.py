@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import trio
 
 import threadstore
@@ -473,3 +474,23 @@ def test_blocking_calls_after_close_raise_store_closed(tmp_path: Path) -> None:
     with blocking.open_store(tmp_path / "store.db", read_only=True) as reader:
         assert reader.read_only
         assert _seqs(reader.read_items(meta.id)) == [1]
+
+
+def test_the_callers_trace_parent_travels_through_asyncio_and_threads(tmp_path: Path) -> None:
+    async def append_traced(store: aio.Store) -> None:
+        with structlog.contextvars.bound_contextvars(trace_parent="from-asyncio"):
+            await store.append_and_flush("t", Item.user_message("hi"))
+
+    with structlog.testing.capture_logs() as logs:
+        with blocking.open_store(tmp_path / "store.db") as store:
+            store.create_thread(thread_id="t")
+            with structlog.contextvars.bound_contextvars(trace_parent="from-a-thread"):
+                store.append_and_flush("t", Item.user_message("hi"))
+        asyncio.run(_with_aio(tmp_path / "store.db", append_traced))
+    traces = [e["trace_parent"] for e in logs if e["event"] == "projection.applied"]
+    assert traces == ["from-a-thread", "from-asyncio"]
+
+
+async def _with_aio(path: Path, body: Callable[[aio.Store], Awaitable[None]]) -> None:
+    async with aio.open_store(path) as store:
+        await body(store)
