@@ -485,7 +485,7 @@ def test_the_callers_trace_parent_travels_through_asyncio_and_threads(tmp_path: 
         with blocking.open_store(tmp_path / "store.db") as store:
             store.create_thread(thread_id="t")
             with structlog.contextvars.bound_contextvars(trace_parent="from-a-thread"):
-                store.append_and_flush("t", Item.user_message("hi"))
+                store.append("t", Item.user_message("hi")).visible()
         asyncio.run(_with_aio(tmp_path / "store.db", append_traced))
     traces = [e["trace_parent"] for e in logs if e["event"] == "projection.applied"]
     assert traces == ["from-a-thread", "from-asyncio"]
