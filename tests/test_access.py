@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -494,3 +496,31 @@ def test_the_callers_trace_parent_travels_through_asyncio_and_threads(tmp_path: 
 async def _with_aio(path: Path, body: Callable[[aio.Store], Awaitable[None]]) -> None:
     async with aio.open_store(path) as store:
         await body(store)
+
+
+def test_a_handle_never_closed_drains_at_interpreter_exit(tmp_path: Path) -> None:
+    """A program that forgets to leave the block loses nothing: at exit the store drains."""
+    path = tmp_path / "store.db"
+    program = (
+        "import sys\n"
+        "from threadstore import Item, blocking\n"
+        "opened = blocking.open_store(sys.argv[1])\n"
+        "store = opened.__enter__()  # and never left\n"
+        "store.create_thread(thread_id='t')\n"
+        "for n in range(50):\n"
+        "    store.append_nowait('t', Item.user_message(f'm{n}'))\n"
+        "print('appended')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=GUARD_S,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "appended\n", "")
+    with blocking.open_store(path) as store:
+        assert store.statistics().lagging_threads == 0  # nothing left to recover
+        meta = store.get_thread("t")
+        assert (meta.item_count, meta.last_message, meta.preview) == (50, None, "m0")
+        assert len(store.read_items("t")) == 50

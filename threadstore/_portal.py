@@ -229,6 +229,7 @@ class Portal:
             self._accepting = False
             self._ended = True
             callbacks, self._on_closed = self._on_closed, []
+        self._refuse_queued()
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:  # opening failed
             on_ready(self._error or _closed(self.path))
@@ -287,18 +288,28 @@ class Portal:
     def _queue(self, call: Call) -> Call:
         # Calls wait in one FIFO queue; the store's thread is woken once per batch (the
         # queue is appended to before the flag is read, and the drain clears the flag before
-        # it empties the queue, so no call is left behind).
+        # it empties the queue, so no call is left behind). A call queued as the store's
+        # thread ends is finished with StoreClosedError, here or by that thread.
         token = self._token
         if not self._accepting or token is None:
             raise _closed(self.path)
         self._inbox.append(call)
         if not self._scheduled:
             self._scheduled = True
-            try:
+            with suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._drain)
-            except trio.RunFinishedError:
-                raise _closed(self.path) from None
+        if self._ended:
+            self._refuse_queued()
         return call
+
+    def _refuse_queued(self) -> None:
+        """Finish every queued call with StoreClosedError (the store's thread has ended)."""
+        while True:
+            try:
+                call = self._inbox.popleft()
+            except IndexError:
+                return
+            call._finish(outcome.Error(_closed(self.path)))
 
     def _drain(self) -> None:
         """On the store's thread: start every queued call, in order."""
