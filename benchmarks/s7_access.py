@@ -96,7 +96,7 @@ async def _aio_burst(path: Path, items: list[list[Item]]) -> float:
         ids = [(await store.create_thread(goal=f"burst {i}")).id for i in range(len(items))]
         ends: list[float] = []
 
-        async def caller(tid: str, mine: list[Item]) -> None:
+        async def caller(tid: str, mine: list[Item]) -> None:  # noqa: ASYNC910 - asyncio
             for item in mine:
                 await store.append(tid, item)
             ends.append(time.perf_counter())
@@ -182,6 +182,7 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
             )
         )
 
+    await trio.lowlevel.checkpoint()
     summary = {layer: summarize(seq_ms[layer]) for layer in LAYERS}
     hop = summarize(hop_ms)
     rate = {layer: median(rates[layer]) for layer in LAYERS}
