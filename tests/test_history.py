@@ -172,7 +172,7 @@ async def test_fork_at_a_seq_and_with_a_given_id(store: Store) -> None:
     assert fork.id == "branch"
     assert (fork.forked_from, fork.forked_at) == (source.id, 2)
     assert _texts(await store.read_context("branch")) == ["q1", "a1"]
-    assert [i.kind for i in await store.read_items("branch")][0] == "fork"
+    assert (await store.read_items("branch"))[0].kind == "fork"
 
 
 async def test_deleting_the_source_leaves_the_fork_whole(store: Store) -> None:
