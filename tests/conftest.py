@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import workers
-from threadstore import Store, _sqlite, open_store
+from threadstore import Store, open_store
+from threadstore.sqlite import _sql as _sqlite
 
 #: A retry policy that gives up after three quick attempts, so failure tests stay fast.
 FAST_RETRY = workers.RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)

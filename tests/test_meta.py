@@ -28,7 +28,7 @@ from threadstore._meta import (
     Projection,
     ThreadMeta,
 )
-from threadstore._sqlite import THREAD_COLUMNS
+from threadstore.sqlite._sql import THREAD_COLUMNS
 
 T0 = 1_700_000_000_000_000  # µs
 

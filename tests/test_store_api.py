@@ -38,7 +38,7 @@ from threadstore import (
     open_store,
 )
 from threadstore._meta import Projection
-from threadstore._store import _ListedMetas
+from threadstore.sqlite._engine import ListedMetas as _ListedMetas
 
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
 ORDERS: tuple[OrderBy, ...] = ("updated_at", "created_at", "recency_at")

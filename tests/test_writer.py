@@ -12,8 +12,16 @@ import pytest
 import trio
 import trio.testing
 
-from threadstore import _sqlite as sql
-from threadstore._writer import SOON_GROUP, SOON_SHARE, WAKE_GROUP, Batch, Job, Writer, _nothing
+from threadstore.sqlite import _sql as sql
+from threadstore.sqlite._writer import (
+    SOON_GROUP,
+    SOON_SHARE,
+    WAKE_GROUP,
+    Batch,
+    Job,
+    Writer,
+    _nothing,
+)
 
 
 @pytest.fixture

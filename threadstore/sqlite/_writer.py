@@ -22,10 +22,10 @@ from typing import Any, Final, Generic, TypeVar
 import structlog
 import trio
 
-from . import _sqlite as sql
-from ._checkpointer import Checkpointer
-from ._errors import StoreClosedError
+from .._errors import StoreClosedError
+from . import _sql as sql
 from ._faults import Faults, Target
+from ._wal_checkpointer import WalCheckpointer
 
 __all__ = ["Batch", "Job", "LogAppend", "Writer"]
 
@@ -157,7 +157,7 @@ class Writer:
         *,
         faults: Faults | None = None,
         on_rollback: Callable[[], None] | None = None,
-        checkpointer: Checkpointer | None = None,
+        checkpointer: WalCheckpointer | None = None,
     ) -> None:
         self._connect = connect
         #: Runs the WAL checkpoints off the commit path (None: SQLite's automatic ones).

@@ -7,7 +7,7 @@ that transaction wait for. This thread checkpoints instead, with a connection of
 while the writer goes on committing (a ``PASSIVE`` checkpoint takes no lock a writer or
 reader needs); the writer keeps the automatic checkpoint only as a backstop for a WAL that
 a ceaseless write load never lets this thread catch up with
-(:data:`threadstore._writer.BACKSTOP_PAGES`).
+(:data:`threadstore.sqlite._writer.BACKSTOP_PAGES`).
 
 When: :data:`INTERVAL` seconds after the first commit since the last checkpoint began (so
 at most one checkpoint per interval, however many commits), and at once when
@@ -27,9 +27,9 @@ from typing import Final, final
 
 import structlog
 
-from threadstore import _sqlite
+from . import _sql
 
-__all__ = ["EAGER_BYTES", "INTERVAL", "Checkpointer"]
+__all__ = ["EAGER_BYTES", "INTERVAL", "WalCheckpointer"]
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,7 @@ EAGER_BYTES: Final = 4 << 20
 
 
 @final
-class Checkpointer:
+class WalCheckpointer:
     """Runs ``PASSIVE`` WAL checkpoints on a daemon thread when commits have happened.
 
     Thread-safe. :meth:`committed` is called by the writer thread after each commit and
@@ -144,7 +144,7 @@ class Checkpointer:
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
-            busy, frames, copied = _sqlite.checkpoint(conn)
+            busy, frames, copied = _sql.checkpoint(conn)
         except sqlite3.Error as exc:
             with self._cond:
                 self.failures += 1

@@ -8,7 +8,7 @@ turn in order. A finished read is handed back to its task with ``run_sync_soon``
 the writer delivers commits: no ``trio.to_thread`` machinery (thread cache, capacity
 limiter, context copy) on the path, which is most of a read at idle.
 
-Connections are opened with :func:`threadstore._sqlite.connect` and ``read_only=True``:
+Connections are opened with :func:`threadstore.sqlite._sql.connect` and ``read_only=True``:
 URI ``file:...?mode=ro`` plus ``PRAGMA query_only=1``. Such a connection never creates or
 writes the database, and it reads a WAL database correctly whether the writer is in this
 process or another one, including a file the writer created moments before (tested). The same
@@ -27,8 +27,8 @@ from typing import Any, Final, TypeVar, final
 import outcome
 import trio
 
-from threadstore import _sqlite
-from threadstore._errors import StoreClosedError
+from .._errors import StoreClosedError
+from . import _sql
 
 __all__ = ["ReaderPool"]
 
@@ -98,7 +98,7 @@ class ReaderPool:
             # Unwraps the outcome the reader thread handed back: fn's value, or its error.
             result: T = await trio.lowlevel.wait_task_rescheduled(_never_abort)
         except (sqlite3.DatabaseError, OverflowError, UnicodeDecodeError, ValueError) as exc:
-            damaged = _sqlite.damage_error(self.path, exc)
+            damaged = _sql.damage_error(self.path, exc)
             if damaged is None:
                 raise
             raise damaged from exc
@@ -126,7 +126,7 @@ class ReaderPool:
                 fn, task = read
                 try:
                     if conn is None:
-                        conn = _sqlite.connect(self.path, durability="normal", read_only=True)
+                        conn = _sql.connect(self.path, durability="normal", read_only=True)
                         with self._count_lock:
                             self._open_count += 1
                     result: outcome.Outcome[Any] = outcome.Value(_read(conn, fn))

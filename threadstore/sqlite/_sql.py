@@ -26,7 +26,7 @@ from typing import Final, Literal, TypeAlias
 
 import structlog
 
-from threadstore._errors import StoreFormatError, ThreadNotFoundError
+from .._errors import StoreFormatError, ThreadNotFoundError
 
 __all__ = [
     "SeqGapError",
