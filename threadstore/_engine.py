@@ -23,9 +23,9 @@ from typing import Literal, Protocol, TypeAlias, TypeVar
 
 import attrs
 
-from ._cursor import CursorQuery
 from ._items import Item, StoredItem, decode_data, us_to_datetime
 from ._meta import Patch, Pending, ThreadMeta
+from ._page_token import CursorQuery
 
 __all__ = [
     "AppendItems",

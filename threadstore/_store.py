@@ -1,9 +1,13 @@
-"""The store: durable log appends, asynchronous per-thread projection, barriers, listing."""
+"""The public store: durable log appends, barriers, explicit mutations, reads, the feed.
+
+:class:`Store` validates and orders input on the trio thread and hands plain operations
+to its engine (:mod:`threadstore._engine`); per-thread projection runs in actors whose
+body is :class:`threadstore._projection_driver.ProjectionDriver`; :func:`open_store`
+(:mod:`threadstore._open`) opens the engine and wires the pieces together.
+"""
 
 from __future__ import annotations
 
-import inspect
-import os
 import types
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -16,18 +20,14 @@ import trio
 
 import workers
 
-from ._cursor import CursorQuery, decode_cursor, encode_cursor
 from ._engine import (
     AppendItems,
     Completion,
     CreateThread,
     DeleteThread,
     Engine,
-    Lane,
     PageQuery,
-    ProjectionWrite,
     SetArchived,
-    stored_item,
 )
 from ._errors import (
     AppendFailedError,
@@ -51,61 +51,22 @@ from ._items import (
     new_thread_id,
     validate_thread_id,
 )
-from ._meta import Patch, Pending, ThreadMeta
+from ._meta import Pending, ThreadMeta
+from ._page_token import CursorQuery, decode_cursor, encode_cursor
+from ._projection_driver import ProjectionDriver
+from ._thread_state import ThreadState
 from ._values import Projector, StoreStatistics, ThreadPage
-from .sqlite import Faults, open_sqlite_engine
 
-__all__ = ["Receipt", "Store", "open_store"]
+__all__ = ["MAX_LIST_LIMIT", "MAX_READ_LIMIT", "Receipt", "Store"]
 
 log = structlog.get_logger(__name__)
 
-Durability = Literal["normal", "full"]
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
 ORDERS: Final = ("updated_at", "created_at", "recency_at")
 MAX_LIST_LIMIT: Final = 1000
 MAX_READ_LIMIT: Final = 100_000
 _UNSET: Final[Any] = object()
-_NO_EXTRA: Final = Patch.empty()  # a projection with no custom projector output
 _NO_CONTEXT: Final[Mapping[str, Any]] = types.MappingProxyType({})  # no structlog bindings
-
-
-class _Thread:
-    """What the store keeps in memory per thread: seq watermarks, nothing else.
-
-    ``assigned``: last seq handed out; ``durable``: last seq committed to the log;
-    ``projected``: last seq the metadata row reflects. ``epoch`` changes when a failed log
-    commit rewinds ``assigned``, so late failures of older appends do not rewind it again.
-    """
-
-    __slots__ = (
-        "archives",
-        "assigned",
-        "deleted",
-        "durable",
-        "epoch",
-        "has_user",
-        "hurry",
-        "id",
-        "last_job",
-        "meta",
-        "projected",
-    )
-
-    def __init__(self, thread_id: str, seq: int, projected: int, has_user: bool) -> None:
-        self.id = thread_id
-        self.assigned = seq
-        self.durable = seq
-        self.projected = projected
-        self.has_user = has_user
-        self.epoch = 0
-        self.deleted = False
-        self.hurry = False  # the next projection write must not be deferred
-        self.last_job: Completion[Any] | None = None
-        #: With custom projectors only: the metadata as last written (the next projector
-        #: call's ``meta``, so it needs no read), and a count of archive/unarchive calls
-        #: (a projection write racing one of them must not cache what it saw).
-        self.meta: ThreadMeta | None = None
-        self.archives = 0
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -140,7 +101,7 @@ class _Append:
     __slots__ = ("context", "epoch", "explicit", "items", "op", "state")
 
     def __init__(
-        self, state: _Thread, op: AppendItems, items: tuple[Item, ...], explicit: bool
+        self, state: ThreadState, op: AppendItems, items: tuple[Item, ...], explicit: bool
     ) -> None:
         self.state = state
         self.op = op
@@ -157,7 +118,6 @@ class _Append:
 class _Counters:
     appends: int = 0
     items_appended: int = 0
-    projection_writes: int = 0
 
 
 class Store:
@@ -183,13 +143,16 @@ class Store:
         self._projectors = tuple(projectors)
         self._max_item_bytes = max_item_bytes
         self._max_pending_bytes = max_pending_bytes
-        self._threads: dict[str, _Thread] = {}
+        self._threads: dict[str, ThreadState] = {}
         self._pool: workers.ActorPool[str, Pending] | None = None
         self._times = Timestamps()
         self._closing = False
-        self._barriers = 0  # flushes waiting: projection writes are not deferred meanwhile
         self._feed = Feed()
         self._n = _Counters()
+        #: The body of the projection actors (the pool is opened by ``open_store``).
+        self._driver = ProjectionDriver(
+            engine=engine, threads=self._threads, projectors=projectors, feed=self._feed
+        )
 
     # -- guards -------------------------------------------------------------------------
 
@@ -200,7 +163,7 @@ class Store:
             raise StoreClosedError(f"store {self.path!r} is closed")
         return self._engine
 
-    def _live(self, thread_id: object) -> _Thread:
+    def _live(self, thread_id: object) -> ThreadState:
         state = self._threads.get(thread_id) if isinstance(thread_id, str) else None
         if state is None or state.deleted:
             raise ThreadNotFoundError(validate_thread_id(thread_id))
@@ -239,7 +202,7 @@ class Store:
         encoded = [encode_item(item, max_item_bytes=self._max_item_bytes) for item in items]
         if tid in self._threads:
             raise ThreadExistsError(tid)
-        state = _Thread(tid, len(items), len(items), False)
+        state = ThreadState(tid, len(items), len(items), False)
         state.durable = state.projected = 0
         self._threads[tid] = state
         created = self._times.next_us()
@@ -262,7 +225,7 @@ class Store:
             await self._feed.publish(ThreadEvent(type="created", thread=meta), must_deliver=True)
         return meta
 
-    def _created(self, state: _Thread, job: Completion[ThreadMeta]) -> None:
+    def _created(self, state: ThreadState, job: Completion[ThreadMeta]) -> None:
         if state.last_job is job:
             state.last_job = None  # done: do not keep its items alive
         if job.error is None:
@@ -276,7 +239,7 @@ class Store:
 
     # -- appends ------------------------------------------------------------------------
 
-    def _encode(self, thread_id: object, items: tuple[Item, ...]) -> tuple[_Thread, list[str]]:
+    def _encode(self, thread_id: object, items: tuple[Item, ...]) -> tuple[ThreadState, list[str]]:
         """Check and encode an append's input (nothing is queued). Runs once per append."""
         if self.read_only or self._closing:
             self._writable()  # raises
@@ -294,7 +257,12 @@ class Store:
         return state, encoded
 
     def _enqueue(
-        self, state: _Thread, items: tuple[Item, ...], encoded: list[str], *, urgent: bool = False
+        self,
+        state: ThreadState,
+        items: tuple[Item, ...],
+        encoded: list[str],
+        *,
+        urgent: bool = False,
     ) -> tuple[Completion[None], int]:
         engine = self._writable()
         if state.deleted:
@@ -419,7 +387,7 @@ class Store:
                     await state.last_job.wait()
             if state.durable < target:
                 raise AppendFailedError(state.id, target, "the items were not stored")
-        self._barriers += 1
+        self._driver.barriers += 1
         self._engine.expedite()  # a write of this thread may be waiting in the deferred lane
         try:
             await self._actors.wait(state.id, target)
@@ -430,7 +398,7 @@ class Store:
         except workers.PoolClosedError:
             raise StoreClosedError(f"store {self.path!r} closed before the flush") from None
         finally:
-            self._barriers -= 1
+            self._driver.barriers -= 1
         if state.projected < target:
             raise ThreadDiscardedError(state.id, target)
 
@@ -538,7 +506,7 @@ class Store:
         await trio.lowlevel.checkpoint()
         log.info("thread.deleted", thread_id=state.id)
 
-    def _deleted(self, state: _Thread, job: Completion[ThreadMeta | None]) -> None:
+    def _deleted(self, state: ThreadState, job: Completion[ThreadMeta | None]) -> None:
         if job.error is None and self._threads.get(state.id) is state:
             del self._threads[state.id]
         elif job.error is not None:
@@ -548,62 +516,6 @@ class Store:
             state.deleted = False
             if state.projected < state.durable and self._pool is not None and not self._closing:
                 self._pool.restore(state.id, Pending.empty(), state.durable, urgent=True)
-
-    # -- projection (runs in the thread's actor) ----------------------------------------
-
-    async def _project(self, thread_id: str, patch: Pending) -> None:
-        state = self._threads.get(thread_id)
-        if state is None or state.deleted:
-            await trio.lowlevel.checkpoint()
-            return
-        target = patch.last_seq or state.durable
-        extra = _NO_EXTRA
-        archives = state.archives
-        if self._projectors:
-            meta = state.meta
-            if meta is not None and patch.first_seq == meta.seq + 1 and patch.last_seq >= target:
-                # The usual case: the items follow the metadata as last written, and both are
-                # in memory (decoded from the very JSON the log holds): no read.
-                items = [stored_item(row) for row in patch.log_rows()]
-            else:  # after a discard, a failure, recovery or a reopen: read them
-                meta, items = await self._engine.projector_input(thread_id, target)
-                if meta is None:
-                    return
-            for projector in self._projectors:
-                out = projector.project(meta, items)
-                if inspect.isawaitable(out):
-                    out = await out
-                if out is not None:
-                    extra = extra.merge(Patch.extra_update(projector.name, out))
-        # Deferred: while appends stream in, this write waits (bounded) and later patches
-        # merge into the next one. Urgent ones go in the soon lane (spread over the next
-        # few transactions); those a barrier or shutdown waits for go with the next one.
-        urgent = state.hurry or patch.urgent  # caused by urgent items: must-deliver events
-        waited = self._barriers > 0 or self._closing  # a barrier or shutdown waits: at once
-        state.hurry = False
-        lane: Lane = "now" if waited else "soon" if urgent else "deferred"
-        meta = await self._engine.project(
-            ProjectionWrite(
-                thread_id=thread_id, pending=patch, extra=extra, target=target, lane=lane
-            )
-        )
-        if meta is None:
-            return
-        self._n.projection_writes += 1
-        state.projected = max(state.projected, meta.seq)
-        if self._projectors:
-            state.meta = meta if state.archives == archives else None
-        if self._feed.subscribers:
-            # Bounded: a full subscriber costs a must-deliver update at most the feed's wait.
-            await self._feed.publish(ThreadEvent(type="updated", thread=meta), must_deliver=urgent)
-        context = structlog.contextvars.get_contextvars()
-        log.debug(
-            "projection.applied",
-            thread_id=thread_id,
-            seq=meta.seq,
-            trace_parent=context.get("trace_parent"),
-            queue_age_ms=context.get("queue_age_ms"),
-        )
 
     # -- change feed --------------------------------------------------------------------
 
@@ -643,9 +555,9 @@ class Store:
         Reads committed items only. Raises ThreadNotFoundError, InvalidItemError.
         """
         tid = validate_thread_id(thread_id)
-        if not _is_int(after_seq) or after_seq < 0:
+        if not is_int(after_seq) or after_seq < 0:
             raise InvalidItemError(f"after_seq must be an int >= 0, not {shorten(after_seq)}")
-        if limit is not None and (not _is_int(limit) or not 1 <= limit <= MAX_READ_LIMIT):
+        if limit is not None and (not is_int(limit) or not 1 <= limit <= MAX_READ_LIMIT):
             raise InvalidItemError(
                 f"limit must be None or an int in 1..{MAX_READ_LIMIT}, not {shorten(limit)}"
             )
@@ -671,7 +583,7 @@ class Store:
         is tied to this store and these arguments (else :class:`InvalidCursorError`).
         ``search`` is a case-insensitive substring of title, preview or goal.
         """
-        if not _is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
+        if not is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidItemError(
                 f"limit must be an int in 1..{MAX_LIST_LIMIT}, not {shorten(limit)}"
             )
@@ -701,7 +613,7 @@ class Store:
             appends=self._n.appends,
             items_appended=self._n.items_appended,
             log_commits=engine.log_commits,
-            projection_writes=self._n.projection_writes,
+            projection_writes=self._driver.projection_writes,
             patches_coalesced=pool.merged_submits if pool else 0,
             retries=pool.retries if pool else 0,
             projection_failures=pool.failures if pool else 0,
@@ -717,32 +629,9 @@ class Store:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def _recover(self) -> int:
-        """Re-project every thread whose metadata lags its log; return how many.
-
-        A thread whose re-projection fails for good (e.g. a custom projector that keeps
-        raising) does not keep the store from opening: its work stays queued for the
-        periodic retry and ``projection.recovery_failed`` is logged.
-        """
-        lagging = await self._engine.lagging_threads()
-        for tid, _seq, last_seq in lagging:
-            self._actors.submit(tid, Pending.empty(), urgent=True, generation=last_seq)
-        for tid, _seq, last_seq in lagging:
-            try:
-                await self._actors.wait(tid, last_seq)
-            except workers.WorkFailedError as exc:
-                log.warning(
-                    "projection.recovery_failed",
-                    thread_id=tid,
-                    seq=last_seq,
-                    attempts=exc.attempts,
-                    error=repr(exc.__cause__),
-                )
-        return len(lagging)
-
     async def _shutdown(self, grace: float) -> workers.ShutdownReport:
         with trio.CancelScope(shield=True):
-            self._closing = True
+            self._closing = self._driver.closing = True
             await self._engine.drain()  # everything accepted is committed
             report = await self._actors.shutdown(grace)
             self._feed.close()  # subscriptions end after the last projection's event
@@ -766,12 +655,12 @@ def _append_failed(thread_id: str, seq: int, error: BaseException) -> BaseExcept
     return failed
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _seq(seq: object, assigned: int) -> int:
-    if not _is_int(seq) or not 0 <= seq <= assigned:  # type: ignore[operator]
+    if not is_int(seq) or not 0 <= seq <= assigned:  # type: ignore[operator]
         raise InvalidItemError(f"seq must be an int in 0..{assigned}, not {shorten(seq)}")
     return seq  # type: ignore[return-value]
 
@@ -786,84 +675,3 @@ def _mapping(name: str, value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidItemError(f"{name} must be a mapping, not {shorten(value)}")
     return value
-
-
-@asynccontextmanager
-async def open_store(
-    path: str | os.PathLike[str],
-    *,
-    durability: Durability = "normal",
-    projectors: Sequence[Projector] = (),
-    projection_delay: float = 0.0,
-    read_only: bool = False,
-    shutdown_timeout: float = 5.0,
-    max_item_bytes: int = 1 << 20,
-    max_pending_bytes: int = 64 << 20,
-    retry: workers.RetryPolicy | None = None,
-    retry_interval: float | None = 30.0,
-    reader_connections: int = 2,
-    faults: Faults | None = None,
-) -> AsyncIterator[Store]:
-    """Open (creating if needed) the store at ``path`` for the duration of the block.
-
-    Takes the single-writer file lock (:class:`StoreLockedError` names the holder), sets WAL
-    and the ``durability`` level, creates or checks the schema (:class:`StoreFormatError`),
-    and re-projects every thread whose metadata lags its log before yielding. Leaving the
-    block refuses new appends, commits everything accepted, drains projection for up to
-    ``shutdown_timeout`` seconds (the rest is recovered at the next open), and releases the
-    lock — also on cancellation and KeyboardInterrupt.
-
-    ``reader_connections`` bounds the reader threads, each with one read-only connection
-    (reads beyond it wait their turn, in order). ``faults`` is a test seam
-    (:class:`threadstore.testing.Faults`): it injects SQLite errors into log commits and
-    projection writes.
-    """
-    path = os.fspath(path)
-    if durability not in ("normal", "full"):
-        raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
-    if projection_delay < 0 or shutdown_timeout < 0:
-        raise ValueError("projection_delay and shutdown_timeout must be >= 0")
-    if max_item_bytes < 1 or max_pending_bytes < 1:
-        raise ValueError("max_item_bytes and max_pending_bytes must be >= 1")
-    if not _is_int(reader_connections) or reader_connections < 1:
-        raise ValueError(f"reader_connections must be an int >= 1, not {reader_connections!r}")
-    for projector in projectors:
-        if not isinstance(projector, Projector):
-            raise TypeError(f"projector {projector!r} has no name/project()")
-    engines = open_sqlite_engine(
-        path,
-        durability=durability,
-        read_only=read_only,
-        reader_connections=reader_connections,
-        faults=faults,
-    )
-    async with engines as engine:
-        store = Store(
-            path=path,
-            engine=engine,
-            projectors=projectors,
-            max_item_bytes=max_item_bytes,
-            max_pending_bytes=max_pending_bytes,
-        )
-        if read_only:
-            yield store
-            return
-        index = engine.thread_index()
-        for tid, last_seq, seq, has_user in index:
-            store._threads[tid] = _Thread(tid, last_seq, seq, bool(has_user))
-        policy = retry or workers.RetryPolicy(retryable=engine.retryable)
-        async with workers.open_pool(
-            store._project,
-            delay=projection_delay,
-            retry=policy,
-            shutdown_timeout=shutdown_timeout,
-            retry_interval=retry_interval,
-            applied_floor=lambda tid: store._threads[tid].projected if tid in store._threads else 0,
-        ) as pool:
-            store._pool = pool
-            recovered = await store._recover()
-            log.info("store.opened", path=path, threads=len(index), recovered=recovered)
-            try:
-                yield store
-            finally:
-                await store._shutdown(shutdown_timeout)
