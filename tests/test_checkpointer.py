@@ -17,10 +17,10 @@ import structlog
 import trio
 
 from threadstore import Item, open_store
-from threadstore.sqlite import SqliteEngine
+from threadstore.sqlite import DEFAULTS, SqliteEngine
 from threadstore.sqlite import _sql as _sqlite
 from threadstore.sqlite._wal_checkpointer import WalCheckpointer
-from threadstore.sqlite._writer import BACKSTOP_PAGES, Writer
+from threadstore.sqlite._writer import Writer
 
 TIMEOUT = 30.0  # a guard against hangs, never a measurement
 
@@ -178,7 +178,7 @@ async def test_the_writer_leaves_checkpoints_to_the_checkpointer_up_to_the_backs
     tmp_path: Path,
 ) -> None:
     """Past SQLite's usual 1000 pages, commits leave the WAL alone (the database file stays
-    behind its page count); past ``BACKSTOP_PAGES`` a commit checkpoints after all, so a
+    behind its page count); past ``backstop_pages`` a commit checkpoints after all, so a
     WAL that the checkpointer never catches up with under a ceaseless write load (it copies
     up to the last frame it saw, while new ones keep coming) still starts over."""
     path = str(tmp_path / "w.db")
@@ -204,7 +204,7 @@ async def test_the_writer_leaves_checkpoints_to_the_checkpointer_up_to_the_backs
             for batch in itertools.islice(batches, 40):  # about 1,000 pages more
                 await writer.run(partial(_commit_big_rows, batch))
             assert (await trio.Path(path).stat()).st_size == copied.st_size  # no checkpoint
-            for batch in itertools.islice(batches, BACKSTOP_PAGES // 25):
+            for batch in itertools.islice(batches, DEFAULTS.backstop_pages // 25):
                 await writer.run(partial(_commit_big_rows, batch))
             assert (await trio.Path(path).stat()).st_size > copied.st_size  # the backstop
     finally:

@@ -9,6 +9,7 @@ from typing import Final, Literal
 import attrs
 import trio
 
+from ._config import Timeouts
 from ._meta import ThreadMeta
 
 __all__ = ["EventType", "Feed", "ThreadEvent"]
@@ -16,7 +17,7 @@ __all__ = ["EventType", "Feed", "ThreadEvent"]
 EventType = Literal["created", "updated", "archived", "unarchived", "deleted"]
 
 #: How long a must-deliver event waits for room in a full subscriber buffer.
-MUST_DELIVER_WAIT: Final = 0.25
+MUST_DELIVER_WAIT: Final = Timeouts().must_deliver_wait  # the default (see _config)
 
 
 @attrs.frozen(kw_only=True)

@@ -1,42 +1,48 @@
-"""Opening a store: the arguments of :func:`open_store`, the engine, the actor pool."""
+"""Opening a store: :func:`open_store`'s arguments become configuration values, the engine
+is opened, and the store is wired to its projection actors."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Final
 
 import structlog
+import trio
 
 import workers
 
-from ._store import Store, is_int
+from ._config import StoreConfig
+from ._engine import Engine
+from ._store import Store
 from ._thread_state import ThreadState
 from ._values import Projector
-from .sqlite import Faults, open_sqlite_engine
+from .sqlite import DEFAULTS as SQLITE
+from .sqlite import Durability, Faults, SqliteConfig, open_sqlite_engine
 
-__all__ = ["Durability", "open_store"]
+__all__ = ["open_store"]
 
 log = structlog.get_logger(__name__)
 
-Durability = Literal["normal", "full"]
+#: The defaults of ``open_store``'s arguments (defined in the configuration values).
+_DEFAULT: Final = StoreConfig()
 
 
 @asynccontextmanager
 async def open_store(
     path: str | os.PathLike[str],
     *,
-    durability: Durability = "normal",
+    durability: Durability = SQLITE.durability,
     projectors: Sequence[Projector] = (),
-    projection_delay: float = 0.0,
+    projection_delay: float = _DEFAULT.projection_delay,
     read_only: bool = False,
-    shutdown_timeout: float = 5.0,
-    max_item_bytes: int = 1 << 20,
-    max_pending_bytes: int = 64 << 20,
+    shutdown_timeout: float = _DEFAULT.timeouts.shutdown,
+    max_item_bytes: int = _DEFAULT.limits.max_item_bytes,
+    max_pending_bytes: int = _DEFAULT.limits.max_pending_bytes,
     retry: workers.RetryPolicy | None = None,
-    retry_interval: float | None = 30.0,
-    reader_connections: int = 2,
+    retry_interval: float | None = _DEFAULT.timeouts.retry_interval,
+    reader_connections: int = SQLITE.reader_connections,
     faults: Faults | None = None,
 ) -> AsyncIterator[Store]:
     """Open (creating if needed) the store at ``path`` for the duration of the block.
@@ -54,51 +60,48 @@ async def open_store(
     projection writes.
     """
     path = os.fspath(path)
-    if durability not in ("normal", "full"):
-        raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
-    if projection_delay < 0 or shutdown_timeout < 0:
-        raise ValueError("projection_delay and shutdown_timeout must be >= 0")
-    if max_item_bytes < 1 or max_pending_bytes < 1:
-        raise ValueError("max_item_bytes and max_pending_bytes must be >= 1")
-    if not is_int(reader_connections) or reader_connections < 1:
-        raise ValueError(f"reader_connections must be an int >= 1, not {reader_connections!r}")
-    for projector in projectors:
-        if not isinstance(projector, Projector):
-            raise TypeError(f"projector {projector!r} has no name/project()")
-    engines = open_sqlite_engine(
-        path,
-        durability=durability,
-        read_only=read_only,
-        reader_connections=reader_connections,
-        faults=faults,
+    engine_config = SqliteConfig(durability=durability, reader_connections=reader_connections)
+    config = StoreConfig.from_options(
+        projectors=projectors,
+        projection_delay=projection_delay,
+        shutdown_timeout=shutdown_timeout,
+        max_item_bytes=max_item_bytes,
+        max_pending_bytes=max_pending_bytes,
+        retry=retry,
+        retry_interval=retry_interval,
     )
-    async with engines as engine:
-        store = Store(
-            path=path,
-            engine=engine,
-            projectors=projectors,
-            max_item_bytes=max_item_bytes,
-            max_pending_bytes=max_pending_bytes,
-        )
-        if read_only:
+    engines = open_sqlite_engine(
+        path, config=engine_config, lanes=config.lanes, read_only=read_only, faults=faults
+    )
+    async with engines as engine, _running(path, engine, config) as store:
+        yield store
+
+
+@asynccontextmanager
+async def _running(path: str, engine: Engine, config: StoreConfig) -> AsyncIterator[Store]:
+    """The store on an open ``engine``: its threads loaded, its projection actors running
+    and recovery done; drained on the way out."""
+    store = Store(path=path, engine=engine, config=config)
+    if not engine.writable:
+        await trio.lowlevel.checkpoint()
+        yield store
+        return
+    index = engine.thread_index()
+    for tid, last_seq, seq, has_user in index:
+        store._threads[tid] = ThreadState(tid, last_seq, seq, bool(has_user))
+    timeouts = config.timeouts
+    async with workers.open_pool(
+        store._driver.project,
+        delay=config.projection_delay,
+        retry=config.retry or workers.RetryPolicy(retryable=engine.retryable),
+        shutdown_timeout=timeouts.shutdown,
+        retry_interval=timeouts.retry_interval,
+        applied_floor=lambda tid: store._threads[tid].projected if tid in store._threads else 0,
+    ) as pool:
+        store._pool = store._driver.pool = pool
+        recovered = await store._driver.recover()
+        log.info("store.opened", path=path, threads=len(index), recovered=recovered)
+        try:
             yield store
-            return
-        index = engine.thread_index()
-        for tid, last_seq, seq, has_user in index:
-            store._threads[tid] = ThreadState(tid, last_seq, seq, bool(has_user))
-        policy = retry or workers.RetryPolicy(retryable=engine.retryable)
-        async with workers.open_pool(
-            store._driver.project,
-            delay=projection_delay,
-            retry=policy,
-            shutdown_timeout=shutdown_timeout,
-            retry_interval=retry_interval,
-            applied_floor=lambda tid: store._threads[tid].projected if tid in store._threads else 0,
-        ) as pool:
-            store._pool = store._driver.pool = pool
-            recovered = await store._driver.recover()
-            log.info("store.opened", path=path, threads=len(index), recovered=recovered)
-            try:
-                yield store
-            finally:
-                await store._shutdown(shutdown_timeout)
+        finally:
+            await store._shutdown(timeouts.shutdown)

@@ -9,7 +9,7 @@ body is :class:`threadstore._projection_driver.ProjectionDriver`; :func:`open_st
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any, Final, Literal
@@ -20,6 +20,7 @@ import trio
 
 import workers
 
+from ._config import StoreConfig, is_int
 from ._engine import (
     AppendItems,
     Completion,
@@ -55,16 +56,14 @@ from ._meta import Pending, ThreadMeta
 from ._page_token import CursorQuery, decode_cursor, encode_cursor
 from ._projection_driver import ProjectionDriver
 from ._thread_state import ThreadState
-from ._values import Projector, StoreStatistics, ThreadPage
+from ._values import StoreStatistics, ThreadPage
 
-__all__ = ["MAX_LIST_LIMIT", "MAX_READ_LIMIT", "Receipt", "Store"]
+__all__ = ["Receipt", "Store"]
 
 log = structlog.get_logger(__name__)
 
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
 ORDERS: Final = ("updated_at", "created_at", "recency_at")
-MAX_LIST_LIMIT: Final = 1000
-MAX_READ_LIMIT: Final = 100_000
 _UNSET: Final[Any] = object()
 _NO_CONTEXT: Final[Mapping[str, Any]] = types.MappingProxyType({})  # no structlog bindings
 
@@ -132,26 +131,25 @@ class Store:
         *,
         path: str,
         engine: Engine,
-        projectors: Sequence[Projector] = (),
-        max_item_bytes: int,
-        max_pending_bytes: int,
+        config: StoreConfig,
     ) -> None:
         self.path = path
         self.read_only = not engine.writable
         self._engine = engine
         self._secret = engine.cursor_secret
-        self._projectors = tuple(projectors)
-        self._max_item_bytes = max_item_bytes
-        self._max_pending_bytes = max_pending_bytes
+        self._projectors = config.projectors
+        self._config = config
+        self._max_item_bytes = config.limits.max_item_bytes
+        self._max_pending_bytes = config.limits.max_pending_bytes
         self._threads: dict[str, ThreadState] = {}
         self._pool: workers.ActorPool[str, Pending] | None = None
         self._times = Timestamps()
         self._closing = False
-        self._feed = Feed()
+        self._feed = Feed(config.timeouts.must_deliver_wait)
         self._n = _Counters()
         #: The body of the projection actors (the pool is opened by ``open_store``).
         self._driver = ProjectionDriver(
-            engine=engine, threads=self._threads, projectors=projectors, feed=self._feed
+            engine=engine, threads=self._threads, projectors=config.projectors, feed=self._feed
         )
 
     # -- guards -------------------------------------------------------------------------
@@ -557,9 +555,10 @@ class Store:
         tid = validate_thread_id(thread_id)
         if not is_int(after_seq) or after_seq < 0:
             raise InvalidItemError(f"after_seq must be an int >= 0, not {shorten(after_seq)}")
-        if limit is not None and (not is_int(limit) or not 1 <= limit <= MAX_READ_LIMIT):
+        most = self._config.limits.max_read_limit
+        if limit is not None and (not is_int(limit) or not 1 <= limit <= most):
             raise InvalidItemError(
-                f"limit must be None or an int in 1..{MAX_READ_LIMIT}, not {shorten(limit)}"
+                f"limit must be None or an int in 1..{most}, not {shorten(limit)}"
             )
         items = await self._engine.read_items(tid, after_seq, limit)
         if items is None:
@@ -583,10 +582,9 @@ class Store:
         is tied to this store and these arguments (else :class:`InvalidCursorError`).
         ``search`` is a case-insensitive substring of title, preview or goal.
         """
-        if not is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
-            raise InvalidItemError(
-                f"limit must be an int in 1..{MAX_LIST_LIMIT}, not {shorten(limit)}"
-            )
+        most = self._config.limits.max_list_limit
+        if not is_int(limit) or not 1 <= limit <= most:
+            raise InvalidItemError(f"limit must be an int in 1..{most}, not {shorten(limit)}")
         if order_by not in ORDERS:
             raise InvalidItemError(f"order_by must be one of {ORDERS}, not {shorten(order_by)}")
         if search is not None and not isinstance(search, str):
@@ -653,10 +651,6 @@ def _append_failed(thread_id: str, seq: int, error: BaseException) -> BaseExcept
     failed = AppendFailedError(thread_id, seq, str(error) or type(error).__name__)
     failed.__cause__ = error
     return failed
-
-
-def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _seq(seq: object, assigned: int) -> int:

@@ -9,7 +9,18 @@ onto them (:mod:`._engine`). The rest of threadstore reaches it through
 :class:`threadstore._engine.Engine` only.
 """
 
+from ._config import DEFAULTS, Durability, SqliteConfig
 from ._engine import SqliteEngine, open_sqlite_engine
 from ._faults import FAULT_KINDS, FaultKind, Faults, Target
 
-__all__ = ["FAULT_KINDS", "FaultKind", "Faults", "SqliteEngine", "Target", "open_sqlite_engine"]
+__all__ = [
+    "DEFAULTS",
+    "FAULT_KINDS",
+    "Durability",
+    "FaultKind",
+    "Faults",
+    "SqliteConfig",
+    "SqliteEngine",
+    "Target",
+    "open_sqlite_engine",
+]

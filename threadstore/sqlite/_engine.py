@@ -14,8 +14,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, Literal
+from typing import Any, Final
 
+from .._config import Lanes
 from .._engine import (
     AppendItems,
     Completion,
@@ -32,6 +33,7 @@ from .._errors import StoreFormatError, ThreadExistsError, WriteFailedError
 from .._items import StoredItem
 from .._meta import Patch, Projection, ThreadMeta
 from . import _sql as sql
+from ._config import DEFAULTS, Durability, SqliteConfig
 from ._faults import Faults
 from ._lock import StoreLock
 from ._readers import ReaderPool
@@ -39,13 +41,6 @@ from ._wal_checkpointer import WalCheckpointer
 from ._writer import Job, LogAppend, Writer
 
 __all__ = ["ListedMetas", "RowCache", "SqliteEngine", "open_sqlite_engine"]
-
-Durability = Literal["normal", "full"]
-
-#: Metadata rows the writer keeps decoded (see :class:`RowCache`).
-ROW_CACHE_SIZE: Final = 1024
-#: Listed rows the readers keep decoded (see :class:`ListedMetas`).
-LISTED_CACHE_SIZE: Final = 1024
 
 
 class RowCache:
@@ -56,7 +51,7 @@ class RowCache:
     committed (or, inside a transaction, the current) row.
     """
 
-    def __init__(self, size: int = ROW_CACHE_SIZE) -> None:
+    def __init__(self, size: int = DEFAULTS.row_cache_size) -> None:
         self._size = size
         self._rows: dict[str, tuple[dict[str, object], Projection]] = {}
 
@@ -88,7 +83,7 @@ class ListedMetas:
     (a lock per page); bounded (oldest entries are forgotten first).
     """
 
-    def __init__(self, size: int = LISTED_CACHE_SIZE) -> None:
+    def __init__(self, size: int = DEFAULTS.listed_cache_size) -> None:
         self._size = size
         self._metas: dict[tuple[Any, ...], ThreadMeta] = {}
         self._lock = threading.Lock()
@@ -122,14 +117,16 @@ class SqliteEngine:
         writer: Writer | None = None,
         row_cache: RowCache | None = None,
         index: Sequence[IndexEntry] = (),
+        config: SqliteConfig = DEFAULTS,
     ) -> None:
         self.path = path
         self.readers = readers
         #: The write side (None when read-only); tests reach its WAL checkpointer here.
         self.writer = writer
         self._secret = secret
-        self._row_cache = row_cache or RowCache()
-        self._listed = ListedMetas()
+        self.config = config
+        self._row_cache = row_cache or RowCache(config.row_cache_size)
+        self._listed = ListedMetas(config.listed_cache_size)
         self._index = index
 
     @property
@@ -403,8 +400,8 @@ def _read_items(
 # -- opening ----------------------------------------------------------------------------
 
 
-def _connect_writer(path: str, durability: Durability) -> sqlite3.Connection:
-    conn = sql.connect(path, durability=durability)
+def _connect_writer(path: str, durability: Durability, busy_ms: int) -> sqlite3.Connection:
+    conn = sql.connect(path, durability=durability, busy_timeout_ms=busy_ms)
     try:
         sql.ensure_schema(conn)
     except BaseException:
@@ -426,38 +423,48 @@ def _check_read_only(conn: sqlite3.Connection) -> bytes:
 async def open_sqlite_engine(
     path: str,
     *,
-    durability: Durability,
-    read_only: bool,
-    reader_connections: int,
+    config: SqliteConfig = DEFAULTS,
+    lanes: Lanes | None = None,
+    read_only: bool = False,
     faults: Faults | None = None,
 ) -> AsyncIterator[SqliteEngine]:
     """Open the SQLite engine of the store file at ``path`` for the block.
 
     Writable: takes the single-writer file lock (:class:`~threadstore.StoreLockedError`
-    names the holder), starts the writer thread (WAL, ``durability``, schema creation or
-    check: :class:`~threadstore.StoreFormatError`) with its WAL checkpointer, and up to
-    ``reader_connections`` reader threads. Read-only: the readers only. Leaving the block
-    closes the readers, commits what is queued, stops the writer and releases the lock,
-    also on cancellation.
+    names the holder), starts the writer thread (WAL, ``config.durability``, schema creation
+    or check: :class:`~threadstore.StoreFormatError`) with its WAL checkpointer and the
+    write ``lanes``, and up to ``config.reader_connections`` reader threads. Read-only: the
+    readers only. Leaving the block closes the readers, commits what is queued, stops the
+    writer and releases the lock, also on cancellation.
     """
     if read_only:
-        async with ReaderPool(path, reader_connections) as readers:
+        async with ReaderPool(path, config.reader_connections) as readers:
             secret = await readers.run(_check_read_only)
-            yield SqliteEngine(path=path, readers=readers, secret=secret)
+            yield SqliteEngine(path=path, readers=readers, secret=secret, config=config)
         return
     lock = await StoreLock.acquire_async(path)
     try:
-        row_cache = RowCache()
+        durability, busy_ms = config.durability, config.busy_timeout_ms
+        row_cache = RowCache(config.row_cache_size)
+        checkpointer = WalCheckpointer(
+            partial(sql.connect, path, durability=durability, busy_timeout_ms=busy_ms),
+            interval=config.checkpoint_interval,
+            eager_bytes=config.checkpoint_eager_bytes,
+        )
         writer = Writer(
-            partial(_connect_writer, path, durability),
+            partial(_connect_writer, path, durability, busy_ms),
             faults=faults,
             on_rollback=row_cache.clear,
-            checkpointer=WalCheckpointer(partial(sql.connect, path, durability=durability)),
+            checkpointer=checkpointer,
+            lanes=lanes,
+            backstop_pages=config.backstop_pages,
         )
         await writer.start()
         try:
             index, secret = await writer.run(_load_index)
-            async with ReaderPool(path, reader_connections) as readers:
+            async with ReaderPool(
+                path, config.reader_connections, config.busy_timeout_ms
+            ) as readers:
                 yield SqliteEngine(
                     path=path,
                     readers=readers,
@@ -465,6 +472,7 @@ async def open_sqlite_engine(
                     writer=writer,
                     row_cache=row_cache,
                     index=index,
+                    config=config,
                 )
         finally:
             await writer.aclose()

@@ -22,19 +22,19 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, final
+from typing import Any, TypeVar, final
 
 import outcome
 import trio
 
 from .._errors import StoreClosedError
 from . import _sql
+from ._config import DEFAULTS
 
 __all__ = ["ReaderPool"]
 
 T = TypeVar("T")
 
-_DEFAULT_SIZE: Final = 2
 
 #: A queued read: the function, and the task its outcome is handed back to.
 _Read = tuple[Callable[[sqlite3.Connection], Any], trio.lowlevel.Task]
@@ -51,12 +51,18 @@ class ReaderPool:
     (:meth:`aclose`, or ``async with``) to end its threads.
     """
 
-    def __init__(self, path: str, size: int = _DEFAULT_SIZE) -> None:
+    def __init__(
+        self,
+        path: str,
+        size: int = DEFAULTS.reader_connections,
+        busy_timeout_ms: int = DEFAULTS.busy_timeout_ms,
+    ) -> None:
         """Prepare a pool for the store file at ``path``; no thread or connection yet."""
         if size < 1:
             raise ValueError(f"size must be >= 1, not {size!r}")
         self.path = path
         self.size = size
+        self._busy_timeout_ms = busy_timeout_ms
         self._reads: queue.SimpleQueue[_Read | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._busy = 0
@@ -126,7 +132,12 @@ class ReaderPool:
                 fn, task = read
                 try:
                     if conn is None:
-                        conn = _sql.connect(self.path, durability="normal", read_only=True)
+                        conn = _sql.connect(
+                            self.path,
+                            durability="normal",
+                            read_only=True,
+                            busy_timeout_ms=self._busy_timeout_ms,
+                        )
                         with self._count_lock:
                             self._open_count += 1
                     result: outcome.Outcome[Any] = outcome.Value(_read(conn, fn))
