@@ -1,6 +1,6 @@
 """The public store API against real SQLite files and real writer/reader threads.
 
-Concurrent steps are ordered with a gated projector (``conftest.GatedProjector``) and
+Concurrent steps are ordered with a gated projector (``_helpers.GatedProjector``) and
 ``trio.testing.wait_all_tasks_blocked``; barriers are guarded by ``trio.fail_after`` only so a
 bug hangs for seconds instead of forever. Subprocess, crash-recovery and cancellation tests
 live in ``test_store_process.py``.
@@ -19,8 +19,8 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from _helpers import FAST_RETRY, GUARD_S, GatedProjector
 
-import workers
 from threadstore import (
     InvalidCursorError,
     InvalidItemError,
@@ -43,71 +43,12 @@ from threadstore.sqlite._engine import ListedMetas as _ListedMetas
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
 ORDERS: tuple[OrderBy, ...] = ("updated_at", "created_at", "recency_at")
 
-#: Gives up after three quick attempts, so failure tests stay fast.
-FAST_RETRY = workers.RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)
-
-#: Generous guard against a hung barrier; never a timing assertion.
-GUARD_S = 10
-
 
 async def settle(store: Store, thread_id: str, seq: int | None = None) -> ThreadMeta:
     """Flush ``thread_id`` (guarded against hanging) and return its visible metadata."""
     with trio.fail_after(GUARD_S):
         await store.flush(thread_id, seq)
     return await store.get_thread(thread_id)
-
-
-class GatedProjector:
-    """A projector whose every call waits until the test lets it through.
-
-    Each call is recorded as ``(meta, items)`` before it waits. ``release(n)`` lets ``n``
-    calls through; ``fail_next(n)`` makes the next ``n`` calls that pass the gate raise;
-    ``open()`` lets every call through from now on. Returns ``{"calls": n}``.
-    """
-
-    name = "gated"
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[ThreadMeta, list[StoredItem]]] = []
-        self.permits = 0
-        self.failures = 0
-        self.always_open = False
-        self._changed = trio.Event()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def release(self, n: int = 1) -> None:
-        self.permits += n
-        self._notify()
-
-    def fail_next(self, n: int = 1) -> None:
-        self.failures += n
-
-    def open(self) -> None:
-        self.always_open = True
-        self._notify()
-
-    async def wait_calls(self, n: int) -> None:
-        """Block until at least ``n`` calls have entered the projector."""
-        await trio.lowlevel.checkpoint()
-        with trio.fail_after(GUARD_S):
-            while len(self.calls) < n:
-                await self._changed.wait()
-
-    async def project(self, meta: ThreadMeta, items: Sequence[StoredItem]) -> Mapping[str, Any]:
-        self.calls.append((meta, list(items)))
-        self._notify()
-        await trio.lowlevel.checkpoint()
-        while not self.always_open and self.permits == 0:
-            await self._changed.wait()
-        if not self.always_open:
-            self.permits -= 1
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError(f"gated projector failure on call {len(self.calls)}")
-        return {"calls": len(self.calls)}
 
 
 async def items_of(store: Store, thread_id: str) -> list[tuple[int, str, dict[str, Any]]]:
@@ -298,10 +239,10 @@ async def test_append_and_flush_returns_with_metadata_visible(store: Store) -> N
 
 
 async def test_flush_without_seq_waits_only_for_the_seq_current_at_the_call(
-    store_path: Path,
+    store_target: str,
 ) -> None:
     gate = GatedProjector()
-    async with open_store(store_path, projectors=[gate], retry=FAST_RETRY) as store:
+    async with open_store(store_target, projectors=[gate], retry=FAST_RETRY) as store:
         tid = (await store.create_thread()).id
         await store.append(tid, Item.user_message("first"))
         await gate.wait_calls(1)  # projection of seq 1 is in flight, held at the gate
@@ -402,9 +343,9 @@ async def test_error_item_sets_status_until_the_next_turn_starts(store: Store) -
 # -- coalescing ---------------------------------------------------------------------------
 
 
-async def test_appends_during_a_projection_coalesce(store_path: Path) -> None:
+async def test_appends_during_a_projection_coalesce(store_target: str) -> None:
     gate = GatedProjector()
-    async with open_store(store_path, projectors=[gate], retry=FAST_RETRY) as store:
+    async with open_store(store_target, projectors=[gate], retry=FAST_RETRY) as store:
         tid = (await store.create_thread()).id
         before = store.statistics()
         await store.append(tid, Item.user_message("one"))
@@ -436,8 +377,8 @@ URGENT = {
 
 
 @pytest.mark.parametrize("item", URGENT.values(), ids=URGENT.keys())
-async def test_urgent_items_bypass_projection_delay(store_path: Path, item: Item) -> None:
-    async with open_store(store_path, projection_delay=3600) as store:
+async def test_urgent_items_bypass_projection_delay(store_target: str, item: Item) -> None:
+    async with open_store(store_target, projection_delay=3600) as store:
         tid = (await store.create_thread()).id
         receipt = await store.append(tid, item)
 
@@ -447,9 +388,9 @@ async def test_urgent_items_bypass_projection_delay(store_path: Path, item: Item
 
 
 async def test_projection_delay_holds_ordinary_updates_until_an_urgent_one(
-    store_path: Path,
+    store_target: str,
 ) -> None:
-    async with open_store(store_path, projection_delay=3600) as store:
+    async with open_store(store_target, projection_delay=3600) as store:
         tid = (await store.create_thread()).id
         await store.append(tid, Item.user_message("first"))
         assert (await settle(store, tid)).preview == "first"  # first user message: urgent
@@ -555,9 +496,9 @@ async def test_projectors_see_the_metadata_before_the_batch_and_the_stored_items
     assert counts.calls[3][0].archived_at is None
 
 
-async def test_sync_and_async_projectors_write_into_extra(store_path: Path) -> None:
+async def test_sync_and_async_projectors_write_into_extra(store_target: str) -> None:
     counts, titles = CountingProjector(), TitleProjector()
-    async with open_store(store_path, projectors=[counts, titles]) as store:
+    async with open_store(store_target, projectors=[counts, titles]) as store:
         tid = (await store.create_thread()).id
         await store.append_and_flush(tid, Item.turn_started("t"), Item.user_message("fix ci"))
         first = await store.get_thread(tid)
@@ -580,11 +521,11 @@ async def test_sync_and_async_projectors_write_into_extra(store_path: Path) -> N
         assert [i.kind for i in items1] == ["turn_started", "user_message"]
 
 
-async def test_projector_that_fails_then_succeeds_is_retried(store_path: Path) -> None:
+async def test_projector_that_fails_then_succeeds_is_retried(store_target: str) -> None:
     gate = GatedProjector()
     gate.open()
     gate.fail_next(2)
-    async with open_store(store_path, projectors=[gate], retry=FAST_RETRY) as store:
+    async with open_store(store_target, projectors=[gate], retry=FAST_RETRY) as store:
         tid = (await store.create_thread()).id
         receipt = await store.append(tid, Item.user_message("hello"))
 
@@ -598,12 +539,12 @@ async def test_projector_that_fails_then_succeeds_is_retried(store_path: Path) -
 
 
 async def test_projector_that_always_fails_fails_the_barrier_and_keeps_the_work(
-    store_path: Path,
+    store_target: str,
 ) -> None:
     gate = GatedProjector()
     gate.open()
     gate.fail_next(1_000)
-    async with open_store(store_path, projectors=[gate], retry=FAST_RETRY) as store:
+    async with open_store(store_target, projectors=[gate], retry=FAST_RETRY) as store:
         tid = (await store.create_thread()).id
         receipt = await store.append(tid, Item.user_message("hello"), Item.assistant_message("a"))
 
@@ -629,9 +570,9 @@ async def test_projector_that_always_fails_fails_the_barrier_and_keeps_the_work(
 # -- error propagation ------------------------------------------------------------------
 
 
-async def test_superseded_failure_does_not_fail_a_later_barrier(store_path: Path) -> None:
+async def test_superseded_failure_does_not_fail_a_later_barrier(store_target: str) -> None:
     gate = GatedProjector()
-    async with open_store(store_path, projectors=[gate], retry=FAST_RETRY) as store:
+    async with open_store(store_target, projectors=[gate], retry=FAST_RETRY) as store:
         tid = (await store.create_thread()).id
         await store.append(tid, Item.user_message("one"))
         gate.fail_next(3)
@@ -670,9 +611,9 @@ async def test_superseded_failure_does_not_fail_a_later_barrier(store_path: Path
 # -- discard ----------------------------------------------------------------------------
 
 
-async def test_discard_waits_for_in_flight_work_and_drops_queued_work(store_path: Path) -> None:
+async def test_discard_waits_for_in_flight_work_and_drops_queued_work(store_target: str) -> None:
     gate = GatedProjector()
-    async with open_store(store_path, projectors=[gate], retry=FAST_RETRY) as store:
+    async with open_store(store_target, projectors=[gate], retry=FAST_RETRY) as store:
         tid = (await store.create_thread()).id
         await store.append(tid, Item.user_message("one"))
         await gate.wait_calls(1)  # seq 1 in flight
@@ -711,9 +652,9 @@ async def test_discard_waits_for_in_flight_work_and_drops_queued_work(store_path
         assert (meta.seq, meta.item_count, meta.last_message) == (4, 4, "four")
 
 
-async def test_explicit_mutations_work_after_a_discard(store_path: Path) -> None:
+async def test_explicit_mutations_work_after_a_discard(store_target: str) -> None:
     gate = GatedProjector()
-    async with open_store(store_path, projectors=[gate], retry=FAST_RETRY) as store:
+    async with open_store(store_target, projectors=[gate], retry=FAST_RETRY) as store:
         tid = (await store.create_thread(title="t")).id
         await store.append(tid, Item.user_message("one"))
         await gate.wait_calls(1)
@@ -765,8 +706,8 @@ async def test_update_thread_is_visible_logged_and_survives_reopen(store_path: P
         ]
 
 
-async def test_update_thread_waits_for_pending_derived_metadata(store_path: Path) -> None:
-    async with open_store(store_path, projection_delay=3600) as store:
+async def test_update_thread_waits_for_pending_derived_metadata(store_target: str) -> None:
+    async with open_store(store_target, projection_delay=3600) as store:
         tid = (await store.create_thread()).id
         await store.append(tid, Item.user_message("hi"))
         await store.append(tid, Item.assistant_message("held in the window"))
@@ -1092,9 +1033,9 @@ async def test_projection_log_carries_the_appenders_trace_parent(store: Store) -
     assert event["seq"] == 1
 
 
-async def test_coalesced_projection_log_carries_every_trace_parent(store_path: Path) -> None:
+async def test_coalesced_projection_log_carries_every_trace_parent(store_target: str) -> None:
     gate = GatedProjector()
-    async with open_store(store_path, projectors=[gate], retry=FAST_RETRY) as store:
+    async with open_store(store_target, projectors=[gate], retry=FAST_RETRY) as store:
         tid = (await store.create_thread()).id
 
         async def append_as(trace: str, text: str) -> None:
@@ -1139,6 +1080,7 @@ async def _sync(fn: Callable[[], object]) -> object:
     return fn()
 
 
+@pytest.mark.engines("sqlite")  # a second, read-only opener needs a file
 async def test_read_only_store_sees_the_writers_committed_data(store: Store) -> None:
     tid = (await store.create_thread(goal="shared")).id
     async with open_store(store.path, read_only=True) as reader:
@@ -1155,6 +1097,7 @@ async def test_read_only_store_sees_the_writers_committed_data(store: Store) -> 
         assert reader.statistics().appends == 0
 
 
+@pytest.mark.engines("sqlite")  # a second, read-only opener needs a file
 @pytest.mark.parametrize("write", WRITES.values(), ids=WRITES.keys())
 async def test_read_only_store_refuses_every_write(
     store: Store, write: Callable[[Store, str], Awaitable[object]]

@@ -24,7 +24,7 @@ from typing import Literal, Protocol, TypeAlias, TypeVar
 import attrs
 
 from ._items import Item, StoredItem, decode_data, us_to_datetime
-from ._meta import Patch, Pending, ThreadMeta
+from ._meta import Patch, Pending, Projection, ThreadMeta
 from ._page_token import CursorQuery
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "PageQuery",
     "ProjectionWrite",
     "SetArchived",
+    "fold_for_write",
     "stored_item",
 ]
 
@@ -258,3 +259,25 @@ def stored_item(row: LogRow) -> StoredItem:
     """The :class:`StoredItem` of a log row (decodes its JSON)."""
     seq, at, kind, data = row
     return StoredItem(kind=kind, data=decode_data(data), seq=seq, created_at=us_to_datetime(at))
+
+
+def fold_for_write(
+    projection: Projection, op: ProjectionWrite, read_log: Callable[[int, int], list[LogRow]]
+) -> Projection | None:
+    """The metadata after ``op``, or None if it has nothing to change (already through
+    ``op.target`` and no projector output). Engine-neutral: engines call it inside their
+    write with the metadata as stored and ``read_log(after_seq, limit)`` reading the log.
+
+    The pending items are folded if they follow the stored metadata; after a gap (discarded
+    work, recovery) or an overlap, the log itself is folded instead.
+    """
+    seq = projection.meta.seq
+    pending, extra, target = op.pending, op.extra, op.target
+    if seq >= target and not extra.extra_nested:
+        return None
+    if pending.first_seq == seq + 1 and pending.last_seq >= target:
+        patch = pending.fold()
+    else:
+        items = [stored_item(row) for row in read_log(seq, target - seq)]
+        patch = Patch.from_items(items) if items else Patch.empty()
+    return projection.apply(patch.merge(extra))

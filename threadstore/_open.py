@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
 import structlog
@@ -18,6 +18,7 @@ from ._engine import Engine
 from ._store import Store
 from ._thread_state import ThreadState
 from ._values import Projector
+from .memory import MEMORY_TARGET, open_memory_engine
 from .sqlite import DEFAULTS as SQLITE
 from .sqlite import Durability, Faults, SqliteConfig, open_sqlite_engine
 
@@ -47,6 +48,10 @@ async def open_store(
 ) -> AsyncIterator[Store]:
     """Open (creating if needed) the store at ``path`` for the duration of the block.
 
+    ``path`` is a store file (the SQLite engine) or ``":memory:"`` (the in-memory engine: no
+    threads, no files, same semantics, nothing kept after the block; ``durability`` and
+    ``reader_connections`` do not apply, ``read_only`` and ``faults`` are refused).
+
     Takes the single-writer file lock (:class:`StoreLockedError` names the holder), sets WAL
     and the ``durability`` level, creates or checks the schema (:class:`StoreFormatError`),
     and re-projects every thread whose metadata lags its log before yielding. Leaving the
@@ -70,9 +75,15 @@ async def open_store(
         retry=retry,
         retry_interval=retry_interval,
     )
-    engines = open_sqlite_engine(
-        path, config=engine_config, lanes=config.lanes, read_only=read_only, faults=faults
-    )
+    engines: AbstractAsyncContextManager[Engine]
+    if path == MEMORY_TARGET:
+        if read_only or faults is not None:
+            raise ValueError("a ':memory:' store takes neither read_only=True nor faults=")
+        engines = open_memory_engine(lanes=config.lanes)
+    else:
+        engines = open_sqlite_engine(
+            path, config=engine_config, lanes=config.lanes, read_only=read_only, faults=faults
+        )
     async with engines as engine, _running(path, engine, config) as store:
         yield store
 

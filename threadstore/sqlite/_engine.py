@@ -27,6 +27,7 @@ from .._engine import (
     PageQuery,
     ProjectionWrite,
     SetArchived,
+    fold_for_write,
     stored_item,
 )
 from .._errors import StoreFormatError, ThreadExistsError, WriteFailedError
@@ -290,7 +291,7 @@ def _project_job(
 ) -> ThreadMeta | None:
     """Fold the pending items (or, if they do not follow the row, the log itself) into the
     row."""
-    thread_id, pending, extra, target = op.thread_id, op.pending, op.extra, op.target
+    thread_id = op.thread_id
     cached = cache.get(thread_id)
     if cached is not None:
         row, projection = cached
@@ -299,16 +300,12 @@ def _project_job(
         if read is None:
             return None  # deleted meanwhile
         row, projection = read, Projection.from_row(read)
-    seq = projection.meta.seq
-    if seq >= target and not extra.extra_nested:
+    folded = fold_for_write(
+        projection, op, lambda after, limit: sql.read_items(conn, thread_id, after, limit)
+    )
+    if folded is None:
         return projection.meta
-    if pending.first_seq == seq + 1 and pending.last_seq >= target:
-        patch = pending.fold()
-    else:
-        # A gap (discarded work, recovery) or an overlap: fold from the log instead.
-        items = [stored_item(r) for r in sql.read_items(conn, thread_id, seq, target - seq)]
-        patch = Patch.from_items(items) if items else Patch.empty()
-    projection = projection.apply(patch.merge(extra))
+    projection = folded
     new_row = projection.to_row()
     if not sql.update_projection(conn, row, new_row):
         cache.drop(thread_id)
