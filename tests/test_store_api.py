@@ -39,6 +39,7 @@ from threadstore import (
 )
 from threadstore._meta import Projection
 from threadstore.sqlite._engine import ListedMetas as _ListedMetas
+from threadstore.sqlite._rows import meta_from_values, projection_to_row
 
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
 ORDERS: tuple[OrderBy, ...] = ("updated_at", "created_at", "recency_at")
@@ -941,9 +942,11 @@ async def test_listing_reuses_unchanged_rows_and_decodes_changed_ones(store: Sto
 
 def test_listed_metas_are_bounded_and_always_equal_a_fresh_decode() -> None:
     metas = _ListedMetas(size=2)
-    rows = [(*Projection.new(f"t{n}", created_at_us=n).to_row().values(),) for n in range(3)]
+    rows = [
+        (*projection_to_row(Projection.new(f"t{n}", created_at_us=n)).values(),) for n in range(3)
+    ]
     first = metas.decode(rows)
-    assert first == tuple(Projection.meta_from_values(row) for row in rows)
+    assert first == tuple(meta_from_values(row) for row in rows)
     assert metas.decode(rows[2:])[0] is first[2]
     again = metas.decode(rows[:1])[0]
     assert again == first[0]

@@ -38,6 +38,7 @@ from ._config import DEFAULTS, Durability, SqliteConfig
 from ._faults import Faults
 from ._lock import StoreLock
 from ._readers import ReaderPool
+from ._rows import meta_from_values, projection_from_row, projection_to_row
 from ._wal_checkpointer import WalCheckpointer
 from ._writer import Job, LogAppend, Writer
 
@@ -91,7 +92,7 @@ class ListedMetas:
 
     def decode(self, rows: Sequence[tuple[Any, ...]]) -> tuple[ThreadMeta, ...]:
         """The rows' metadata in order. Sync; reader threads."""
-        decode = Projection.meta_from_values
+        decode = meta_from_values
         out = []
         with self._lock:
             metas = self._metas
@@ -193,7 +194,7 @@ class SqliteEngine:
         except sqlite3.Error as exc:
             operation = "unarchive" if op.archived_at_us is None else "archive"
             raise _write_failed(op.thread_id, operation, exc) from exc
-        return None if row is None else Projection.from_row(row).meta
+        return None if row is None else projection_from_row(row).meta
 
     async def project(self, op: ProjectionWrite) -> ThreadMeta | None:
         lane = op.lane
@@ -279,7 +280,7 @@ def _create_job(op: CreateThread, conn: sqlite3.Connection) -> ThreadMeta:
             )
         )
     try:
-        sql.insert_thread(conn, projection.to_row())
+        sql.insert_thread(conn, projection_to_row(projection))
     except sqlite3.IntegrityError as exc:
         raise ThreadExistsError(op.thread_id) from exc
     sql.append_items(conn, op.thread_id, op.rows, expected_last=0)
@@ -299,14 +300,14 @@ def _project_job(
         read = sql.read_projection_row(conn, thread_id)
         if read is None:
             return None  # deleted meanwhile
-        row, projection = read, Projection.from_row(read)
+        row, projection = read, projection_from_row(read)
     folded = fold_for_write(
         projection, op, lambda after, limit: sql.read_items(conn, thread_id, after, limit)
     )
     if folded is None:
         return projection.meta
     projection = folded
-    new_row = projection.to_row()
+    new_row = projection_to_row(projection)
     if not sql.update_projection(conn, row, new_row):
         cache.drop(thread_id)
         return None  # deleted meanwhile
@@ -326,7 +327,7 @@ def _delete_job(cache: RowCache, thread_id: str, conn: sqlite3.Connection) -> Th
     cache.drop(thread_id)
     row = sql.read_projection_row(conn, thread_id)
     sql.delete_thread(conn, thread_id)
-    return None if row is None else Projection.from_row(row).meta
+    return None if row is None else projection_from_row(row).meta
 
 
 # -- reader functions (sync; reader threads only) ---------------------------------------
@@ -338,7 +339,7 @@ def _projector_input(
     row = sql.read_projection_row(conn, thread_id)
     if row is None:
         return None, []
-    meta = Projection.from_row(row).meta
+    meta = projection_from_row(row).meta
     rows = sql.read_items(conn, thread_id, meta.seq, max(0, target - meta.seq))
     return meta, [stored_item(r) for r in rows]
 
@@ -372,7 +373,7 @@ _COLUMN: Final = {name: index for index, name in enumerate(sql.THREAD_COLUMNS)}
 
 def _get_meta(thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
     row = sql.read_projection_row(conn, thread_id)
-    return None if row is None else Projection.from_row(row).meta
+    return None if row is None else projection_from_row(row).meta
 
 
 def _read_items(
