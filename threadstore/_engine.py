@@ -11,6 +11,10 @@ id becomes :class:`~threadstore.ThreadExistsError`, a failed archive or delete
 says which of its errors are transient (:meth:`Engine.retryable`). No module outside an
 engine package imports a database driver.
 
+Per-thread ownership and change notifications join this interface with the first engine
+that has them (PostgreSQL, where several processes write one database); an embedded engine
+owns every thread of its store.
+
 Writes are queued with a callback that runs on the trio thread, in commit order, before
 anyone waiting on the write wakes: the store advances its watermarks there. Appends are
 group-committed: whatever is queued when the engine is free commits in one transaction.
