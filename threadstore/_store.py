@@ -95,13 +95,22 @@ class Receipt:
 
 
 class _Append:
-    """One append call: its log operation, and what its completion needs on the trio thread."""
+    """One append call: its log operation, and what its completion needs on the trio thread.
 
-    __slots__ = ("context", "epoch", "explicit", "items", "op", "state")
+    It is the operation's ``on_done`` callback itself (one object per append, not two).
+    """
+
+    __slots__ = ("context", "epoch", "explicit", "items", "op", "state", "store")
 
     def __init__(
-        self, state: ThreadState, op: AppendItems, items: tuple[Item, ...], explicit: bool
+        self,
+        store: Store,
+        state: ThreadState,
+        op: AppendItems,
+        items: tuple[Item, ...],
+        explicit: bool,
     ) -> None:
+        self.store = store
         self.state = state
         self.op = op
         self.items = items
@@ -111,6 +120,9 @@ class _Append:
         self.context = structlog.contextvars.get_contextvars() or _NO_CONTEXT
         #: update_thread: waits for visibility, never held in a coalescing window.
         self.explicit = explicit
+
+    def __call__(self, job: Completion[None]) -> None:
+        self.store._appended(self, job)
 
 
 @attrs.define
@@ -277,10 +289,8 @@ class Store:
             ]
             size = sum(map(len, encoded))
         last = first + len(rows) - 1
-        append = _Append(
-            state, AppendItems(thread_id=state.id, rows=rows, size=size), items, urgent
-        )
-        job = engine.append(append.op, partial(self._appended, append))
+        op = AppendItems(thread_id=state.id, rows=rows, size=size)
+        job = engine.append(op, _Append(self, state, op, items, urgent))
         state.assigned = last
         state.last_job = job
         self._n.appends += 1
