@@ -8,7 +8,7 @@ from typing import Any, Literal
 import trio
 
 import workers
-from threadstore import StoredItem, ThreadMeta
+from threadstore import Store, StoredItem, ThreadMeta
 
 #: Generous guard against a hung barrier; never a timing assertion.
 GUARD_S = 10
@@ -84,3 +84,20 @@ class GatedProjector:
         if self.report == "seen":
             return {"seen": meta.extra.get(self.name, {}).get("seen", 0) + len(items)}
         return {"calls": len(self.calls)}
+
+
+async def settle(store: Store, thread_id: str, seq: int | None = None) -> ThreadMeta:
+    """Flush ``thread_id`` (guarded against hanging) and return its visible metadata."""
+    with trio.fail_after(GUARD_S):
+        await store.flush(thread_id, seq)
+    return await store.get_thread(thread_id)
+
+
+async def items_of(store: Store, thread_id: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(seq, kind, data)`` of every item in the thread's log."""
+    return [(i.seq, i.kind, dict(i.data)) for i in await store.read_items(thread_id)]
+
+
+async def listed_ids(store: Store, **kwargs: Any) -> list[str]:
+    page = await store.list_threads(limit=1000, **kwargs)
+    return [meta.id for meta in page.threads]
