@@ -72,7 +72,7 @@ class WriteLanes(Generic[B, J]):
         group was formed)."""
         settings = self.settings
         if lane == "now":
-            return self._join(self._groups, job, settings.wake_group)
+            return self.submit_now(job)
         if lane == "soon":
             return self._join(self._soon, job, settings.soon_group)
         if lane == "deferred":
@@ -93,6 +93,17 @@ class WriteLanes(Generic[B, J]):
             return tail[0], False
         batch = self._new_batch()  # "first"
         self._groups.insert(0, (batch, [job]))
+        return batch, True
+
+    def submit_now(self, job: J) -> tuple[B, bool]:
+        """``submit(job, "now")``, for the hot path of log appends."""
+        groups = self._groups
+        if groups and len(groups[-1][1]) < self.settings.wake_group:
+            batch, jobs = groups[-1]
+            jobs.append(job)
+            return batch, False
+        batch = self._new_batch()
+        groups.append((batch, [job]))
         return batch, True
 
     def _join(self, groups: list[tuple[B, list[J]]], job: J, size: int) -> tuple[B, bool]:

@@ -289,7 +289,7 @@ class Store:
             ]
             size = sum(map(len, encoded))
         last = first + len(rows) - 1
-        op = AppendItems(thread_id=state.id, rows=rows, size=size)
+        op = AppendItems(state.id, rows, size)
         job = engine.append(op, _Append(self, state, op, items, urgent))
         state.assigned = last
         state.last_job = job

@@ -125,6 +125,8 @@ class SqliteEngine:
         self.readers = readers
         #: The write side (None when read-only); tests reach its WAL checkpointer here.
         self.writer = writer
+        if writer is not None:
+            self._submit_now = writer.submit_now
         self._secret = secret
         self.config = config
         self._row_cache = row_cache or RowCache(config.row_cache_size)
@@ -158,7 +160,7 @@ class SqliteEngine:
         self, op: AppendItems, on_done: Callable[[Completion[None]], None]
     ) -> Completion[None]:
         job = LogAppend(op.thread_id, op.rows, on_done=on_done, size=op.size)
-        self._writer().submit(job)
+        self._submit_now(job)
         return job
 
     def create(

@@ -113,7 +113,16 @@ class LogAppend(Job[None]):
         on_done: Callable[[Any], None] | None = None,
         size: int = 0,
     ) -> None:
-        super().__init__(_no_fn, on_done=on_done, size=size, log=True, target="log")
+        # Job.__init__'s fields, set here directly: one of these is made per append.
+        self.fn = _no_fn
+        self.target = "log"
+        self.injected = None
+        self.on_done = on_done
+        self.size = size
+        self.log = True
+        self.result = None
+        self.error = None
+        self.batch = None
         self.thread_id = thread_id
         self.rows = rows
 
@@ -230,6 +239,18 @@ class Writer:
                 self._cond.notify()
             if not (soon or defer):
                 self.queued_bytes += job.size
+        return batch
+
+    def submit_now(self, job: Job[Any]) -> Batch:
+        """:meth:`submit` in the ordinary lane (the log appends' path, kept short)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        with self._lock:
+            batch, wake = self._lanes.submit_now(job)
+            job.batch = batch
+            if wake:
+                self._cond.notify()
+            self.queued_bytes += job.size
         return batch
 
     async def run(
