@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from threadstore import open_store
+from threadstore import Store, open_store
 from threadstore._config import Limits, StoreConfig, Timeouts
 from threadstore.sqlite import DEFAULTS, SqliteConfig
 
@@ -21,6 +21,8 @@ def test_open_store_defaults_are_the_configuration_defaults() -> None:
     assert params["retry_interval"].default == config.timeouts.retry_interval == 30.0
     assert params["durability"].default == DEFAULTS.durability == "normal"
     assert params["reader_connections"].default == DEFAULTS.reader_connections == 2
+    buffer = inspect.signature(Store.subscribe).parameters["buffer"].default
+    assert buffer == config.limits.feed_buffer == 256
 
 
 def test_from_options_builds_the_nested_values() -> None:

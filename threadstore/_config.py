@@ -45,6 +45,8 @@ class Limits:
     #: The largest ``limit`` of ``list_threads`` and of ``read_items``.
     max_list_limit: int = 1000
     max_read_limit: int = 100_000
+    #: Events a change-feed subscriber's buffer holds unless ``subscribe(buffer=...)``.
+    feed_buffer: int = 256
 
     def __attrs_post_init__(self) -> None:
         if self.max_item_bytes < 1 or self.max_pending_bytes < 1:

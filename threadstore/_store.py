@@ -20,7 +20,7 @@ import trio
 
 import workers
 
-from ._config import StoreConfig, is_int
+from ._config import Limits, StoreConfig, is_int
 from ._engine import (
     AppendItems,
     Completion,
@@ -65,6 +65,7 @@ log = structlog.get_logger(__name__)
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
 ORDERS: Final = ("updated_at", "created_at", "recency_at")
 _UNSET: Final[Any] = object()
+_LIMITS: Final = Limits()  # the defaults of public arguments
 _NO_CONTEXT: Final[Mapping[str, Any]] = types.MappingProxyType({})  # no structlog bindings
 
 
@@ -528,7 +529,9 @@ class Store:
     # -- change feed --------------------------------------------------------------------
 
     @asynccontextmanager
-    async def subscribe(self, buffer: int = 256) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
+    async def subscribe(
+        self, buffer: int = _LIMITS.feed_buffer
+    ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
         """Receive a :class:`ThreadEvent` for each thread change, after it committed.
 
         ``async with store.subscribe() as events: async for event in events: ...``. Events
