@@ -125,7 +125,7 @@ async def sqlite_settings(store: Store, durability: str) -> dict[str, Any]:
     """
     out: dict[str, Any] = {"durability": durability}
     out.update(await trio.to_thread.run_sync(_file_settings, store.path))
-    writer = getattr(store, "_writer", None)
+    writer = getattr(getattr(store, "_engine", None), "writer", None)  # the SQLite engine's
     run = getattr(writer, "run", None)
     if callable(run):
         try:

@@ -32,8 +32,8 @@ from threadstore import (
     aio,
     blocking,
 )
-from threadstore._faults import Faults, Target
 from threadstore._portal import MIRRORED
+from threadstore.testing import Faults, Target
 
 #: Upper bound on any wait for a gate: a broken store fails the test instead of hanging it.
 GUARD_S = 30.0

@@ -95,9 +95,9 @@ async def test_subscribing_after_close_ends_at_once() -> None:
 # -- the store's feed ---------------------------------------------------------------------
 
 
-async def test_store_publishes_each_change_after_it_committed(store_path: Path) -> None:
+async def test_store_publishes_each_change_after_it_committed(store_target: str) -> None:
     received: list[tuple[str, str, int]] = []
-    async with open_store(store_path) as store:
+    async with open_store(store_target) as store:
         async with store.subscribe() as events:
             meta = await store.create_thread(goal="ship it")
             tid = meta.id
@@ -129,10 +129,10 @@ async def test_updated_events_carry_the_committed_metadata(store: Store) -> None
     assert event.thread.preview == "first question"
 
 
-async def test_subscriptions_end_when_the_store_closes(store_path: Path) -> None:
+async def test_subscriptions_end_when_the_store_closes(store_target: str) -> None:
     seen: list[str] = []
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery, open_store(store_path) as store:
+        async with trio.open_nursery() as nursery, open_store(store_target) as store:
             ready = trio.Event()
 
             async def listen() -> None:

@@ -57,9 +57,9 @@ async def test_stdlib_logging_at_debug_shows_projection_events(tmp_path: Path) -
     assert lines == OWN_LINES  # stdout is still the app's own
     applied = re.findall(r"^DEBUG:(threadstore[.\w]*):projection\.applied (.*)$", stderr, re.M)
     assert len(applied) == 3, stderr
-    assert {name for name, _ in applied} == {"threadstore._store"}
+    assert {name for name, _ in applied} == {"threadstore._projection_driver"}
     assert all("trace_parent='req-1'" in fields and "seq=3" in fields for _, fields in applied)
-    assert re.search(r"^INFO:threadstore\._store:store\.opened ", stderr, re.M)
+    assert re.search(r"^INFO:threadstore\._open:store\.opened ", stderr, re.M)
     assert re.search(r"^INFO:threadstore\._store:store\.closed ", stderr, re.M)
 
 
@@ -175,7 +175,7 @@ async def test_unconfigured_store_logs_projection_events_at_debug_only_when_enab
         await store.flush(tid)
 
     applied = [r for r in caplog.records if r.getMessage().startswith("projection.applied ")]
-    assert [r.name for r in applied] == ["threadstore._store"]
+    assert [r.name for r in applied] == ["threadstore._projection_driver"]
     assert "trace_parent='req-3'" in applied[0].getMessage()
     assert f"thread_id='{tid}' seq=2" in applied[0].getMessage()
     assert capsys.readouterr().out == ""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC
 
 import pytest
 from hypothesis import given, settings
@@ -28,7 +27,6 @@ from threadstore._meta import (
     Projection,
     ThreadMeta,
 )
-from threadstore._sqlite import THREAD_COLUMNS
 
 T0 = 1_700_000_000_000_000  # µs
 
@@ -375,76 +373,6 @@ def test_any_batching_gives_the_same_metadata(data: st.DataObject) -> None:
 def test_applying_a_merge_equals_applying_in_turn(patches: list[Patch]) -> None:
     # What a coalescing actor does (merge, then apply once) matches applying each patch.
     assert apply_all([_merge_all(patches)]) == apply_all(patches)
-
-
-ROW_COLUMNS = {
-    "id",
-    "created_at",
-    "updated_at",
-    "recency_at",
-    "title",
-    "goal",
-    "preview",
-    "last_message",
-    "item_count",
-    "turn_count",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "archived_at",
-    "extra",
-    "seq",
-    "has_user_message",
-}
-
-
-@settings(max_examples=200)
-@given(item_runs(), st.none() | st.integers(0, 2**53))
-def test_row_round_trip(items: list[StoredItem], archived_at: int | None) -> None:
-    projection = apply_all([Patch.from_items(items)]).with_archived_at(archived_at)
-    row = projection.to_row()
-    assert set(row) == ROW_COLUMNS
-    assert Projection.from_row(row) == projection
-    assert isinstance(row["extra"], str)
-    assert row["has_user_message"] in (0, 1)
-    # Listing decodes the same values as a tuple, in the column order the store selects.
-    assert tuple(row) == THREAD_COLUMNS[: len(row)]
-    assert Projection.meta_from_values((*row.values(), 99)) == projection.meta
-
-
-def test_row_values() -> None:
-    projection = Projection.new("t", T0).apply(
-        Patch.from_items(stored([Item.user_message("q"), metadata_item({"k": "é"})]))
-    )
-    row = projection.with_archived_at(T0 + 5).to_row()
-    assert row == {
-        "id": "t",
-        "created_at": T0,
-        "updated_at": T0 + 1001,
-        "recency_at": T0 + 1,
-        "title": None,
-        "goal": None,
-        "preview": "q",
-        "last_message": None,
-        "item_count": 2,
-        "turn_count": 0,
-        "status": "idle",
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "archived_at": T0 + 5,
-        "extra": '{"k":"é"}',
-        "seq": 2,
-        "has_user_message": 1,
-    }
-    archived = Projection.from_row(row).meta.archived_at
-    assert archived == datetime.fromtimestamp((T0 + 5) / 1e6, UTC)
-
-
-def test_from_row_rejects_unknown_status() -> None:
-    row: dict[str, Any] = Projection.new("t", T0).to_row()
-    row["status"] = "sleeping"
-    with pytest.raises(ValueError, match="sleeping"):
-        Projection.from_row(row)
 
 
 @given(item_runs(max_size=30))

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Final, Literal, TypeVar
 import attrs
 import pytest
 import trio
+from _helpers import no_backoff
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -45,7 +46,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-import workers
 from threadstore import (
     AppendFailedError,
     Item,
@@ -71,7 +71,7 @@ T = TypeVar("T")
 #: Bound on any one call into the store; a hang fails the example instead of the run.
 GUARD_S: Final = 20
 #: Projection gives up after two quick attempts, so failures for good happen under faults.
-RETRY: Final = workers.RetryPolicy(attempts=2, base_delay=0, max_delay=0, jitter=0)
+RETRY: Final = no_backoff(2)
 #: Caller-chosen ids, few so that they collide, are deleted and created again.
 OWN_IDS: Final = ("a", "b", 'it\'s "c"')
 
@@ -224,9 +224,13 @@ async def _durable(receipt: Receipt) -> None:
 
 
 class StoreMachine(RuleBasedStateMachine):
-    """The store against the model; ``base`` is the directory for this test's files."""
+    """The store against the model; ``base`` is the directory for this test's files.
+
+    On an engine without the fault seam or persistence (``memory``), faults stay off and
+    the store is never reopened; every other rule runs the same."""
 
     base: ClassVar[Path]
+    engine: ClassVar[str]
 
     def __init__(self) -> None:
         super().__init__()
@@ -255,7 +259,10 @@ class StoreMachine(RuleBasedStateMachine):
         started = False
         try:
             async with open_store(
-                self.path, faults=self.faults, retry=RETRY, retry_interval=None
+                self.path if self.on_file else ":memory:",
+                faults=self.faults if self.on_file else None,
+                retry=RETRY,
+                retry_interval=None,
             ) as store:
                 task_status.started(store)
                 started = True
@@ -277,6 +284,10 @@ class StoreMachine(RuleBasedStateMachine):
         assert self._closed is not None
         self._release.set()
         await self._closed.wait()
+
+    @property
+    def on_file(self) -> bool:
+        return self.engine == "sqlite"
 
     def open(self) -> None:
         self.store = self.loop.call(self._open)
@@ -371,7 +382,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.create(goal="the goal", title=None, own=None)
         self.create(goal=None, title=None, own=OWN_IDS[0])
         assert len(self.threads) == 2
-        self.faults.enabled = self.faults_on = faults_on
+        self.faults.enabled = self.faults_on = faults_on and self.on_file
 
     @rule(
         goal=st.none() | TEXT,
@@ -577,6 +588,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(on=st.booleans())
     def switch_faults(self, on: bool) -> None:
         """Faults on, or off and let the store settle (a last failure may still surface)."""
+        on = on and self.on_file
         self.faults_on = on
         if on:
             self.faults.enabled = True
@@ -599,6 +611,7 @@ class StoreMachine(RuleBasedStateMachine):
         """ThreadDiscardedError, if a discard may have left some thread's metadata behind."""
         return (ThreadDiscardedError,) if any(t.discarded for t in self.threads.values()) else ()
 
+    @precondition(lambda self: self.on_file)
     @rule()
     def reopen(self) -> None:
         self.close()
@@ -663,12 +676,15 @@ class StoreMachine(RuleBasedStateMachine):
                 self.faults_off()
                 self.expect(self.attempt(self.s.flush_all), *self.discard_errors())
                 self.check_converged()
-                self.close()
-                # A fresh open (no faults) re-projects even what a discard left behind.
-                self.faults = Faults(probability=0.0)
-                self.open()
+                if self.on_file:
+                    self.close()
+                    # A fresh open (no faults) re-projects even what a discard left behind.
+                    self.faults = Faults(probability=0.0)
+                    self.open()
                 self.check_logs()
-                for tid in self.threads:
+                for tid, thread in self.threads.items():
+                    if not self.on_file and thread.discarded:
+                        continue  # only a reopen re-projects what a discard left behind
                     items = self.loop.call(self.s.read_items, tid)
                     meta = self.loop.call(self.s.get_thread, tid)
                     assert meta.seq == len(items)
@@ -687,11 +703,12 @@ async def update_title(store: Store, tid: str, title: str) -> ThreadMeta:
     return await store.update_thread(tid, title=title)
 
 
-def _run(base: Path, machine_settings: settings) -> None:
+def _run(base: Path, engine: str, machine_settings: settings) -> None:
     class Machine(StoreMachine):
         pass
 
     Machine.base = base
+    Machine.engine = engine
     before = EXAMPLES[0]
     SEEN.clear()
     run_state_machine_as_test(Machine, settings=machine_settings)
@@ -704,13 +721,14 @@ COMMON: Final[dict[str, Any]] = {
 }
 
 
-def test_store_matches_the_model(tmp_path: Path) -> None:
+def test_store_matches_the_model(tmp_path: Path, engine: str) -> None:
     _run(
         tmp_path,
+        engine,
         settings(max_examples=50, stateful_step_count=30, derandomize=True, **COMMON),
     )
 
 
 @pytest.mark.soak
-def test_store_matches_the_model_soak(tmp_path: Path) -> None:
-    _run(tmp_path, settings(max_examples=400, stateful_step_count=60, **COMMON))
+def test_store_matches_the_model_soak(tmp_path: Path, engine: str) -> None:
+    _run(tmp_path, engine, settings(max_examples=400, stateful_step_count=60, **COMMON))

@@ -24,7 +24,8 @@ from ._errors import (
 from ._feed import EventType, ThreadEvent
 from ._items import Item, StoredItem
 from ._meta import ThreadMeta
-from ._store import Receipt, Store, open_store
+from ._open import open_store
+from ._store import Receipt, Store
 from ._values import Projector, StoreStatistics, ThreadPage
 
 __all__ = [

@@ -9,6 +9,7 @@ from typing import Final, Literal
 import attrs
 import trio
 
+from ._config import Limits, Timeouts
 from ._meta import ThreadMeta
 
 __all__ = ["EventType", "Feed", "ThreadEvent"]
@@ -16,7 +17,8 @@ __all__ = ["EventType", "Feed", "ThreadEvent"]
 EventType = Literal["created", "updated", "archived", "unarchived", "deleted"]
 
 #: How long a must-deliver event waits for room in a full subscriber buffer.
-MUST_DELIVER_WAIT: Final = 0.25
+MUST_DELIVER_WAIT: Final = Timeouts().must_deliver_wait  # the default (see _config)
+_LIMITS: Final = Limits()
 
 
 @attrs.frozen(kw_only=True)
@@ -53,7 +55,9 @@ class Feed:
         return len(self._subscribers)
 
     @asynccontextmanager
-    async def subscribe(self, buffer: int = 256) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
+    async def subscribe(
+        self, buffer: int = _LIMITS.feed_buffer
+    ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
         """Open a subscription; iterate it for events. It ends when the store closes."""
         if buffer < 1:
             raise ValueError(f"buffer must be >= 1, not {buffer!r}")

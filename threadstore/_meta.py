@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import types
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
 import attrs
@@ -53,7 +53,6 @@ _TRANSITIONS: dict[str, _Transition] = {
 
 
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # (what us_to_datetime adds to)
 
 
 def _readonly(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -516,86 +515,3 @@ class Projection:
         """This projection archived at ``archived_at_us`` (``None``: not archived)."""
         archived = None if archived_at_us is None else us_to_datetime(archived_at_us)
         return attrs.evolve(self, meta=attrs.evolve(self.meta, archived_at=archived))
-
-    def to_row(self) -> dict[str, object]:
-        """The storage row: times as int µs, ``extra`` as JSON text, ``has_user_message`` 0/1."""
-        m = self.meta
-        return {
-            "id": m.id,
-            "created_at": datetime_to_us(m.created_at),
-            "updated_at": datetime_to_us(m.updated_at),
-            "recency_at": datetime_to_us(m.recency_at),
-            "title": m.title,
-            "goal": m.goal,
-            "preview": m.preview,
-            "last_message": m.last_message,
-            "item_count": m.item_count,
-            "turn_count": m.turn_count,
-            "status": m.status,
-            "input_tokens": m.input_tokens,
-            "output_tokens": m.output_tokens,
-            "archived_at": None if m.archived_at is None else datetime_to_us(m.archived_at),
-            "extra": (
-                json.dumps(
-                    dict(m.extra), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-                )
-                if m.extra
-                else "{}"
-            ),
-            "seq": m.seq,
-            "has_user_message": int(self.has_user_message),
-        }
-
-    @staticmethod
-    def meta_from_values(values: Sequence[Any]) -> ThreadMeta:
-        """The ``ThreadMeta`` of a stored row given as values in ``to_row`` key order (any
-        values after ``has_user_message`` are ignored): what listing decodes per row."""
-        (
-            tid,
-            created,
-            updated,
-            recency,
-            title,
-            goal,
-            preview,
-            last_message,
-            item_count,
-            turn_count,
-            status,
-            input_tokens,
-            output_tokens,
-            archived,
-            extra_text,
-            seq,
-        ) = values[:16]
-        if status not in _STATUSES:
-            raise ValueError(f"invalid thread status in storage: {status!r}")
-        return ThreadMeta(
-            id=tid,
-            created_at=_EPOCH + timedelta(0, 0, created),
-            updated_at=_EPOCH + timedelta(0, 0, updated),
-            recency_at=_EPOCH + timedelta(0, 0, recency),
-            title=title,
-            goal=goal,
-            preview=preview,
-            last_message=last_message,
-            item_count=item_count,
-            turn_count=turn_count,
-            status=status,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            archived_at=None if archived is None else _EPOCH + timedelta(0, 0, archived),
-            extra=_EMPTY if extra_text == "{}" else json.loads(extra_text),
-            seq=seq,
-        )
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Projection:
-        """The inverse of ``to_row`` (for a row read by key; lists use ``meta_from_values``)."""
-        meta = cls.meta_from_values([row[key] for key in _META_KEYS])
-        return cls(meta=meta, has_user_message=bool(row["has_user_message"]))
-
-
-#: The keys of ``Projection.to_row`` that ``meta_from_values`` decodes, in its order (every
-#: key but ``has_user_message``), taken from ``to_row`` itself.
-_META_KEYS: tuple[str, ...] = tuple(Projection.new("", 0).to_row())[:-1]

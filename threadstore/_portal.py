@@ -43,7 +43,8 @@ import trio
 from ._errors import StoreClosedError, StoreOverloadedError
 from ._feed import ThreadEvent
 from ._items import Item
-from ._store import Receipt, Store, open_store
+from ._open import open_store
+from ._store import Receipt, Store
 
 __all__ = ["MIRRORED", "Call", "Portal", "Subscription", "mirror_docs"]
 

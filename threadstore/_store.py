@@ -1,14 +1,15 @@
-"""The store: durable log appends, asynchronous per-thread projection, barriers, listing."""
+"""The public store: durable log appends, barriers, explicit mutations, reads, the feed.
+
+:class:`Store` validates and orders input on the trio thread and hands plain operations
+to its engine (:mod:`threadstore._engine`); per-thread projection runs in actors whose
+body is :class:`threadstore._projection_driver.ProjectionDriver`; :func:`open_store`
+(:mod:`threadstore._open`) opens the engine and wires the pieces together.
+"""
 
 from __future__ import annotations
 
-import inspect
-import logging
-import os
-import sqlite3
-import threading
 import types
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any, Final, Literal
@@ -19,93 +20,53 @@ import trio
 
 import workers
 
-from . import _sqlite as sql
-from ._checkpointer import Checkpointer
-from ._cursor import CursorQuery, decode_cursor, encode_cursor
+from ._config import Limits, StoreConfig, is_int
+from ._engine import (
+    AppendItems,
+    Completion,
+    CreateThread,
+    DeleteThread,
+    Engine,
+    PageQuery,
+    SetArchived,
+)
 from ._errors import (
     AppendFailedError,
     InvalidItemError,
     ProjectionFailedError,
     ReadOnlyStoreError,
     StoreClosedError,
-    StoreFormatError,
     StoreOverloadedError,
     ThreadDiscardedError,
     ThreadExistsError,
     ThreadNotFoundError,
-    WriteFailedError,
     shorten,
 )
-from ._faults import Faults
 from ._feed import Feed, ThreadEvent
 from ._items import (
     Item,
     StoredItem,
     Timestamps,
-    decode_data,
     encode_item,
     metadata_item,
     new_thread_id,
-    us_to_datetime,
     validate_thread_id,
 )
-from ._lock import StoreLock
-from ._meta import Patch, Pending, Projection, ThreadMeta
-from ._readers import ReaderPool
-from ._values import Projector, StoreStatistics, ThreadPage
-from ._writer import Job, LogAppend, Writer
+from ._meta import Pending, ThreadMeta
+from ._page_token import CursorQuery, decode_cursor, encode_cursor
+from ._projection_driver import ProjectionDriver
+from ._thread_state import ThreadState
+from ._values import StoreStatistics, ThreadPage
 
-__all__ = ["Receipt", "Store", "open_store"]
+__all__ = ["Receipt", "Store"]
 
 log = workers.get_logger(__name__)
 
-Durability = Literal["normal", "full"]
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
 ORDERS: Final = ("updated_at", "created_at", "recency_at")
-MAX_LIST_LIMIT: Final = 1000
-MAX_READ_LIMIT: Final = 100_000
 _UNSET: Final[Any] = object()
-_NO_EXTRA: Final = Patch.empty()  # a projection with no custom projector output
+_LIMITS: Final = Limits()  # the defaults of public arguments
 _NO_CONTEXT: Final[Mapping[str, Any]] = types.MappingProxyType({})  # no structlog bindings
-
-
-class _Thread:
-    """What the store keeps in memory per thread: seq watermarks, nothing else.
-
-    ``assigned``: last seq handed out; ``durable``: last seq committed to the log;
-    ``projected``: last seq the metadata row reflects. ``epoch`` changes when a failed log
-    commit rewinds ``assigned``, so late failures of older appends do not rewind it again.
-    """
-
-    __slots__ = (
-        "archives",
-        "assigned",
-        "deleted",
-        "durable",
-        "epoch",
-        "has_user",
-        "hurry",
-        "id",
-        "last_job",
-        "meta",
-        "projected",
-    )
-
-    def __init__(self, thread_id: str, seq: int, projected: int, has_user: bool) -> None:
-        self.id = thread_id
-        self.assigned = seq
-        self.durable = seq
-        self.projected = projected
-        self.has_user = has_user
-        self.epoch = 0
-        self.deleted = False
-        self.hurry = False  # the next projection write must not be deferred
-        self.last_job: Job[Any] | None = None
-        #: With custom projectors only: the metadata as last written (the next projector
-        #: call's ``meta``, so it needs no read), and a count of archive/unarchive calls
-        #: (a projection write racing one of them must not cache what it saw).
-        self.meta: ThreadMeta | None = None
-        self.archives = 0
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -122,7 +83,7 @@ class Receipt:
     thread_id: str
     seq: int
     _store: Store = attrs.field(alias="store", repr=False)
-    _job: Job[Any] = attrs.field(alias="job", repr=False)
+    _job: Completion[Any] = attrs.field(alias="job", repr=False)
 
     async def durable(self) -> None:
         """Block until the items are in the log; raise AppendFailedError if they never are."""
@@ -132,10 +93,8 @@ class Receipt:
         """Sync: True once committed, False if the commit failed, None while pending.
 
         For the access layers, which finish a batch of receipts without a checkpoint each."""
-        batch = self._job.batch
-        if batch is None or not batch.done.is_set():
-            return None
-        return self._job.error is None
+        job = self._job
+        return job.error is None if job.done else None
 
     async def visible(self) -> None:
         """Block until the metadata reflects these items (``flush(thread_id, seq)``)."""
@@ -143,22 +102,25 @@ class Receipt:
         await self._store.flush(self.thread_id, self.seq)
 
 
-class _Append(LogAppend):
-    """One append call's log job, with what its completion needs on the trio thread."""
+class _Append:
+    """One append call: its log operation, and what its completion needs on the trio thread.
 
-    __slots__ = ("context", "epoch", "explicit", "items", "state")
+    It is the operation's ``on_done`` callback itself (one object per append, not two).
+    """
+
+    __slots__ = ("context", "epoch", "explicit", "items", "op", "state", "store")
 
     def __init__(
         self,
         store: Store,
-        state: _Thread,
-        rows: list[sql.ItemRow],
+        state: ThreadState,
+        op: AppendItems,
         items: tuple[Item, ...],
-        size: int,
         explicit: bool,
     ) -> None:
-        super().__init__(state.id, rows, on_done=store._appended, size=size)
+        self.store = store
         self.state = state
+        self.op = op
         self.items = items
         self.epoch = state.epoch
         #: The appender's structlog context: the projection's log events carry it. (The
@@ -167,125 +129,59 @@ class _Append(LogAppend):
         #: update_thread: waits for visibility, never held in a coalescing window.
         self.explicit = explicit
 
-
-class _RowCache:
-    """The writer's copy of the metadata rows it wrote last, so a projection write need not
-    read and decode its row first. Writer thread only; bounded (least recently written
-    rows are forgotten). The writer clears it when a transaction rolls back, and jobs that
-    change a row otherwise (archive, delete) drop that row, so an entry always equals the
-    committed (or, inside a transaction, the current) row.
-    """
-
-    def __init__(self, size: int = 1024) -> None:
-        self._size = size
-        self._rows: dict[str, tuple[dict[str, object], Projection]] = {}
-
-    def get(self, thread_id: str) -> tuple[dict[str, object], Projection] | None:
-        return self._rows.get(thread_id)
-
-    def put(self, thread_id: str, row: dict[str, object], projection: Projection) -> None:
-        rows = self._rows
-        rows.pop(thread_id, None)
-        if len(rows) >= self._size:
-            del rows[next(iter(rows))]
-        rows[thread_id] = (row, projection)
-
-    def drop(self, thread_id: str) -> None:
-        self._rows.pop(thread_id, None)
-
-    def clear(self) -> None:
-        self._rows.clear()
-
-
-class _ListedMetas:
-    """``ThreadMeta`` decoded from listed rows, reused while a row's values are unchanged.
-
-    A thread picker lists the same page again and again, and most of its rows have not
-    changed since the last time; decoding a row (three datetimes, a 16-field value) costs
-    more than fetching it, so a row whose values equal one decoded before gets the same
-    (immutable) ``ThreadMeta``. Keyed by the whole row, so a changed column is a new
-    entry: the result is always what decoding the row gives. Shared by the reader threads
-    (a lock per page); bounded (oldest entries are forgotten first).
-    """
-
-    def __init__(self, size: int = 1024) -> None:
-        self._size = size
-        self._metas: dict[tuple[Any, ...], ThreadMeta] = {}
-        self._lock = threading.Lock()
-
-    def decode(self, rows: Sequence[tuple[Any, ...]]) -> tuple[ThreadMeta, ...]:
-        """The rows' metadata in order. Sync; reader threads."""
-        decode = Projection.meta_from_values
-        out = []
-        with self._lock:
-            metas = self._metas
-            for row in rows:
-                meta = metas.get(row)
-                if meta is None:
-                    meta = decode(row)
-                    if len(metas) >= self._size:
-                        del metas[next(iter(metas))]
-                    metas[row] = meta
-                out.append(meta)
-        return tuple(out)
+    def __call__(self, job: Completion[None]) -> None:
+        self.store._appended(self, job)
 
 
 @attrs.define
 class _Counters:
     appends: int = 0
     items_appended: int = 0
-    projection_writes: int = 0
 
 
 class Store:
     """A threadstore database opened by :func:`open_store`. See the module README.
 
-    All methods run on the trio thread; SQLite work happens on the writer thread or the
-    reader threads. Methods are safe to call from many tasks at once.
+    All methods run on the trio thread; storage work happens in the engine (for SQLite, on
+    its writer thread or reader threads). Methods are safe to call from many tasks at once.
     """
 
     def __init__(
         self,
         *,
         path: str,
-        read_only: bool,
-        readers: ReaderPool,
-        secret: bytes,
-        writer: Writer | None = None,
-        projectors: Sequence[Projector] = (),
-        max_item_bytes: int,
-        max_pending_bytes: int,
-        row_cache: _RowCache | None = None,
+        engine: Engine,
+        config: StoreConfig,
     ) -> None:
         self.path = path
-        #: The writer's cache of metadata rows (writer thread only; see _RowCache).
-        self._row_cache = row_cache or _RowCache()
-        self._listed = _ListedMetas()
-        self.read_only = read_only
-        self._readers = readers
-        self._secret = secret
-        self._writer = writer
-        self._projectors = tuple(projectors)
-        self._max_item_bytes = max_item_bytes
-        self._max_pending_bytes = max_pending_bytes
-        self._threads: dict[str, _Thread] = {}
+        self.read_only = not engine.writable
+        self._engine = engine
+        self._secret = engine.cursor_secret
+        self._projectors = config.projectors
+        self._config = config
+        self._max_item_bytes = config.limits.max_item_bytes
+        self._max_pending_bytes = config.limits.max_pending_bytes
+        self._threads: dict[str, ThreadState] = {}
         self._pool: workers.ActorPool[str, Pending] | None = None
         self._times = Timestamps()
         self._closing = False
-        self._barriers = 0  # flushes waiting: projection writes are not deferred meanwhile
-        self._feed = Feed()
+        self._feed = Feed(config.timeouts.must_deliver_wait)
         self._n = _Counters()
+        #: The body of the projection actors (the pool is opened by ``open_store``).
+        self._driver = ProjectionDriver(
+            engine=engine, threads=self._threads, projectors=config.projectors, feed=self._feed
+        )
 
     # -- guards -------------------------------------------------------------------------
 
-    def _writable(self) -> Writer:
-        if self._writer is None:
+    def _writable(self) -> Engine:
+        if self.read_only:
             raise ReadOnlyStoreError(f"store {self.path!r} was opened read-only")
         if self._closing:
             raise StoreClosedError(f"store {self.path!r} is closed")
-        return self._writer
+        return self._engine
 
-    def _live(self, thread_id: object) -> _Thread:
+    def _live(self, thread_id: object) -> ThreadState:
         state = self._threads.get(thread_id) if isinstance(thread_id, str) else None
         if state is None or state.deleted:
             raise ThreadNotFoundError(validate_thread_id(thread_id))
@@ -312,7 +208,7 @@ class Store:
         a new UUIDv7. Raises :class:`ThreadExistsError`, :class:`InvalidItemError` for bad
         input (nothing written). If the caller is cancelled the creation still commits.
         """
-        writer = self._writable()
+        engine = self._writable()
         tid = new_thread_id() if thread_id is None else validate_thread_id(thread_id)
         items: list[Item] = []
         if goal is not None:
@@ -324,7 +220,7 @@ class Store:
         encoded = [encode_item(item, max_item_bytes=self._max_item_bytes) for item in items]
         if tid in self._threads:
             raise ThreadExistsError(tid)
-        state = _Thread(tid, len(items), len(items), False)
+        state = ThreadState(tid, len(items), len(items), False)
         state.durable = state.projected = 0
         self._threads[tid] = state
         created = self._times.next_us()
@@ -332,14 +228,14 @@ class Store:
             (i + 1, self._times.next_us(), item.kind, text)
             for i, (item, text) in enumerate(zip(items, encoded, strict=True))
         ]
-        job: Job[ThreadMeta] = Job(
-            partial(_create_job, tid, created, rows, tuple(items)),
-            on_done=partial(self._created, state),
+        op = CreateThread(
+            thread_id=tid,
+            created_us=created,
+            rows=rows,
+            items=tuple(items),
             size=sum(len(text) for text in encoded),
-            log=bool(rows),
-            target="log",
         )
-        writer.submit(job, first=True)  # a goal-first thread is listed without queueing
+        job = engine.create(op, partial(self._created, state))
         state.last_job = job
         meta = await job.wait()
         log.info("thread.created", thread_id=tid, items=len(items))
@@ -347,7 +243,7 @@ class Store:
             await self._feed.publish(ThreadEvent(type="created", thread=meta), must_deliver=True)
         return meta
 
-    def _created(self, state: _Thread, job: Job[ThreadMeta]) -> None:
+    def _created(self, state: ThreadState, job: Completion[ThreadMeta]) -> None:
         if state.last_job is job:
             state.last_job = None  # done: do not keep its items alive
         if job.error is None:
@@ -357,16 +253,13 @@ class Store:
             return
         if self._threads.get(state.id) is state:
             del self._threads[state.id]
-        if isinstance(job.error, sqlite3.IntegrityError):
-            job.error = ThreadExistsError(state.id)
-        else:
-            job.error = _append_failed(state.id, 1, job.error)
+        job.error = _append_failed(state.id, 1, job.error)
 
     # -- appends ------------------------------------------------------------------------
 
-    def _encode(self, thread_id: object, items: tuple[Item, ...]) -> tuple[_Thread, list[str]]:
+    def _encode(self, thread_id: object, items: tuple[Item, ...]) -> tuple[ThreadState, list[str]]:
         """Check and encode an append's input (nothing is queued). Runs once per append."""
-        if self._writer is None or self._closing:
+        if self.read_only or self._closing:
             self._writable()  # raises
         state = self._threads.get(thread_id) if type(thread_id) is str else None
         if state is None or state.deleted:
@@ -382,9 +275,14 @@ class Store:
         return state, encoded
 
     def _enqueue(
-        self, state: _Thread, items: tuple[Item, ...], encoded: list[str], *, urgent: bool = False
-    ) -> _Append:
-        writer = self._writable()
+        self,
+        state: ThreadState,
+        items: tuple[Item, ...],
+        encoded: list[str],
+        *,
+        urgent: bool = False,
+    ) -> tuple[Completion[None], int]:
+        engine = self._writable()
         if state.deleted:
             raise ThreadNotFoundError(state.id)
         first = state.assigned + 1
@@ -399,36 +297,39 @@ class Store:
             ]
             size = sum(map(len, encoded))
         last = first + len(rows) - 1
-        job = _Append(self, state, rows, items, size, urgent)
-        writer.submit(job)
+        op = AppendItems(state.id, rows, size)
+        job = engine.append(op, _Append(self, state, op, items, urgent))
         state.assigned = last
         state.last_job = job
         self._n.appends += 1
         self._n.items_appended += len(rows)
-        return job
+        return job, last
 
-    def _appended(self, job: _Append) -> None:
+    def _appended(self, append: _Append, job: Completion[None]) -> None:
         """On the trio thread, in commit order: advance watermarks and queue the projection."""
-        state = job.state
+        state = append.state
         if state.last_job is job:
             state.last_job = None  # done: do not keep its items alive
+        rows = append.op.rows
         if job.error is not None:
-            if job.epoch == state.epoch:
-                # Seqs after the failed ones are refused by the writer (no gaps): rewind.
+            if append.epoch == state.epoch:
+                # Seqs after the failed ones are refused by the engine (no gaps): rewind.
                 state.epoch += 1
                 state.assigned = state.durable
-            job.error = _append_failed(state.id, job.rows[0][0], job.error)
+            job.error = _append_failed(state.id, rows[0][0], job.error)
             return
-        pending = Pending.of(job.rows, job.items)
+        pending = Pending.of(rows, append.items)
         state.durable = pending.last_seq
         if state.deleted or self._pool is None:
             return
         # Explicit mutations (update_thread) wait for visibility: never hold them in the window.
-        urgent = job.explicit or pending.urgent or (pending.has_user_message and not state.has_user)
+        urgent = (
+            append.explicit or pending.urgent or (pending.has_user_message and not state.has_user)
+        )
         state.has_user = state.has_user or pending.has_user_message
         state.hurry = state.hurry or urgent
         self._pool.submit(
-            state.id, pending, urgent=urgent, generation=pending.last_seq, context=job.context
+            state.id, pending, urgent=urgent, generation=pending.last_seq, context=append.context
         )
 
     def append_nowait(self, thread_id: str, *items: Item) -> Receipt:
@@ -441,17 +342,14 @@ class Store:
         :class:`ReadOnlyStoreError` — always before anything is queued.
         """
         state, encoded = self._encode(thread_id, items)
-        writer = self._writer
-        assert writer is not None  # checked by _encode
-        if writer.queued_bytes and writer.queued_bytes + sum(map(len, encoded)) > (
-            self._max_pending_bytes
-        ):
+        queued = self._engine.queued_bytes
+        if queued and queued + sum(map(len, encoded)) > self._max_pending_bytes:
             raise StoreOverloadedError(
-                f"{writer.queued_bytes} bytes are waiting for commit (bound "
+                f"{queued} bytes are waiting for commit (bound "
                 f"{self._max_pending_bytes}); use append() to wait for room"
             )
-        job = self._enqueue(state, items, encoded)
-        return Receipt(thread_id=state.id, seq=job.rows[-1][0], store=self, job=job)
+        job, seq = self._enqueue(state, items, encoded)
+        return Receipt(thread_id=state.id, seq=seq, store=self, job=job)
 
     async def append(self, thread_id: str, *items: Item) -> Receipt:
         """Append ``items``; return once they are durable in the log.
@@ -468,13 +366,12 @@ class Store:
         self, thread_id: str, items: tuple[Item, ...], *, urgent: bool = False
     ) -> Receipt:
         state, encoded = self._encode(thread_id, items)
-        writer = self._writer
-        assert writer is not None  # checked by _encode
-        if writer.queued_bytes >= self._max_pending_bytes:
-            await writer.wait_for_room(self._max_pending_bytes)
-        job = self._enqueue(state, items, encoded, urgent=urgent)
+        engine = self._engine
+        if engine.queued_bytes >= self._max_pending_bytes:
+            await engine.wait_for_room(self._max_pending_bytes)
+        job, seq = self._enqueue(state, items, encoded, urgent=urgent)
         await job.wait()
-        return Receipt(thread_id=state.id, seq=job.rows[-1][0], store=self, job=job)
+        return Receipt(thread_id=state.id, seq=seq, store=self, job=job)
 
     async def append_and_flush(self, thread_id: str, *items: Item) -> Receipt:
         """Append ``items`` and return once they are durable *and* the metadata shows them."""
@@ -506,9 +403,8 @@ class Store:
                     await state.last_job.wait()
             if state.durable < target:
                 raise AppendFailedError(state.id, target, "the items were not stored")
-        self._barriers += 1
-        assert self._writer is not None
-        self._writer.expedite()  # a write of this thread may be waiting in the deferred lane
+        self._driver.barriers += 1
+        self._engine.expedite()  # a write of this thread may be waiting in the deferred lane
         try:
             await self._actors.wait(state.id, target)
         except workers.WorkFailedError as exc:
@@ -518,7 +414,7 @@ class Store:
         except workers.PoolClosedError:
             raise StoreClosedError(f"store {self.path!r} closed before the flush") from None
         finally:
-            self._barriers -= 1
+            self._driver.barriers -= 1
         if state.projected < target:
             raise ThreadDiscardedError(state.id, target)
 
@@ -527,8 +423,8 @@ class Store:
 
         Waits for all of them, then raises the first failure, if any (see :meth:`flush`).
         """
-        writer = self._writable()
-        await writer.drain()
+        engine = self._writable()
+        await engine.drain()
         errors: list[Exception] = []
         for tid in self._actors.pending_keys():
             try:
@@ -587,22 +483,17 @@ class Store:
         return await self._set_archived(thread_id, archived=False)
 
     async def _set_archived(self, thread_id: str, *, archived: bool) -> ThreadMeta:
-        writer = self._writable()
+        engine = self._writable()
         state = self._live(thread_id)
         state.archives += 1
         state.meta = None  # archived_at changes: the next projector call reads the row
         with suppress(ThreadDiscardedError):  # the pending work was dropped: nothing to wait for
             await self.flush(state.id)
         at = self._times.next_us() if archived else None
-        operation = "archive" if archived else "unarchive"
-        try:
-            row = await writer.run(partial(_archive_job, self._row_cache, state.id, at))
-        except sqlite3.Error as exc:
-            raise WriteFailedError(state.id, operation, str(exc)) from exc
-        if row is None:
+        meta = await engine.set_archived(SetArchived(thread_id=state.id, archived_at_us=at))
+        if meta is None:
             raise ThreadNotFoundError(state.id)
         log.info("thread.archived" if archived else "thread.unarchived", thread_id=state.id)
-        meta = Projection.from_row(row).meta
         if self._feed.subscribers:
             event = ThreadEvent(type="archived" if archived else "unarchived", thread=meta)
             await self._feed.publish(event, must_deliver=True)
@@ -617,19 +508,13 @@ class Store:
         failed: then nothing changed, the thread takes appends again and the discarded
         metadata work is redone (barriers wait for it; none raises ThreadDiscardedError).
         """
-        writer = self._writable()
+        engine = self._writable()
         state = self._live(thread_id)
         state.deleted = True
-        job: Job[ThreadMeta | None] = Job(
-            partial(_delete_job, self._row_cache, state.id), on_done=partial(self._deleted, state)
-        )
         with trio.CancelScope(shield=True):
             await self._actors.discard(state.id)
-            writer.submit(job)
-            try:
-                meta = await job.wait()
-            except sqlite3.Error as exc:
-                raise WriteFailedError(state.id, "delete", str(exc)) from exc
+            job = engine.delete(DeleteThread(thread_id=state.id), partial(self._deleted, state))
+            meta = await job.wait()  # WriteFailedError if the commit failed
             if meta is not None and self._feed.subscribers:
                 await self._feed.publish(
                     ThreadEvent(type="deleted", thread=meta), must_deliver=True
@@ -637,7 +522,7 @@ class Store:
         await trio.lowlevel.checkpoint()
         log.info("thread.deleted", thread_id=state.id)
 
-    def _deleted(self, state: _Thread, job: Job[ThreadMeta | None]) -> None:
+    def _deleted(self, state: ThreadState, job: Completion[ThreadMeta | None]) -> None:
         if job.error is None and self._threads.get(state.id) is state:
             del self._threads[state.id]
         elif job.error is not None:
@@ -648,68 +533,12 @@ class Store:
             if state.projected < state.durable and self._pool is not None and not self._closing:
                 self._pool.restore(state.id, Pending.empty(), state.durable, urgent=True)
 
-    # -- projection (runs in the thread's actor) ----------------------------------------
-
-    async def _project(self, thread_id: str, patch: Pending) -> None:
-        state = self._threads.get(thread_id)
-        if state is None or state.deleted:
-            await trio.lowlevel.checkpoint()
-            return
-        target = patch.last_seq or state.durable
-        extra = _NO_EXTRA
-        archives = state.archives
-        if self._projectors:
-            meta = state.meta
-            if meta is not None and patch.first_seq == meta.seq + 1 and patch.last_seq >= target:
-                # The usual case: the items follow the metadata as last written, and both are
-                # in memory (decoded from the very JSON the log holds): no read.
-                items = [_stored(row) for row in patch.log_rows()]
-            else:  # after a discard, a failure, recovery or a reopen: read them
-                meta, items = await self._readers.run(partial(_projector_input, thread_id, target))
-                if meta is None:
-                    return
-            for projector in self._projectors:
-                out = projector.project(meta, items)
-                if inspect.isawaitable(out):
-                    out = await out
-                if out is not None:
-                    extra = extra.merge(Patch.extra_update(projector.name, out))
-        assert self._writer is not None
-        # Deferred: while appends stream in, this write waits (bounded) and later patches
-        # merge into the next one. Urgent ones go in the soon lane (spread over the next
-        # few transactions); those a barrier or shutdown waits for go with the next one.
-        urgent = state.hurry or patch.urgent  # caused by urgent items: must-deliver events
-        waited = self._barriers > 0 or self._closing  # a barrier or shutdown waits: at once
-        state.hurry = False
-        meta = await self._writer.run(
-            partial(_project_job, self._row_cache, thread_id, patch, extra, target),
-            target="projection",
-            defer=not (urgent or waited),
-            soon=urgent and not waited,
-        )
-        if meta is None:
-            return
-        self._n.projection_writes += 1
-        state.projected = max(state.projected, meta.seq)
-        if self._projectors:
-            state.meta = meta if state.archives == archives else None
-        if self._feed.subscribers:
-            # Bounded: a full subscriber costs a must-deliver update at most the feed's wait.
-            await self._feed.publish(ThreadEvent(type="updated", thread=meta), must_deliver=urgent)
-        if log.is_enabled_for(logging.DEBUG):  # (one metadata write each: skip the fields)
-            context = structlog.contextvars.get_contextvars()
-            log.debug(
-                "projection.applied",
-                thread_id=thread_id,
-                seq=meta.seq,
-                trace_parent=context.get("trace_parent"),
-                queue_age_ms=context.get("queue_age_ms"),
-            )
-
     # -- change feed --------------------------------------------------------------------
 
     @asynccontextmanager
-    async def subscribe(self, buffer: int = 256) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
+    async def subscribe(
+        self, buffer: int = _LIMITS.feed_buffer
+    ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
         """Receive a :class:`ThreadEvent` for each thread change, after it committed.
 
         ``async with store.subscribe() as events: async for event in events: ...``. Events
@@ -734,7 +563,7 @@ class Store:
     async def get_thread(self, thread_id: str) -> ThreadMeta:
         """The thread's visible metadata (what lists show). Raises ThreadNotFoundError."""
         tid = validate_thread_id(thread_id)
-        meta = await self._readers.run(partial(_get_meta, tid))
+        meta = await self._engine.get_thread(tid)
         if meta is None:
             raise ThreadNotFoundError(tid)
         return meta
@@ -747,13 +576,14 @@ class Store:
         Reads committed items only. Raises ThreadNotFoundError, InvalidItemError.
         """
         tid = validate_thread_id(thread_id)
-        if not _is_int(after_seq) or after_seq < 0:
+        if not is_int(after_seq) or after_seq < 0:
             raise InvalidItemError(f"after_seq must be an int >= 0, not {shorten(after_seq)}")
-        if limit is not None and (not _is_int(limit) or not 1 <= limit <= MAX_READ_LIMIT):
+        most = self._config.limits.max_read_limit
+        if limit is not None and (not is_int(limit) or not 1 <= limit <= most):
             raise InvalidItemError(
-                f"limit must be None or an int in 1..{MAX_READ_LIMIT}, not {shorten(limit)}"
+                f"limit must be None or an int in 1..{most}, not {shorten(limit)}"
             )
-        items = await self._readers.run(partial(_read_items, tid, after_seq, limit))
+        items = await self._engine.read_items(tid, after_seq, limit)
         if items is None:
             raise ThreadNotFoundError(tid)
         return items
@@ -775,10 +605,9 @@ class Store:
         is tied to this store and these arguments (else :class:`InvalidCursorError`).
         ``search`` is a case-insensitive substring of title, preview or goal.
         """
-        if not _is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
-            raise InvalidItemError(
-                f"limit must be an int in 1..{MAX_LIST_LIMIT}, not {shorten(limit)}"
-            )
+        most = self._config.limits.max_list_limit
+        if not is_int(limit) or not 1 <= limit <= most:
+            raise InvalidItemError(f"limit must be an int in 1..{most}, not {shorten(limit)}")
         if order_by not in ORDERS:
             raise InvalidItemError(f"order_by must be one of {ORDERS}, not {shorten(order_by)}")
         if search is not None and not isinstance(search, str):
@@ -791,18 +620,8 @@ class Store:
             include_empty=bool(include_empty),
         )
         after = None if cursor is None else decode_cursor(self._secret, cursor, query)
-        metas, last = await self._readers.run(
-            partial(
-                _list_page,
-                self._listed,
-                order_by=order_by,
-                descending=query.descending,
-                archived=query.archived,
-                search=query.search,
-                include_empty=query.include_empty,
-                after=after,
-                limit=limit,
-            )
+        metas, last = await self._engine.list_threads(
+            PageQuery(query=query, after=after, limit=limit)
         )
         next_cursor = None if last is None else encode_cursor(self._secret, query, *last)
         return ThreadPage(threads=metas, next_cursor=next_cursor)
@@ -810,12 +629,12 @@ class Store:
     def statistics(self) -> StoreStatistics:
         """A snapshot of the counters (totals since open). Sync, O(threads with work)."""
         pool = self._pool.statistics() if self._pool is not None else None
-        checkpointer = self._writer.checkpointer if self._writer else None
+        engine = self._engine.statistics()
         return StoreStatistics(
             appends=self._n.appends,
             items_appended=self._n.items_appended,
-            log_commits=self._writer.log_commits if self._writer else 0,
-            projection_writes=self._n.projection_writes,
+            log_commits=engine.log_commits,
+            projection_writes=self._driver.projection_writes,
             patches_coalesced=pool.merged_submits if pool else 0,
             retries=pool.retries if pool else 0,
             projection_failures=pool.failures if pool else 0,
@@ -825,41 +644,16 @@ class Store:
             feed_drops=self._feed.drops,
             feed_must_deliver_drops=self._feed.must_deliver_drops,
             subscribers=self._feed.subscribers,
-            checkpoints=checkpointer.checkpoints if checkpointer else 0,
-            checkpoint_failures=checkpointer.failures if checkpointer else 0,
+            checkpoints=engine.checkpoints,
+            checkpoint_failures=engine.checkpoint_failures,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def _recover(self) -> int:
-        """Re-project every thread whose metadata lags its log; return how many.
-
-        A thread whose re-projection fails for good (e.g. a custom projector that keeps
-        raising) does not keep the store from opening: its work stays queued for the
-        periodic retry and ``projection.recovery_failed`` is logged.
-        """
-        assert self._writer is not None
-        lagging = await self._writer.run(sql.lagging_threads)
-        for tid, _seq, last_seq in lagging:
-            self._actors.submit(tid, Pending.empty(), urgent=True, generation=last_seq)
-        for tid, _seq, last_seq in lagging:
-            try:
-                await self._actors.wait(tid, last_seq)
-            except workers.WorkFailedError as exc:
-                log.warning(
-                    "projection.recovery_failed",
-                    thread_id=tid,
-                    seq=last_seq,
-                    attempts=exc.attempts,
-                    error=repr(exc.__cause__),
-                )
-        return len(lagging)
-
     async def _shutdown(self, grace: float) -> workers.ShutdownReport:
         with trio.CancelScope(shield=True):
-            self._closing = True
-            assert self._writer is not None
-            await self._writer.drain()  # everything accepted is committed
+            self._closing = self._driver.closing = True
+            await self._engine.drain()  # everything accepted is committed
             report = await self._actors.shutdown(grace)
             self._feed.close()  # subscriptions end after the last projection's event
             log.info(
@@ -871,147 +665,7 @@ class Store:
         return report
 
 
-# -- writer jobs (sync; writer thread only) ---------------------------------------------
-
-
-def _create_job(
-    thread_id: str,
-    created_us: int,
-    rows: list[sql.ItemRow],
-    items: tuple[Item, ...],
-    conn: sqlite3.Connection,
-) -> ThreadMeta:
-    projection = Projection.new(thread_id, created_us)
-    if items:
-        projection = projection.apply(
-            Patch.from_rows(
-                [
-                    (seq, at, i.kind, i.data)
-                    for (seq, at, _k, _d), i in zip(rows, items, strict=True)
-                ]
-            )
-        )
-    sql.insert_thread(conn, projection.to_row())
-    sql.append_items(conn, thread_id, rows, expected_last=0)
-    return projection.meta
-
-
-def _project_job(
-    cache: _RowCache,
-    thread_id: str,
-    pending: Pending,
-    extra: Patch,
-    target: int,
-    conn: sqlite3.Connection,
-) -> ThreadMeta | None:
-    """Fold ``pending`` (or, if it does not follow the row, the log itself) into the row."""
-    cached = cache.get(thread_id)
-    if cached is not None:
-        row, projection = cached
-    else:
-        read = sql.read_projection_row(conn, thread_id)
-        if read is None:
-            return None  # deleted meanwhile
-        row, projection = read, Projection.from_row(read)
-    seq = projection.meta.seq
-    if seq >= target and not extra.extra_nested:
-        return projection.meta
-    if pending.first_seq == seq + 1 and pending.last_seq >= target:
-        patch = pending.fold()
-    else:
-        # A gap (discarded work, recovery) or an overlap: fold from the log instead.
-        items = [_stored(r) for r in sql.read_items(conn, thread_id, seq, target - seq)]
-        patch = Patch.from_items(items) if items else Patch.empty()
-    projection = projection.apply(patch.merge(extra))
-    new_row = projection.to_row()
-    if not sql.update_projection(conn, row, new_row):
-        cache.drop(thread_id)
-        return None  # deleted meanwhile
-    cache.put(thread_id, new_row, projection)
-    return projection.meta
-
-
-def _archive_job(
-    cache: _RowCache, thread_id: str, archived_at_us: int | None, conn: sqlite3.Connection
-) -> dict[str, object] | None:
-    cache.drop(thread_id)
-    return sql.set_archived(conn, thread_id, archived_at_us)
-
-
-def _delete_job(cache: _RowCache, thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
-    """Delete the thread; return its metadata as it was (None if it was gone already)."""
-    cache.drop(thread_id)
-    row = sql.read_projection_row(conn, thread_id)
-    sql.delete_thread(conn, thread_id)
-    return None if row is None else Projection.from_row(row).meta
-
-
-# -- reader functions (sync; reader threads only) ---------------------------------------
-
-
-def _projector_input(
-    thread_id: str, target: int, conn: sqlite3.Connection
-) -> tuple[ThreadMeta | None, list[StoredItem]]:
-    row = sql.read_projection_row(conn, thread_id)
-    if row is None:
-        return None, []
-    meta = Projection.from_row(row).meta
-    rows = sql.read_items(conn, thread_id, meta.seq, max(0, target - meta.seq))
-    return meta, [_stored(r) for r in rows]
-
-
-def _list_page(
-    metas_of: _ListedMetas,
-    conn: sqlite3.Connection,
-    *,
-    limit: int,
-    order_by: str,
-    **query: Any,
-) -> tuple[tuple[ThreadMeta, ...], tuple[int, str] | None]:
-    """One page of metadata, decoded here (not on the trio thread), and the cursor key of
-    its last row if more rows follow."""
-    rows = sql.list_threads(conn, order_by=order_by, limit=limit + 1, **query)
-    metas = metas_of.decode(rows[:limit])
-    if len(rows) <= limit:
-        return metas, None
-    last = rows[limit - 1]
-    return metas, (int(last[_COLUMN[order_by]]), str(last[0]))  # type: ignore[call-overload]
-
-
-#: A column's index in the rows ``sql.list_threads`` returns.
-_COLUMN: Final = {name: index for index, name in enumerate(sql.THREAD_COLUMNS)}
-
-
-def _get_meta(thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
-    row = sql.read_projection_row(conn, thread_id)
-    return None if row is None else Projection.from_row(row).meta
-
-
-def _read_items(
-    thread_id: str, after_seq: int, limit: int | None, conn: sqlite3.Connection
-) -> list[StoredItem] | None:
-    """The items, decoded here (not on the trio thread) and checked against the thread's
-    ``last_seq``: a log with a hole or cut short (a damaged file) raises
-    :class:`StoreFormatError` instead of reading as shorter."""
-    last = sql.thread_last_seq(conn, thread_id)
-    if last is None:
-        return None
-    rows = sql.read_items(conn, thread_id, after_seq, limit)
-    expected = max(0, min(last - after_seq, last if limit is None else limit))
-    if len(rows) != expected or any(r[0] != after_seq + 1 + i for i, r in enumerate(rows)):
-        raise StoreFormatError(
-            f"the log of thread {thread_id!r} is damaged: expected seqs "
-            f"{after_seq + 1}..{after_seq + expected}, read {len(rows)} items"
-        )
-    return [_stored(row) for row in rows]
-
-
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _stored(row: sql.ItemRow) -> StoredItem:
-    seq, at, kind, data = row
-    return StoredItem(kind=kind, data=decode_data(data), seq=seq, created_at=us_to_datetime(at))
 
 
 def _append_failed(thread_id: str, seq: int, error: BaseException) -> BaseException:
@@ -1022,12 +676,8 @@ def _append_failed(thread_id: str, seq: int, error: BaseException) -> BaseExcept
     return failed
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _seq(seq: object, assigned: int) -> int:
-    if not _is_int(seq) or not 0 <= seq <= assigned:  # type: ignore[operator]
+    if not is_int(seq) or not 0 <= seq <= assigned:  # type: ignore[operator]
         raise InvalidItemError(f"seq must be an int in 0..{assigned}, not {shorten(seq)}")
     return seq  # type: ignore[return-value]
 
@@ -1042,133 +692,3 @@ def _mapping(name: str, value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidItemError(f"{name} must be a mapping, not {shorten(value)}")
     return value
-
-
-def _connect_writer(path: str, durability: Durability) -> sqlite3.Connection:
-    conn = sql.connect(path, durability=durability)
-    try:
-        sql.ensure_schema(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _load_index(conn: sqlite3.Connection) -> tuple[list[tuple[str, int, int, int]], bytes]:
-    return sql.thread_index(conn), sql.cursor_secret(conn)
-
-
-def _check_read_only(conn: sqlite3.Connection) -> bytes:
-    sql.check_schema(conn)
-    return sql.cursor_secret(conn)
-
-
-@asynccontextmanager
-async def open_store(
-    path: str | os.PathLike[str],
-    *,
-    durability: Durability = "normal",
-    projectors: Sequence[Projector] = (),
-    projection_delay: float = 0.0,
-    read_only: bool = False,
-    shutdown_timeout: float = 5.0,
-    max_item_bytes: int = 1 << 20,
-    max_pending_bytes: int = 64 << 20,
-    retry: workers.RetryPolicy | None = None,
-    retry_interval: float | None = 30.0,
-    reader_connections: int = 2,
-    faults: Faults | None = None,
-) -> AsyncIterator[Store]:
-    """Open (creating if needed) the store at ``path`` for the duration of the block.
-
-    Takes the single-writer file lock (:class:`StoreLockedError` names the holder), sets WAL
-    and the ``durability`` level, creates or checks the schema (:class:`StoreFormatError`),
-    and re-projects every thread whose metadata lags its log before yielding. Leaving the
-    block refuses new appends, commits everything accepted, drains projection for up to
-    ``shutdown_timeout`` seconds (the rest is recovered at the next open), and releases the
-    lock — also on cancellation and KeyboardInterrupt.
-
-    ``reader_connections`` bounds the reader threads, each with one read-only connection
-    (reads beyond it wait their turn, in order). ``faults`` is a test seam
-    (:class:`threadstore.testing.Faults`): it injects SQLite errors into log commits and
-    projection writes.
-    """
-    path = os.fspath(path)
-    if durability not in ("normal", "full"):
-        raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
-    if projection_delay < 0 or shutdown_timeout < 0:
-        raise ValueError("projection_delay and shutdown_timeout must be >= 0")
-    if max_item_bytes < 1 or max_pending_bytes < 1:
-        raise ValueError("max_item_bytes and max_pending_bytes must be >= 1")
-    if not _is_int(reader_connections) or reader_connections < 1:
-        raise ValueError(f"reader_connections must be an int >= 1, not {reader_connections!r}")
-    for projector in projectors:
-        if not isinstance(projector, Projector):
-            raise TypeError(f"projector {projector!r} has no name/project()")
-    if read_only:
-        async with ReaderPool(path, reader_connections) as readers:
-            secret = await readers.run(_check_read_only)
-            yield Store(
-                path=path,
-                read_only=True,
-                readers=readers,
-                secret=secret,
-                max_item_bytes=max_item_bytes,
-                max_pending_bytes=max_pending_bytes,
-            )
-        return
-    lock = await StoreLock.acquire_async(path)
-    try:
-        row_cache = _RowCache()
-        writer = Writer(
-            partial(_connect_writer, path, durability),
-            faults=faults,
-            on_rollback=row_cache.clear,
-            checkpointer=Checkpointer(partial(sql.connect, path, durability=durability)),
-        )
-        await writer.start()
-        try:
-            index, secret = await writer.run(_load_index)
-            async with ReaderPool(path, reader_connections) as readers:
-                store = Store(
-                    path=path,
-                    read_only=False,
-                    readers=readers,
-                    secret=secret,
-                    writer=writer,
-                    projectors=projectors,
-                    max_item_bytes=max_item_bytes,
-                    max_pending_bytes=max_pending_bytes,
-                    row_cache=row_cache,
-                )
-                for tid, last_seq, seq, has_user in index:
-                    store._threads[tid] = _Thread(tid, last_seq, seq, bool(has_user))
-                policy = retry or workers.RetryPolicy(retryable=_retryable)
-                async with workers.open_pool(
-                    store._project,
-                    delay=projection_delay,
-                    retry=policy,
-                    shutdown_timeout=shutdown_timeout,
-                    retry_interval=retry_interval,
-                    applied_floor=lambda tid: (
-                        store._threads[tid].projected if tid in store._threads else 0
-                    ),
-                ) as pool:
-                    store._pool = pool
-                    recovered = await store._recover()
-                    log.info("store.opened", path=path, threads=len(index), recovered=recovered)
-                    try:
-                        yield store
-                    finally:
-                        await store._shutdown(shutdown_timeout)
-        finally:
-            await writer.aclose()
-    finally:
-        lock.release()
-
-
-def _retryable(error: BaseException) -> bool:
-    """Projection errors worth another attempt: projector errors and transient SQLite."""
-    if isinstance(error, sqlite3.Error):
-        return sql.is_transient(error)
-    return True

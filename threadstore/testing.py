@@ -6,6 +6,6 @@ succeeded) into log commits and projection writes; ``fill_disk``/``free_disk`` c
 database file at its current size for real ``SQLITE_FULL`` errors.
 """
 
-from ._faults import FAULT_KINDS, FaultKind, Faults, Target
+from .sqlite._faults import FAULT_KINDS, FaultKind, Faults, Target
 
 __all__ = ["FAULT_KINDS", "FaultKind", "Faults", "Target"]

@@ -1,4 +1,4 @@
-"""A child process that works a threadstore until it is SIGKILLed, for tests/test_crash.py.
+"""A child process that works a threadstore until it is SIGKILLed, for tests/sqlite/test_crash.py.
 
 Run as ``python crash_child.py PATH MODE [options]`` with ``PYTHONPATH`` at the repo root.
 Every event is one line on stdout, written and flushed in one ``write`` (atomic on a pipe),

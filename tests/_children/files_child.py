@@ -1,4 +1,4 @@
-"""Child processes for tests/test_files.py: racing writers, a streaming writer, a reader.
+"""Child processes for tests/sqlite/test_files.py: racing writers, a streaming writer, a reader.
 
 Run as ``python files_child.py MODE PATH [options]`` with ``PYTHONPATH`` at the repo root.
 Each reports over stdout, one flushed line per event; stdin carries the parent's orders.

@@ -1,4 +1,4 @@
-"""A child process that owns a threadstore, for tests/test_store_process.py.
+"""A child process that owns a threadstore, for tests/sqlite/test_store_process.py.
 
 Run as ``python store_child.py PATH MODE [options]`` with ``PYTHONPATH`` at the repo root.
 It reports over stdout, one flushed line per event:

@@ -8,7 +8,7 @@
   :class:`StoreFormatError` — never another exception, a hang, or different data.
 
 That the store's files (database, ``-wal``, ``-shm``, ``.lock``) are readable by their owner
-only is tested in tests/test_store_process.py and tests/test_sqlite.py.
+only is tested in tests/sqlite/test_store_process.py and tests/sqlite/test_sql.py.
 
 Children: ``tests/_children/files_child.py`` (protocol in its docstring). ``make soak`` runs
 the long versions (100,000 items; many races and damaged files), printing their figures.

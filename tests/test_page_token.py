@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from threadstore._cursor import CursorQuery, decode_cursor, encode_cursor
 from threadstore._errors import InvalidCursorError
+from threadstore._page_token import CursorQuery, decode_cursor, encode_cursor
 
 SECRET = b"s" * 32
 QUERY = CursorQuery(

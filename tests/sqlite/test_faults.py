@@ -30,8 +30,8 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _helpers import no_backoff
 
-import workers
 from threadstore import (
     AppendFailedError,
     Item,
@@ -61,11 +61,6 @@ MESSAGES: Final[dict[FaultKind, str]] = {
 
 LOG: Final[tuple[Target, ...]] = ("log",)
 PROJECTION: Final[tuple[Target, ...]] = ("projection",)
-
-
-def no_backoff(attempts: int) -> workers.RetryPolicy:
-    """Retry at once, ``attempts`` tries in all: failure paths take no time."""
-    return workers.RetryPolicy(attempts=attempts, base_delay=0, max_delay=0, jitter=0)
 
 
 def injected_error(kind: FaultKind) -> sqlite3.OperationalError:

@@ -14,9 +14,9 @@ import pytest
 import trio
 import trio.testing
 
-from threadstore import _sqlite
 from threadstore._errors import StoreClosedError, StoreFormatError, ThreadNotFoundError
-from threadstore._readers import ReaderPool
+from threadstore.sqlite import _sql as _sqlite
+from threadstore.sqlite._readers import ReaderPool
 
 ORDERS = sorted(_sqlite.ORDER_COLUMNS)
 

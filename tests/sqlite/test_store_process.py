@@ -22,9 +22,9 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from _helpers import GatedProjector, fast_retry
 from _process import Child, spawn_child
 
-import workers
 from threadstore import (
     Item,
     ProjectionFailedError,
@@ -182,23 +182,6 @@ async def commits_held(path: str) -> AsyncIterator[None]:
             await trio.to_thread.run_sync(_release_write_lock, conn)
 
 
-class GatedProjector:
-    """A custom projector that waits for ``gate`` and counts the items it was given."""
-
-    name = "gated"
-
-    def __init__(self) -> None:
-        self.gate = trio.Event()
-        self.entered = trio.Event()
-        self.calls = 0
-
-    async def project(self, meta: ThreadMeta, items: Sequence[StoredItem]) -> Mapping[str, Any]:
-        self.calls += 1
-        self.entered.set()
-        await self.gate.wait()
-        return {"seen": meta.extra.get(self.name, {}).get("seen", 0) + len(items)}
-
-
 class YieldingProjector:
     """A custom projector that takes a scheduling round per call and counts items."""
 
@@ -218,12 +201,12 @@ class FailingProjector:
         raise RuntimeError("projector bug")
 
 
-FAST_RETRY = workers.RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.01)
+FAST_RETRY = fast_retry(2)
 
 
 async def make_lagging_store(path: str, threads: int = 2) -> list[str]:
     """A closed store whose threads' metadata lags their log (seq 1 of 3: goal only)."""
-    stuck = GatedProjector()  # its gate never opens: shutdown times out
+    stuck = GatedProjector(report="seen")  # its gate never opens: shutdown times out
     async with open_store(path, projectors=[stuck], shutdown_timeout=0.05) as store:
         thread_ids = [(await store.create_thread(goal=f"goal {i}")).id for i in range(threads)]
         for i, tid in enumerate(thread_ids):
@@ -350,7 +333,7 @@ async def test_reopen_shows_the_same_metadata_and_listing(path: str) -> None:
 
 
 async def test_open_reprojects_metadata_a_timed_out_shutdown_left_behind(path: str) -> None:
-    stuck = GatedProjector()  # its gate never opens
+    stuck = GatedProjector(report="seen")  # its gate never opens
     with structlog.testing.capture_logs() as logs:
         async with open_store(path, projectors=[stuck], shutdown_timeout=0.2) as store:
             thread_ids = [(await store.create_thread(goal=f"goal {i}")).id for i in range(3)]
@@ -362,7 +345,7 @@ async def test_open_reprojects_metadata_a_timed_out_shutdown_left_behind(path: s
     closed = _event(logs, "store.closed")
     assert closed["timed_out"] is True
     assert closed["unprojected_threads"] == 3
-    assert stuck.calls >= 3
+    assert len(stuck.calls) >= 3
 
     lag = await projection_lag(path)
     assert lag == dict.fromkeys(thread_ids, (1, 9))
@@ -396,7 +379,7 @@ async def test_a_projector_failing_during_recovery_does_not_lock_users_out(path:
 
 async def test_open_cancelled_during_recovery_releases_the_store(path: str) -> None:
     thread_ids = await make_lagging_store(path)
-    stuck = GatedProjector()
+    stuck = GatedProjector(report="seen")
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             scope = trio.CancelScope()
@@ -407,7 +390,7 @@ async def test_open_cancelled_during_recovery_releases_the_store(path: str) -> N
                     pytest.fail("open_store yielded before recovery finished")
 
             nursery.start_soon(opener)
-            await stuck.entered.wait()  # recovery is re-projecting a lagging thread
+            await stuck.wait_calls(1)  # recovery is re-projecting a lagging thread
             scope.cancel()
         assert scope.cancelled_caught
         async with open_store(path) as store:  # lock released; recovery runs again
@@ -452,20 +435,20 @@ async def test_cancelled_append_is_still_stored_and_the_thread_keeps_working(pat
 
 
 async def test_cancelled_append_and_flush_leaves_a_working_actor(path: str) -> None:
-    projector = GatedProjector()
+    projector = GatedProjector(report="seen")
     async with open_store(path, projectors=[projector]) as store:
         tid = (await store.create_thread()).id
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store.append_and_flush, tid, Item.user_message("first"))
-                await projector.entered.wait()  # the append is durable; projection waits
+                await projector.wait_calls(1)  # the append is durable; projection waits
                 await trio.testing.wait_all_tasks_blocked()
                 scope.cancel()
         assert scope.cancelled_caught
         assert [item.seq for item in await store.read_items(tid)] == [1]
         assert (await store.get_thread(tid)).seq == 0
 
-        projector.gate.set()
+        projector.open()
         receipt = await store.append_and_flush(tid, Item.assistant_message("second"))
         assert receipt.seq == 2
         meta = await store.get_thread(tid)

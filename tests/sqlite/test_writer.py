@@ -12,8 +12,13 @@ import pytest
 import trio
 import trio.testing
 
-from threadstore import _sqlite as sql
-from threadstore._writer import SOON_GROUP, SOON_SHARE, WAKE_GROUP, Batch, Job, Writer, _nothing
+from threadstore._config import Lanes
+from threadstore.sqlite import _sql as sql
+from threadstore.sqlite._writer import Batch, Job, Writer, _nothing
+
+WAKE_GROUP = Lanes().wake_group
+SOON_GROUP = Lanes().soon_group
+SOON_SHARE = Lanes().soon_share
 
 
 @pytest.fixture

@@ -16,9 +16,11 @@ import pytest
 import structlog
 import trio
 
-from threadstore import Item, _sqlite, open_store
-from threadstore._checkpointer import Checkpointer
-from threadstore._writer import BACKSTOP_PAGES, Writer
+from threadstore import Item, open_store
+from threadstore.sqlite import DEFAULTS, SqliteEngine
+from threadstore.sqlite import _sql as _sqlite
+from threadstore.sqlite._wal_checkpointer import WalCheckpointer
+from threadstore.sqlite._writer import Writer
 
 TIMEOUT = 30.0  # a guard against hangs, never a measurement
 
@@ -33,9 +35,9 @@ def writer_db(db: sqlite3.Connection) -> sqlite3.Connection:
 @contextlib.contextmanager
 def _started(
     connect: Callable[[], sqlite3.Connection], *, interval: float, eager_bytes: int
-) -> Iterator[Checkpointer]:
+) -> Iterator[WalCheckpointer]:
     """A running checkpointer, closed (its thread joined) on the way out."""
-    checkpointer = Checkpointer(connect, interval=interval, eager_bytes=eager_bytes)
+    checkpointer = WalCheckpointer(connect, interval=interval, eager_bytes=eager_bytes)
     checkpointer.start()
     try:
         yield checkpointer
@@ -139,7 +141,7 @@ def test_a_failed_checkpoint_loses_nothing_and_is_tried_again(
 
 def test_a_checkpointer_that_cannot_connect_raises_from_start(tmp_path: Path) -> None:
     missing = str(tmp_path / "no" / "such" / "dir" / "store.db")
-    checkpointer = Checkpointer(_store_file(missing))
+    checkpointer = WalCheckpointer(_store_file(missing))
     with pytest.raises(FileNotFoundError):
         checkpointer.start()
     checkpointer.close()  # nothing started: returns at once
@@ -151,8 +153,10 @@ async def test_a_store_checkpoints_off_the_commit_path_and_ends_the_thread(
     path = tmp_path / "store.db"
     with trio.fail_after(TIMEOUT):
         async with open_store(path) as store:
-            assert store._writer is not None
-            checkpointer = store._writer.checkpointer
+            engine = store._engine
+            assert isinstance(engine, SqliteEngine)
+            assert engine.writer is not None
+            checkpointer = engine.writer.checkpointer
             assert checkpointer is not None
             thread = await store.create_thread(goal="checkpoint me")
             for index in range(200):
@@ -174,7 +178,7 @@ async def test_the_writer_leaves_checkpoints_to_the_checkpointer_up_to_the_backs
     tmp_path: Path,
 ) -> None:
     """Past SQLite's usual 1000 pages, commits leave the WAL alone (the database file stays
-    behind its page count); past ``BACKSTOP_PAGES`` a commit checkpoints after all, so a
+    behind its page count); past ``backstop_pages`` a commit checkpoints after all, so a
     WAL that the checkpointer never catches up with under a ceaseless write load (it copies
     up to the last frame it saw, while new ones keep coming) still starts over."""
     path = str(tmp_path / "w.db")
@@ -184,7 +188,7 @@ async def test_the_writer_leaves_checkpoints_to_the_checkpointer_up_to_the_backs
         _sqlite.ensure_schema(conn)
         return conn
 
-    checkpointer = Checkpointer(_store_file(path), interval=3600.0, eager_bytes=1 << 40)
+    checkpointer = WalCheckpointer(_store_file(path), interval=3600.0, eager_bytes=1 << 40)
     writer = Writer(connect, checkpointer=checkpointer)
     await writer.start()
     try:
@@ -200,7 +204,7 @@ async def test_the_writer_leaves_checkpoints_to_the_checkpointer_up_to_the_backs
             for batch in itertools.islice(batches, 40):  # about 1,000 pages more
                 await writer.run(partial(_commit_big_rows, batch))
             assert (await trio.Path(path).stat()).st_size == copied.st_size  # no checkpoint
-            for batch in itertools.islice(batches, BACKSTOP_PAGES // 25):
+            for batch in itertools.islice(batches, DEFAULTS.backstop_pages // 25):
                 await writer.run(partial(_commit_big_rows, batch))
             assert (await trio.Path(path).stat()).st_size > copied.st_size  # the backstop
     finally:

@@ -6,8 +6,10 @@ writer runs itself. Whatever is queued when the writer thread is free goes into 
 their items and one for their threads' ``last_seq``. If any job fails, the batch is redone
 with a savepoint per job, so the failing job rolls back alone while the others commit. A
 failed COMMIT fails every job of the batch. Results come back to trio once per transaction
-(one thread hop), and wake their waiters in groups of :data:`WAKE_GROUP` jobs (one
-``trio.Event`` per group, not per job), one scheduler round after another.
+(one thread hop), and wake their waiters in groups of ``Lanes.wake_group`` jobs (one
+``trio.Event`` per group, not per job), one scheduler round after another. Which queued job
+goes in which transaction is the write lanes' policy (:mod:`threadstore._lanes`), which the
+writer thread drives under its lock.
 """
 
 from __future__ import annotations
@@ -17,49 +19,24 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
 import workers
 
-from . import _sqlite as sql
-from ._checkpointer import Checkpointer
-from ._errors import StoreClosedError
+from .._config import Lanes
+from .._errors import StoreClosedError
+from .._lanes import LaneName, WriteLanes
+from . import _sql as sql
+from ._config import DEFAULTS
 from ._faults import Faults, Target
+from ._wal_checkpointer import WalCheckpointer
 
 __all__ = ["Batch", "Job", "LogAppend", "Writer"]
 
 T = TypeVar("T")
 log = workers.get_logger(__name__)
-
-#: Jobs one transaction takes at most; the rest wait for the next (bounds commit latency).
-MAX_BATCH: Final = 4096
-#: Jobs per wake-up group: each group has its own ``trio.Event``, and the groups of one
-#: transaction are woken one scheduler round after another, so a big group commit does not
-#: hand the event loop hundreds of woken tasks in one round (a timer would wait for all).
-WAKE_GROUP: Final = 16
-#: Deferred (projection) jobs per group: when the interval is up, each transaction takes
-#: one group (the oldest), so a burst's worth of metadata writes does not land in the
-#: transaction of a single batch of appends and hold those appends up.
-DEFERRED_GROUP: Final = 32
-#: "Soon" jobs (urgent metadata writes) per group: each transaction takes the oldest group,
-#: or the oldest 1/SOON_SHARE of the lane's groups if that is more, so fifty projectors
-#: finishing together do not put fifty metadata writes (and the appends queued behind them)
-#: into one long transaction, yet a steady stream of urgent writes never backs up.
-SOON_GROUP: Final = 8
-SOON_SHARE: Final = 8
-#: With a checkpointer, a commit still checkpoints (SQLite's automatic checkpoint) once the WAL
-#: holds this many pages. Under a never-ending stream of commits a checkpoint on another
-#: connection never catches up with the last frame, and the WAL only starts over from its
-#: beginning after one that did; this one runs between two commits, so it does, and it
-#: finds most pages copied already. Quiet moments let the checkpointer finish first, and
-#: then no commit pays for a checkpoint at all.
-BACKSTOP_PAGES: Final = 4000
-#: Deferred (projection) jobs wait at most this long while log appends keep the writer busy.
-PROJECTION_INTERVAL: Final = 0.25
-#: ... and, once appends stop, until the log has been quiet this long.
-QUIET: Final = 0.01
 
 
 class Batch:
@@ -103,6 +80,11 @@ class Job(Generic[T]):
         self.error: BaseException | None = None
         self.batch: Batch | None = None
 
+    @property
+    def done(self) -> bool:
+        """Whether the write has committed or failed: ``error`` and ``result`` are final."""
+        return self.batch is not None and self.batch.done.is_set()
+
     async def wait(self) -> T:
         """Block until the job's batch is done; return its result or raise its error.
 
@@ -137,7 +119,16 @@ class LogAppend(Job[None]):
         on_done: Callable[[Any], None] | None = None,
         size: int = 0,
     ) -> None:
-        super().__init__(_no_fn, on_done=on_done, size=size, log=True, target="log")
+        # Job.__init__'s fields, set here directly: one of these is made per append.
+        self.fn = _no_fn
+        self.target = "log"
+        self.injected = None
+        self.on_done = on_done
+        self.size = size
+        self.log = True
+        self.result = None
+        self.error = None
+        self.batch = None
         self.thread_id = thread_id
         self.rows = rows
 
@@ -158,9 +149,15 @@ class Writer:
         *,
         faults: Faults | None = None,
         on_rollback: Callable[[], None] | None = None,
-        checkpointer: Checkpointer | None = None,
+        checkpointer: WalCheckpointer | None = None,
+        lanes: Lanes | None = None,
+        backstop_pages: int = DEFAULTS.backstop_pages,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = connect
+        #: With a checkpointer: the WAL pages past which a commit checkpoints after all
+        #: (see :attr:`threadstore.sqlite.SqliteConfig.backstop_pages`).
+        self._backstop_pages = backstop_pages
         #: Runs the WAL checkpoints off the commit path (None: SQLite's automatic ones).
         self.checkpointer = checkpointer
         self._faults = faults
@@ -169,20 +166,8 @@ class Writer:
         self._on_rollback = on_rollback
         self._lock = threading.Lock()  # (``with self._lock`` is cheaper than the Condition's)
         self._cond = threading.Condition(self._lock)
-        #: Queued jobs grouped into batches of at most WAKE_GROUP, formed at submit time.
-        self._groups: list[tuple[Batch, list[Job[Any]]]] = []
-        #: The deferred lane (metadata projection writes): groups of at most DEFERRED_GROUP
-        #: jobs, oldest first, each with the time its first job came (see
-        #: :meth:`_take_deferred`). While appends stream in, a thread's projection waits here
-        #: and its later patches merge upstream, so it costs one write per interval.
-        self._deferred: list[tuple[Batch, list[Job[Any]], float]] = []
-        #: The soon lane (urgent metadata writes): groups of at most SOON_GROUP jobs; each
-        #: transaction takes the oldest group or the oldest 1/SOON_SHARE of them (all of
-        #: them after :meth:`expedite` or on stop).
-        self._soon: list[tuple[Batch, list[Job[Any]]]] = []
-        self._expedite = False
-        self._last_log_commit = 0.0
-        self._stopping = False
+        #: The queued jobs, by lane (guarded by ``_lock``).
+        self._lanes: WriteLanes[Batch, Job[Any]] = WriteLanes(lanes or Lanes(), Batch, clock)
         self._closed = False
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -234,7 +219,7 @@ class Writer:
                 return
             self._closed = True
             with self._cond:
-                self._stopping = True
+                self._lanes.stop()
                 self._cond.notify()
             await trio.to_thread.run_sync(self._thread.join)
 
@@ -245,53 +230,33 @@ class Writer:
     ) -> Batch:
         """Queue ``job`` for the next group commit. Sync; never blocks on SQLite.
 
-        With ``defer``, the job goes to the deferred lane: it commits once the log has been
-        quiet for :data:`QUIET`, after at most :data:`PROJECTION_INTERVAL` under load, or at
-        once after :meth:`expedite`. With ``soon``, it goes to the soon lane: each
-        transaction takes its oldest group of :data:`SOON_GROUP` jobs, or its oldest
-        1/:data:`SOON_SHARE` if that is more (all of it after :meth:`expedite`). Deferred
-        and soon jobs may commit after jobs queued later: only for jobs whose order
-        relative to those does not matter (metadata writes of committed items). With
-        ``first``, it goes ahead of the jobs queued so far (same transaction or an earlier
-        one, woken in the first group): only for a job whose order relative to queued jobs
-        does not matter (a new thread's creation).
+        With ``defer``, the job goes to the deferred lane, with ``soon`` to the soon lane,
+        with ``first`` ahead of the jobs queued so far (same transaction or an earlier one,
+        woken in the first group); see :mod:`threadstore._lanes` for when each commits and
+        which jobs may use them.
         """
         if self._closed:
             raise StoreClosedError("the store is closed")
+        lane: LaneName = "soon" if soon else "deferred" if defer else "first" if first else "now"
         with self._lock:
-            if soon:
-                return self._join(self._soon, job, SOON_GROUP)
-            if defer:
-                now = time.monotonic()
-                tail = self._deferred[-1] if self._deferred else None
-                # A job joins the newest group only while that group is young, so it is
-                # not flushed long before its own interval is up.
-                if tail is None or len(tail[1]) >= DEFERRED_GROUP or now - tail[2] >= QUIET:
-                    tail = (Batch(), [], now)
-                    self._deferred.append(tail)
-                    self._cond.notify()
-                job.batch = tail[0]
-                tail[1].append(job)
-                return tail[0]
-            if first:
-                batch = job.batch = Batch()
-                self._groups.insert(0, (batch, [job]))
+            batch, wake = self._lanes.submit(job, lane)
+            job.batch = batch
+            if wake:
                 self._cond.notify()
+            if not (soon or defer):
                 self.queued_bytes += job.size
-                return batch
-            batch = self._join(self._groups, job, WAKE_GROUP)
-            self.queued_bytes += job.size
-            return batch
+        return batch
 
-    def _join(self, groups: list[tuple[Batch, list[Job[Any]]]], job: Job[Any], size: int) -> Batch:
-        """Add ``job`` to the newest of ``groups``, or to a new one if that one has ``size``
-        jobs already (waking the writer thread). Lock held."""
-        if not groups or len(groups[-1][1]) >= size:
-            groups.append((Batch(), []))
-            self._cond.notify()
-        batch, jobs = groups[-1]
-        job.batch = batch
-        jobs.append(job)
+    def submit_now(self, job: Job[Any]) -> Batch:
+        """:meth:`submit` in the ordinary lane (the log appends' path, kept short)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        with self._lock:
+            batch, wake = self._lanes.submit_now(job)
+            job.batch = batch
+            if wake:
+                self._cond.notify()
+            self.queued_bytes += job.size
         return batch
 
     async def run(
@@ -314,8 +279,7 @@ class Writer:
     def expedite(self) -> None:
         """Commit the deferred and soon lanes with the next transaction (someone waits)."""
         with self._lock:
-            if (self._deferred or self._soon) and not self._expedite:
-                self._expedite = True
+            if self._lanes.expedite():
                 self._cond.notify()
 
     async def wait_for_room(self, limit: int) -> None:
@@ -335,7 +299,7 @@ class Writer:
             # The newest batch of each lane: results are delivered in commit order, and all
             # three go in the marker's transaction (expedited), so once they are all done
             # everything submitted before is.
-            lanes = [lane[-1][0] for lane in (self._soon, self._deferred) if lane]
+            lanes = self._lanes.newest_batches()
         self.expedite()
         marker: Job[None] = Job(_nothing)
         for batch in [self.submit(marker), *lanes]:
@@ -353,8 +317,8 @@ class Writer:
                 try:
                     checkpointer.start()
                     # From now on the checkpointer copies the WAL; a commit checkpoints only
-                    # as a backstop (see BACKSTOP_PAGES).
-                    self._conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+                    # as a backstop (see SqliteConfig.backstop_pages).
+                    self._conn.execute(f"PRAGMA wal_autocheckpoint = {int(self._backstop_pages)}")
                 except BaseException:
                     checkpointer.close()
                     self._conn.close()
@@ -383,74 +347,15 @@ class Writer:
             conn.close()
 
     def _next_transaction(self) -> list[tuple[Batch, list[Job[Any]]]]:
-        """Block until there is work; return the batches of the next transaction.
-
-        The queued batches (up to MAX_BATCH jobs), plus the deferred lane if it is due.
-        Empty: stop.
-        """
+        """Block until there is work; return the batches of the next transaction (as the
+        write lanes choose them). Empty: stop."""
+        lanes = self._lanes
         with self._cond:
-            while True:
-                now = time.monotonic()
-                due = self._deferred_due(now)
-                if self._groups or self._soon or due:
-                    break
-                if self._stopping:
+            while not lanes.ready():
+                if lanes.stopping:
                     return []
-                timeout = None
-                if self._deferred:
-                    timeout = max(
-                        0.0,
-                        min(
-                            self._deferred[0][2] + PROJECTION_INTERVAL,
-                            self._last_log_commit + QUIET,
-                        )
-                        - now,
-                    )
-                self._cond.wait(timeout)
-            deferred = self._take_deferred(now) if due else []
-            groups: list[tuple[Batch, list[Job[Any]]]] = []
-            taken = 0
-            while self._groups and taken + len(self._groups[0][1]) <= MAX_BATCH:
-                groups.append(self._groups.pop(0))
-                taken += len(groups[-1][1])
-            if self._expedite or self._stopping:
-                soon, self._soon = self._soon, []
-            else:
-                # The oldest group, or an eighth of the lane if that is more: the lane keeps
-                # up with any steady rate of urgent writes (its length settles at about
-                # eight transactions' worth) while a sudden crowd is spread over a few.
-                take = max(1, -(-len(self._soon) // SOON_SHARE))
-                soon = self._soon[:take]
-                del self._soon[:take]
-            if not self._deferred and not self._soon:
-                self._expedite = False
-            return groups + soon + deferred
-
-    def _all_deferred_due(self, now: float) -> bool:
-        """Whether the whole deferred lane goes now: someone waits, the writer stops, or
-        the log has been quiet (no appends to hold up)."""
-        return (
-            self._expedite
-            or self._stopping
-            or (not self._groups and now - self._last_log_commit >= QUIET)
-        )
-
-    def _deferred_due(self, now: float) -> bool:
-        if not self._deferred:
-            return False
-        return (
-            self._all_deferred_due(now)
-            or now - self._deferred[0][2] >= PROJECTION_INTERVAL
-            or len(self._deferred) * DEFERRED_GROUP >= MAX_BATCH
-        )
-
-    def _take_deferred(self, now: float) -> list[tuple[Batch, list[Job[Any]]]]:
-        """The deferred groups of this transaction: all of them, or the oldest one."""
-        if self._all_deferred_due(now):
-            taken, self._deferred = self._deferred, []
-        else:
-            taken = [self._deferred.pop(0)]
-        return [(batch, jobs) for batch, jobs, _ in taken]
+                self._cond.wait(lanes.timeout())
+            return lanes.take()
 
     def _commit(self, conn: sqlite3.Connection, jobs: list[Job[Any]], batches: list[Batch]) -> bool:
         """One transaction for ``jobs``; True if it committed. Never raises (failures are
@@ -488,7 +393,7 @@ class Writer:
         self.commits += 1
         if any(job.log and job.error is None for job in jobs):
             self.log_commits += 1
-            self._last_log_commit = time.monotonic()
+            self._lanes.log_committed()
         return True
 
     def _rolled_back(self) -> None:
@@ -581,7 +486,7 @@ class Writer:
 
     def _deliver(self) -> None:
         """On the trio thread: run the oldest group's callbacks in order, then wake its
-        waiters; the next group follows in a later scheduler round (see WAKE_GROUP)."""
+        waiters; the next group follows in a later scheduler round (see ``Lanes.wake_group``)."""
         batch, jobs = self._arrivals.popleft()
         freed = 0
         for job in jobs:

@@ -213,7 +213,8 @@ class Outcome:
             more = len(self.problems) - 20
             raise AssertionError(
                 f"trial {self.scenario} seed={self.seed} (replay: {self.replay()} "
-                f"pytest -m soak tests/test_crash.py): {self.lost} acknowledged item(s) lost, "
+                f"pytest -m soak tests/sqlite/test_crash.py): "
+                f"{self.lost} acknowledged item(s) lost, "
                 f"{len(self.problems)} problem(s):\n  {shown}"
                 + (f"\n  … {more} more" if more > 0 else "")
             )
@@ -634,7 +635,7 @@ async def test_crash_soak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
             failed.append(f"{scenario}:{trial_seed}")
             say(
                 f"crash soak: trial {i} FAILED, replay: THREADSTORE_SOAK_TRIAL={scenario}:"
-                f"{trial_seed} pytest -m soak tests/test_crash.py\n{exc!r}"[:4000]
+                f"{trial_seed} pytest -m soak tests/sqlite/test_crash.py\n{exc!r}"[:4000]
             )
         else:
             await trio.to_thread.run_sync(shutil.rmtree, directory)

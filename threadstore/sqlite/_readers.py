@@ -8,7 +8,7 @@ turn in order. A finished read is handed back to its task with ``run_sync_soon``
 the writer delivers commits: no ``trio.to_thread`` machinery (thread cache, capacity
 limiter, context copy) on the path, which is most of a read at idle.
 
-Connections are opened with :func:`threadstore._sqlite.connect` and ``read_only=True``:
+Connections are opened with :func:`threadstore.sqlite._sql.connect` and ``read_only=True``:
 URI ``file:...?mode=ro`` plus ``PRAGMA query_only=1``. Such a connection never creates or
 writes the database, and it reads a WAL database correctly whether the writer is in this
 process or another one, including a file the writer created moments before (tested). The same
@@ -22,19 +22,19 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, final
+from typing import Any, TypeVar, final
 
 import outcome
 import trio
 
-from threadstore import _sqlite
-from threadstore._errors import StoreClosedError
+from .._errors import StoreClosedError
+from . import _sql
+from ._config import DEFAULTS
 
 __all__ = ["ReaderPool"]
 
 T = TypeVar("T")
 
-_DEFAULT_SIZE: Final = 2
 
 #: A queued read: the function, and the task its outcome is handed back to.
 _Read = tuple[Callable[[sqlite3.Connection], Any], trio.lowlevel.Task]
@@ -51,12 +51,18 @@ class ReaderPool:
     (:meth:`aclose`, or ``async with``) to end its threads.
     """
 
-    def __init__(self, path: str, size: int = _DEFAULT_SIZE) -> None:
+    def __init__(
+        self,
+        path: str,
+        size: int = DEFAULTS.reader_connections,
+        busy_timeout_ms: int = DEFAULTS.busy_timeout_ms,
+    ) -> None:
         """Prepare a pool for the store file at ``path``; no thread or connection yet."""
         if size < 1:
             raise ValueError(f"size must be >= 1, not {size!r}")
         self.path = path
         self.size = size
+        self._busy_timeout_ms = busy_timeout_ms
         self._reads: queue.SimpleQueue[_Read | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._busy = 0
@@ -98,7 +104,7 @@ class ReaderPool:
             # Unwraps the outcome the reader thread handed back: fn's value, or its error.
             result: T = await trio.lowlevel.wait_task_rescheduled(_never_abort)
         except (sqlite3.DatabaseError, OverflowError, UnicodeDecodeError, ValueError) as exc:
-            damaged = _sqlite.damage_error(self.path, exc)
+            damaged = _sql.damage_error(self.path, exc)
             if damaged is None:
                 raise
             raise damaged from exc
@@ -126,7 +132,12 @@ class ReaderPool:
                 fn, task = read
                 try:
                     if conn is None:
-                        conn = _sqlite.connect(self.path, durability="normal", read_only=True)
+                        conn = _sql.connect(
+                            self.path,
+                            durability="normal",
+                            read_only=True,
+                            busy_timeout_ms=self._busy_timeout_ms,
+                        )
                         with self._count_lock:
                             self._open_count += 1
                     result: outcome.Outcome[Any] = outcome.Value(_read(conn, fn))

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from threadstore import Item, _sqlite, open_store
+from threadstore import Item, open_store
+from threadstore.sqlite import _sql as _sqlite
 
 
 @pytest.fixture

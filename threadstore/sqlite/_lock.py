@@ -23,7 +23,7 @@ from typing import final
 
 import trio
 
-from threadstore._errors import StoreLockedError
+from .._errors import StoreLockedError
 
 __all__ = ["StoreLock", "lock_path"]
 

@@ -1,4 +1,4 @@
-"""The opaque keyset cursor of ``list_threads``.
+"""The page tokens of ``list_threads`` (its opaque, authenticated keyset ``cursor``).
 
 A cursor carries the position after which the next page starts (the sort value of the last
 thread listed and its id) and a fingerprint of the query that made it, authenticated with

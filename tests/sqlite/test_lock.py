@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from threadstore import _lock
 from threadstore._errors import StoreLockedError
-from threadstore._lock import StoreLock
+from threadstore.sqlite import _lock
+from threadstore.sqlite._lock import StoreLock
 
-REPO_ROOT = str(Path(_lock.__file__).resolve().parents[1])
+REPO_ROOT = str(Path(_lock.__file__).resolve().parents[2])
 
 CHILD = """
 import sys
-from threadstore._lock import StoreLock
+from threadstore.sqlite._lock import StoreLock
 lock = StoreLock.acquire(sys.argv[1])
 print("locked", flush=True)
 sys.stdin.read()

@@ -7,11 +7,12 @@ create -> listed). This thread checkpoints instead, with a connection of its own
 while the writer goes on committing (a ``PASSIVE`` checkpoint takes no lock a writer or
 reader needs); the writer keeps the automatic checkpoint only as a backstop for a WAL that
 a ceaseless write load never lets this thread catch up with
-(:data:`threadstore._writer.BACKSTOP_PAGES`).
+(:attr:`SqliteConfig.backstop_pages <threadstore.sqlite.SqliteConfig.backstop_pages>`).
 
-When: :data:`INTERVAL` seconds after the first commit since the last checkpoint began (so
-at most one checkpoint per interval, however many commits), and at once when
-:data:`EAGER_BYTES` of item data were committed since the last one (a bound on the WAL's
+When: ``interval`` seconds (``SqliteConfig.checkpoint_interval``) after the first commit
+since the last checkpoint began (so at most one checkpoint per interval, however many
+commits), and at once when ``eager_bytes`` (``SqliteConfig.checkpoint_eager_bytes``) of
+item data were committed since the last one (a bound on the WAL's
 growth under a heavy write load). A failed checkpoint loses nothing (the WAL keeps every
 committed transaction): it is logged as ``checkpoint.failed`` and tried again after the
 next interval.
@@ -23,23 +24,20 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Final, final
+from typing import final
 
 import workers
-from threadstore import _sqlite
 
-__all__ = ["EAGER_BYTES", "INTERVAL", "Checkpointer"]
+from . import _sql
+from ._config import DEFAULTS
+
+__all__ = ["WalCheckpointer"]
 
 log = workers.get_logger(__name__)
 
-#: Checkpoint at most this often while commits happen (seconds).
-INTERVAL: Final = 0.2
-#: ... or at once once this much item data was committed since the last checkpoint.
-EAGER_BYTES: Final = 4 << 20
-
 
 @final
-class Checkpointer:
+class WalCheckpointer:
     """Runs ``PASSIVE`` WAL checkpoints on a daemon thread when commits have happened.
 
     Thread-safe. :meth:`committed` is called by the writer thread after each commit and
@@ -51,8 +49,8 @@ class Checkpointer:
         self,
         connect: Callable[[], sqlite3.Connection],
         *,
-        interval: float = INTERVAL,
-        eager_bytes: int = EAGER_BYTES,
+        interval: float = DEFAULTS.checkpoint_interval,
+        eager_bytes: int = DEFAULTS.checkpoint_eager_bytes,
     ) -> None:
         self._connect = connect
         self._interval = interval
@@ -143,7 +141,7 @@ class Checkpointer:
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
-            busy, frames, copied = _sqlite.checkpoint(conn)
+            busy, frames, copied = _sql.checkpoint(conn)
         except sqlite3.Error as exc:
             with self._cond:
                 self.failures += 1

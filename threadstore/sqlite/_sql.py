@@ -25,7 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal, TypeAlias
 
 import workers
-from threadstore._errors import StoreFormatError, ThreadNotFoundError
+
+from .._errors import StoreFormatError, ThreadNotFoundError
+from ._config import DEFAULTS
 
 __all__ = [
     "SeqGapError",
@@ -62,7 +64,6 @@ __all__ = [
 _log = workers.get_logger(__name__)
 
 MINIMUM_SQLITE: Final = (3, 31, 0)
-_BUSY_TIMEOUT_MS: Final = 5000
 
 APPLICATION_ID: Final = 0x54535452  # "TSTR"
 """Written to the database header (``PRAGMA application_id``) to mark a threadstore file."""
@@ -207,7 +208,11 @@ _TRANSIENT_MESSAGES: Final = ("database is locked", "database table is locked", 
 
 
 def connect(
-    path: str, *, durability: Literal["normal", "full"], read_only: bool = False
+    path: str,
+    *,
+    durability: Literal["normal", "full"],
+    read_only: bool = False,
+    busy_timeout_ms: int = DEFAULTS.busy_timeout_ms,
 ) -> sqlite3.Connection:
     """Open a connection to the store file at ``path``. Sync; writer/reader thread only.
 
@@ -237,7 +242,7 @@ def connect(
         conn = sqlite3.connect(
             uri,
             uri=True,
-            timeout=_BUSY_TIMEOUT_MS / 1000,
+            timeout=busy_timeout_ms / 1000,
             isolation_level=None,
             check_same_thread=False,
         )
@@ -245,10 +250,10 @@ def connect(
         if not os.path.exists(path):
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
         conn = sqlite3.connect(
-            path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
         )
     try:
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if read_only:
             conn.execute("PRAGMA query_only = 1")
             # Touch the file so a non-database fails here, not at the first query.
@@ -257,7 +262,7 @@ def connect(
             # Refuse a foreign or newer file before switching it to WAL: that would
             # rewrite its header, and a file we refuse must be left exactly as it was.
             _check_header(repr(path), *_read_header(conn))
-            mode = _enable_wal(conn)
+            mode = _enable_wal(conn, busy_timeout_ms)
             if mode != "wal":
                 raise StoreFormatError(
                     f"cannot use WAL journal mode for {path!r} (SQLite chose {mode!r}); "
@@ -277,14 +282,14 @@ def connect(
     return conn
 
 
-def _enable_wal(conn: sqlite3.Connection) -> str:
+def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> str:
     """Switch to WAL; return the journal mode SQLite reports.
 
     Changing the journal mode of a new file while other connections open it can fail with
     SQLITE_BUSY at once, without the busy handler being consulted, so retry for as long as
     ``busy_timeout`` would have waited.
     """
-    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_timeout_ms / 1000
     delay = 0.001
     while True:
         try:

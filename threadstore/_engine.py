@@ -1,0 +1,295 @@
+"""The engine seam: everything engine-specific, behind one narrow interface.
+
+The store, the projection driver and the access layers know an engine only through
+:class:`Engine`; they send it plain frozen operation values (:class:`AppendItems`,
+:class:`CreateThread`, :class:`ProjectionWrite`, :class:`SetArchived`,
+:class:`DeleteThread`, :class:`PageQuery`) and get threadstore values back. An engine
+(``threadstore.sqlite``, ``threadstore.memory``) owns its connections, SQL, transactions,
+threads and locks, and maps its own errors to threadstore's at its edge (a duplicate thread
+id becomes :class:`~threadstore.ThreadExistsError`, a failed archive or delete
+:class:`~threadstore.WriteFailedError` with the driver's error as ``__cause__``), and it
+says which of its errors are transient (:meth:`Engine.retryable`). No module outside an
+engine package imports a database driver.
+
+Per-thread ownership and change notifications join this interface with the first engine
+that has them (PostgreSQL, where several processes write one database); an embedded engine
+owns every thread of its store.
+
+Writes are queued with a callback that runs on the trio thread, in commit order, before
+anyone waiting on the write wakes: the store advances its watermarks there. Appends are
+group-committed: whatever is queued when the engine is free commits in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple, Protocol, TypeAlias, TypeVar
+
+import attrs
+
+from ._items import Item, StoredItem, decode_data, us_to_datetime
+from ._meta import Patch, Pending, Projection, ThreadMeta
+from ._page_token import CursorQuery
+
+__all__ = [
+    "AppendItems",
+    "Completion",
+    "CreateThread",
+    "DeleteThread",
+    "Engine",
+    "EngineStatistics",
+    "IndexEntry",
+    "Lane",
+    "LogRow",
+    "PageQuery",
+    "ProjectionWrite",
+    "SetArchived",
+    "fold_for_write",
+    "stored_item",
+]
+
+T = TypeVar("T")
+
+#: One log row as the store hands it to an engine: ``(seq, created_at_us, kind, data_json)``.
+LogRow: TypeAlias = tuple[int, int, str, str]
+#: What an engine knows of each thread at open: ``(id, last_seq, projected_seq, has_user)``.
+IndexEntry: TypeAlias = tuple[str, int, int, int]
+#: When a projection write commits: ``"now"`` (with the next transaction: someone waits),
+#: ``"soon"`` (urgent: spread over the next few transactions), ``"deferred"`` (coalesces
+#: while appends stream in; see :mod:`threadstore._lanes`).
+Lane = Literal["now", "soon", "deferred"]
+
+
+class AppendItems(NamedTuple):
+    """Append ``rows`` (dense, in seq order) to the thread's log, whose last seq must be
+    ``rows[0][0] - 1``. ``size`` is the bytes of item data (flow control).
+
+    A named tuple rather than an attrs class like the other operations: one is made per
+    append, on the trio thread, and a tuple costs half as much to make.
+    """
+
+    thread_id: str
+    rows: list[LogRow]
+    size: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CreateThread:
+    """Create the thread with ``rows`` (its first items, possibly none) already projected."""
+
+    thread_id: str
+    created_us: int
+    rows: list[LogRow]
+    items: tuple[Item, ...]
+    size: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ProjectionWrite:
+    """Fold ``pending`` (or, if it does not follow the metadata, the log itself) and
+    ``extra`` (custom projectors' output) into the thread's metadata, through ``target``."""
+
+    thread_id: str
+    pending: Pending
+    extra: Patch
+    target: int
+    lane: Lane
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class SetArchived:
+    """Set (a time in microseconds) or clear (None) the thread's ``archived_at``."""
+
+    thread_id: str
+    archived_at_us: int | None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class DeleteThread:
+    """Delete the thread's items and metadata."""
+
+    thread_id: str
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PageQuery:
+    """One page of ``list_threads``: ``limit`` rows after the keyset position ``after``."""
+
+    query: CursorQuery
+    after: tuple[int, str] | None
+    limit: int
+
+
+@attrs.frozen(kw_only=True)
+class EngineStatistics:
+    """The engine's share of :class:`~threadstore.StoreStatistics`."""
+
+    log_commits: int = 0
+    checkpoints: int = 0
+    checkpoint_failures: int = 0
+
+
+class Completion(Protocol[T]):
+    """A queued write: its outcome once committed (or failed).
+
+    ``error`` may be replaced by the write's ``on_done`` callback (the store turns a failed
+    commit into :class:`~threadstore.AppendFailedError`); waiters then see the replacement.
+    """
+
+    error: BaseException | None
+    result: T | None
+
+    @property
+    def done(self) -> bool:
+        """Whether the write has committed or failed: ``error`` and ``result`` are final."""
+        ...
+
+    async def wait(self) -> T:
+        """Block until the write is done; return its result or raise its error.
+
+        Cancelling the waiter does not cancel the write: it still commits (or fails) whole.
+        """
+        ...
+
+
+class Engine(Protocol):
+    """What the store needs from a storage engine. See the module docstring.
+
+    Methods run on the trio thread and never block it on a driver call. ``writable`` is
+    False for a read-only open: then only the reads and :meth:`statistics` are used.
+    """
+
+    @property
+    def target(self) -> str:
+        """The store's path or URL, for messages."""
+        ...
+
+    @property
+    def writable(self) -> bool: ...
+
+    @property
+    def cursor_secret(self) -> bytes:
+        """The store's own secret that authenticates page tokens."""
+        ...
+
+    @property
+    def queued_bytes(self) -> int:
+        """Item bytes queued and not committed yet (the store bounds it)."""
+        ...
+
+    # -- writes (writable engines only) -------------------------------------------------
+
+    def append(
+        self, op: AppendItems, on_done: Callable[[Completion[None]], None]
+    ) -> Completion[None]:
+        """Queue a log append for the next group commit. Sync; never blocks."""
+        ...
+
+    def create(
+        self, op: CreateThread, on_done: Callable[[Completion[ThreadMeta]], None]
+    ) -> Completion[ThreadMeta]:
+        """Queue a thread's creation ahead of queued appends; the result is its metadata.
+
+        Fails with :class:`~threadstore.ThreadExistsError` if the id is taken."""
+        ...
+
+    def delete(
+        self, op: DeleteThread, on_done: Callable[[Completion[ThreadMeta | None]], None]
+    ) -> Completion[ThreadMeta | None]:
+        """Queue a deletion; the result is the metadata as it was (None: already gone).
+
+        Fails with :class:`~threadstore.WriteFailedError` if the commit failed."""
+        ...
+
+    async def set_archived(self, op: SetArchived) -> ThreadMeta | None:
+        """Archive or unarchive; the new metadata, None if the thread is gone.
+
+        Raises :class:`~threadstore.WriteFailedError` if the commit failed."""
+        ...
+
+    async def project(self, op: ProjectionWrite) -> ThreadMeta | None:
+        """Write a thread's metadata in ``op.lane``; the new metadata, None if the thread
+        is gone. Raises the engine's error on failure (see :meth:`retryable`)."""
+        ...
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Block until :attr:`queued_bytes` drops below ``limit``."""
+        ...
+
+    def expedite(self) -> None:
+        """Commit queued projection writes with the next transaction (someone waits)."""
+        ...
+
+    async def drain(self) -> None:
+        """Block until everything queued before the call is committed (or failed)."""
+        ...
+
+    def thread_index(self) -> Sequence[IndexEntry]:
+        """Every thread of the store as it was at open (writable engines)."""
+        ...
+
+    async def lagging_threads(self) -> list[tuple[str, int, int]]:
+        """The recovery scan: ``(id, projected_seq, last_seq)`` of each thread whose
+        metadata lags its log."""
+        ...
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get_thread(self, thread_id: str) -> ThreadMeta | None: ...
+
+    async def read_items(
+        self, thread_id: str, after_seq: int, limit: int | None
+    ) -> list[StoredItem] | None:
+        """Committed items after ``after_seq`` (None: no such thread). Raises
+        :class:`~threadstore.StoreFormatError` for a damaged log."""
+        ...
+
+    async def list_threads(
+        self, page: PageQuery
+    ) -> tuple[tuple[ThreadMeta, ...], tuple[int, str] | None]:
+        """One page of metadata and, if more rows follow, the keyset position of its last."""
+        ...
+
+    async def projector_input(
+        self, thread_id: str, target: int
+    ) -> tuple[ThreadMeta | None, list[StoredItem]]:
+        """The thread's metadata and its items after it through ``target`` (custom
+        projectors' input when it is not in memory)."""
+        ...
+
+    # -- errors and statistics ------------------------------------------------------------
+
+    def retryable(self, error: BaseException) -> bool:
+        """Whether a projection attempt that failed with ``error`` is worth another: the
+        engine's transient errors and errors not its own (a projector's) are."""
+        ...
+
+    def statistics(self) -> EngineStatistics: ...
+
+
+def stored_item(row: LogRow) -> StoredItem:
+    """The :class:`StoredItem` of a log row (decodes its JSON)."""
+    seq, at, kind, data = row
+    return StoredItem(kind=kind, data=decode_data(data), seq=seq, created_at=us_to_datetime(at))
+
+
+def fold_for_write(
+    projection: Projection, op: ProjectionWrite, read_log: Callable[[int, int], list[LogRow]]
+) -> Projection | None:
+    """The metadata after ``op``, or None if it has nothing to change (already through
+    ``op.target`` and no projector output). Engine-neutral: engines call it inside their
+    write with the metadata as stored and ``read_log(after_seq, limit)`` reading the log.
+
+    The pending items are folded if they follow the stored metadata; after a gap (discarded
+    work, recovery) or an overlap, the log itself is folded instead.
+    """
+    seq = projection.meta.seq
+    pending, extra, target = op.pending, op.extra, op.target
+    if seq >= target and not extra.extra_nested:
+        return None
+    if pending.first_seq == seq + 1 and pending.last_seq >= target:
+        patch = pending.fold()
+    else:
+        items = [stored_item(row) for row in read_log(seq, target - seq)]
+        patch = Patch.from_items(items) if items else Patch.empty()
+    return projection.apply(patch.merge(extra))

@@ -1,0 +1,117 @@
+"""Opening a store: :func:`open_store`'s arguments become configuration values, the engine
+is opened, and the store is wired to its projection actors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final
+
+import trio
+
+import workers
+
+from ._config import StoreConfig
+from ._engine import Engine
+from ._store import Store
+from ._thread_state import ThreadState
+from ._values import Projector
+from .memory import MEMORY_TARGET, open_memory_engine
+from .sqlite import DEFAULTS as SQLITE
+from .sqlite import Durability, Faults, SqliteConfig, open_sqlite_engine
+
+__all__ = ["open_store"]
+
+log = workers.get_logger(__name__)
+
+#: The defaults of ``open_store``'s arguments (defined in the configuration values).
+_DEFAULT: Final = StoreConfig()
+
+
+@asynccontextmanager
+async def open_store(
+    path: str | os.PathLike[str],
+    *,
+    durability: Durability = SQLITE.durability,
+    projectors: Sequence[Projector] = (),
+    projection_delay: float = _DEFAULT.projection_delay,
+    read_only: bool = False,
+    shutdown_timeout: float = _DEFAULT.timeouts.shutdown,
+    max_item_bytes: int = _DEFAULT.limits.max_item_bytes,
+    max_pending_bytes: int = _DEFAULT.limits.max_pending_bytes,
+    retry: workers.RetryPolicy | None = None,
+    retry_interval: float | None = _DEFAULT.timeouts.retry_interval,
+    reader_connections: int = SQLITE.reader_connections,
+    faults: Faults | None = None,
+) -> AsyncIterator[Store]:
+    """Open (creating if needed) the store at ``path`` for the duration of the block.
+
+    ``path`` is a store file (the SQLite engine) or ``":memory:"`` (the in-memory engine: no
+    threads, no files, same semantics, nothing kept after the block; ``durability`` and
+    ``reader_connections`` do not apply, ``read_only`` and ``faults`` are refused).
+
+    Takes the single-writer file lock (:class:`StoreLockedError` names the holder), sets WAL
+    and the ``durability`` level, creates or checks the schema (:class:`StoreFormatError`),
+    and re-projects every thread whose metadata lags its log before yielding. Leaving the
+    block refuses new appends, commits everything accepted, drains projection for up to
+    ``shutdown_timeout`` seconds (the rest is recovered at the next open), and releases the
+    lock — also on cancellation and KeyboardInterrupt.
+
+    ``reader_connections`` bounds the reader threads, each with one read-only connection
+    (reads beyond it wait their turn, in order). ``faults`` is a test seam
+    (:class:`threadstore.testing.Faults`): it injects SQLite errors into log commits and
+    projection writes.
+    """
+    path = os.fspath(path)
+    engine_config = SqliteConfig(durability=durability, reader_connections=reader_connections)
+    config = StoreConfig.from_options(
+        projectors=projectors,
+        projection_delay=projection_delay,
+        shutdown_timeout=shutdown_timeout,
+        max_item_bytes=max_item_bytes,
+        max_pending_bytes=max_pending_bytes,
+        retry=retry,
+        retry_interval=retry_interval,
+    )
+    engines: AbstractAsyncContextManager[Engine]
+    if path == MEMORY_TARGET:
+        if read_only or faults is not None:
+            raise ValueError("a ':memory:' store takes neither read_only=True nor faults=")
+        engines = open_memory_engine(lanes=config.lanes)
+    else:
+        engines = open_sqlite_engine(
+            path, config=engine_config, lanes=config.lanes, read_only=read_only, faults=faults
+        )
+    async with engines as engine, _running(path, engine, config) as store:
+        yield store
+
+
+@asynccontextmanager
+async def _running(path: str, engine: Engine, config: StoreConfig) -> AsyncIterator[Store]:
+    """The store on an open ``engine``: its threads loaded, its projection actors running
+    and recovery done; drained on the way out."""
+    store = Store(path=path, engine=engine, config=config)
+    if not engine.writable:
+        await trio.lowlevel.checkpoint()
+        yield store
+        return
+    index = engine.thread_index()
+    for tid, last_seq, seq, has_user in index:
+        store._threads[tid] = ThreadState(tid, last_seq, seq, bool(has_user))
+    timeouts = config.timeouts
+    async with workers.open_pool(
+        store._driver.project,
+        delay=config.projection_delay,
+        retry=config.retry or workers.RetryPolicy(retryable=engine.retryable),
+        shutdown_timeout=timeouts.shutdown,
+        retry_interval=timeouts.retry_interval,
+        applied_floor=lambda tid: store._threads[tid].projected if tid in store._threads else 0,
+    ) as pool:
+        store._pool = store._driver.pool = pool
+        recovered = await store._driver.recover()
+        log.info("store.opened", path=path, threads=len(index), recovered=recovered)
+        try:
+            yield store
+        finally:
+            await store._shutdown(timeouts.shutdown)

@@ -1,0 +1,104 @@
+"""The metadata row codec: a :class:`~threadstore._meta.Projection` as the ``threads`` table
+stores it (times as integer microseconds, ``extra`` as JSON text, ``has_user_message`` 0/1),
+and back. The fold itself knows nothing of rows; only this engine does."""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from .._items import datetime_to_us
+from .._meta import Projection, ThreadMeta
+
+__all__ = ["META_KEYS", "meta_from_values", "projection_from_row", "projection_to_row"]
+
+_STATUSES: Final = frozenset({"idle", "running", "error"})
+_EMPTY: Final[Mapping[str, Any]] = types.MappingProxyType({})
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # (what us_to_datetime adds to)
+
+
+def projection_to_row(projection: Projection) -> dict[str, object]:
+    """The storage row of ``projection``, keyed by column, in the table's column order."""
+    m = projection.meta
+    return {
+        "id": m.id,
+        "created_at": datetime_to_us(m.created_at),
+        "updated_at": datetime_to_us(m.updated_at),
+        "recency_at": datetime_to_us(m.recency_at),
+        "title": m.title,
+        "goal": m.goal,
+        "preview": m.preview,
+        "last_message": m.last_message,
+        "item_count": m.item_count,
+        "turn_count": m.turn_count,
+        "status": m.status,
+        "input_tokens": m.input_tokens,
+        "output_tokens": m.output_tokens,
+        "archived_at": None if m.archived_at is None else datetime_to_us(m.archived_at),
+        "extra": (
+            json.dumps(dict(m.extra), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            if m.extra
+            else "{}"
+        ),
+        "seq": m.seq,
+        "has_user_message": int(projection.has_user_message),
+    }
+
+
+def meta_from_values(values: Sequence[Any]) -> ThreadMeta:
+    """The ``ThreadMeta`` of a stored row given as values in :func:`projection_to_row` key
+    order (any values after ``has_user_message`` are ignored): what listing decodes per
+    row."""
+    (
+        tid,
+        created,
+        updated,
+        recency,
+        title,
+        goal,
+        preview,
+        last_message,
+        item_count,
+        turn_count,
+        status,
+        input_tokens,
+        output_tokens,
+        archived,
+        extra_text,
+        seq,
+    ) = values[:16]
+    if status not in _STATUSES:
+        raise ValueError(f"invalid thread status in storage: {status!r}")
+    return ThreadMeta(
+        id=tid,
+        created_at=_EPOCH + timedelta(0, 0, created),
+        updated_at=_EPOCH + timedelta(0, 0, updated),
+        recency_at=_EPOCH + timedelta(0, 0, recency),
+        title=title,
+        goal=goal,
+        preview=preview,
+        last_message=last_message,
+        item_count=item_count,
+        turn_count=turn_count,
+        status=status,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        archived_at=None if archived is None else _EPOCH + timedelta(0, 0, archived),
+        extra=_EMPTY if extra_text == "{}" else json.loads(extra_text),
+        seq=seq,
+    )
+
+
+def projection_from_row(row: Mapping[str, Any]) -> Projection:
+    """The inverse of :func:`projection_to_row` (for a row read by key; lists use
+    :func:`meta_from_values`)."""
+    meta = meta_from_values([row[key] for key in META_KEYS])
+    return Projection(meta=meta, has_user_message=bool(row["has_user_message"]))
+
+
+#: The keys of :func:`projection_to_row` that :func:`meta_from_values` decodes, in its order
+#: (every key but ``has_user_message``), taken from the codec itself.
+META_KEYS: Final[tuple[str, ...]] = tuple(projection_to_row(Projection.new("", 0)))[:-1]
