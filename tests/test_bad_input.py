@@ -503,7 +503,7 @@ async def _foreign_database(path: Path) -> None:
 def _bump_schema_version(path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
-        conn.execute("PRAGMA user_version = 2")
+        conn.execute("PRAGMA user_version = 3")
     finally:
         conn.close()
 
@@ -528,8 +528,8 @@ FILES: list[tuple[str, Callable[[Path], Awaitable[None]], str, bool]] = [
     ("random-bytes", _random_bytes, f"{NOT_A_STORE}: file is not a database", True),
     ("foreign-sqlite-database", _foreign_database, f"{NOT_A_STORE} (application_id 0x0", False),
     ("foreign-sqlite-database", _foreign_database, f"{NOT_A_STORE} (application_id 0x0", True),
-    ("newer-schema", _newer_schema, "was created by a newer threadstore (schema 2 > 1)", False),
-    ("newer-schema", _newer_schema, "was created by a newer threadstore (schema 2 > 1)", True),
+    ("newer-schema", _newer_schema, "was created by a newer threadstore (schema 3 > 2)", False),
+    ("newer-schema", _newer_schema, "was created by a newer threadstore (schema 3 > 2)", True),
     ("empty-file", _empty_file, f"{PATH} is empty: no threadstore schema", True),
 ]
 

@@ -22,12 +22,13 @@ group-committed: whatever is queued when the engine is free commits in one trans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple, Protocol, TypeAlias, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import attrs
 
-from ._items import Item, StoredItem, decode_data, us_to_datetime
+from ._history import context
+from ._items import Item, StoredItem, datetime_to_us, decode_data, us_to_datetime
 from ._meta import Patch, Pending, Projection, ThreadMeta
 from ._page_token import CursorQuery
 
@@ -37,14 +38,17 @@ __all__ = [
     "CreateThread",
     "DeleteThread",
     "Engine",
+    "ForkThread",
     "EngineStatistics",
     "IndexEntry",
     "Lane",
     "LogRow",
     "PageQuery",
     "ProjectionWrite",
+    "RewindThread",
     "SetArchived",
     "fold_for_write",
+    "fold_rows",
     "stored_item",
 ]
 
@@ -52,8 +56,9 @@ T = TypeVar("T")
 
 #: One log row as the store hands it to an engine: ``(seq, created_at_us, kind, data_json)``.
 LogRow: TypeAlias = tuple[int, int, str, str]
-#: What an engine knows of each thread at open: ``(id, last_seq, projected_seq, has_user)``.
-IndexEntry: TypeAlias = tuple[str, int, int, int]
+#: What an engine knows of each thread at open:
+#: ``(id, last_seq, projected_seq, has_user, namespace)``.
+IndexEntry: TypeAlias = tuple[str, int, int, int, str]
 #: When a projection write commits: ``"now"`` (with the next transaction: someone waits),
 #: ``"soon"`` (urgent: spread over the next few transactions), ``"deferred"`` (coalesces
 #: while appends stream in; see :mod:`threadstore._lanes`).
@@ -82,6 +87,33 @@ class CreateThread:
     rows: list[LogRow]
     items: tuple[Item, ...]
     size: int
+    namespace: str = ""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RewindThread:
+    """Append ``append``'s one ``rewind`` row and take every item then in the context with a
+    seq above ``to_seq`` out of it (see :mod:`threadstore._history`)."""
+
+    append: AppendItems
+    to_seq: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ForkThread:
+    """Create ``thread_id`` in ``namespace`` from ``head`` (its ``fork`` item, then a
+    ``title`` item if given) followed by copies of the source's context through ``at_seq``
+    as its log stood at seq ``through`` (kinds, data and times; new seqs). All or nothing:
+    one transaction. Fails with :class:`~threadstore.ThreadExistsError` if the id is taken.
+    """
+
+    thread_id: str
+    source_id: str
+    through: int
+    at_seq: int
+    created_us: int
+    head: list[LogRow]
+    namespace: str
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -193,6 +225,19 @@ class Engine(Protocol):
         Fails with :class:`~threadstore.ThreadExistsError` if the id is taken."""
         ...
 
+    def rewind(
+        self, op: RewindThread, on_done: Callable[[Completion[None]], None]
+    ) -> Completion[None]:
+        """Queue a rewind: a log append (in order with the thread's appends) that also takes
+        items out of the context. Sync; never blocks."""
+        ...
+
+    def fork(
+        self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
+    ) -> Completion[ThreadMeta]:
+        """Queue a fork (a creation); the result is the new thread's metadata."""
+        ...
+
     def delete(
         self, op: DeleteThread, on_done: Callable[[Completion[ThreadMeta | None]], None]
     ) -> Completion[ThreadMeta | None]:
@@ -244,6 +289,11 @@ class Engine(Protocol):
         :class:`~threadstore.StoreFormatError` for a damaged log."""
         ...
 
+    async def read_context(self, thread_id: str, limit: int | None) -> list[StoredItem] | None:
+        """Committed items of the thread's context from its latest compaction on (the
+        newest ``limit``), through an index (None: no such thread)."""
+        ...
+
     async def list_threads(
         self, page: PageQuery
     ) -> tuple[tuple[ThreadMeta, ...], tuple[int, str] | None]:
@@ -292,4 +342,14 @@ def fold_for_write(
     else:
         items = [stored_item(row) for row in read_log(seq, target - seq)]
         patch = Patch.from_items(items) if items else Patch.empty()
-    return projection.apply(patch.merge(extra))
+    projection = projection.apply(patch.merge(extra))
+    if patch.rewound:  # a rewind: the context statistics are folded again, from the log
+        rows = read_log(0, projection.meta.seq)
+        visible = context(stored_item(row) for row in rows)
+        projection = projection.with_context(Patch.from_rows(fold_rows(visible)))
+    return projection
+
+
+def fold_rows(items: Iterable[StoredItem]) -> list[tuple[int, int, str, Mapping[str, Any]]]:
+    """``items`` as the rows :meth:`Patch.from_rows` folds (no contiguity required)."""
+    return [(i.seq, datetime_to_us(i.created_at), i.kind, i.data) for i in items]

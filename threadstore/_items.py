@@ -35,6 +35,7 @@ __all__ = [
     "new_thread_id",
     "normalize_json",
     "us_to_datetime",
+    "validate_namespace",
     "validate_thread_id",
 ]
 
@@ -130,6 +131,11 @@ class Item:
         """An error: the thread's status is ``error`` until the next turn starts."""
         return Item(kind="error", data={"message": message})
 
+    @classmethod
+    def compaction(cls, summary: str) -> Item:
+        """A summary standing for everything before it: ``read_context`` starts here."""
+        return Item(kind="compaction", data={"summary": summary})
+
 
 @attrs.frozen(kw_only=True)
 class StoredItem(Item):
@@ -196,7 +202,11 @@ _SCHEMAS: dict[str, tuple[_Field, ...]] = {
         ("output", _is_count, "an int >= 0"),
     ),
     "error": (("message", _is_str, "a str"),),
+    "compaction": (("summary", _is_str, "a str"),),
     METADATA_KIND: (("extra", _is_mapping, "a mapping"),),
+    # The store's own history edits (``Store.rewind``/``fork``; ``append`` refuses them).
+    "rewind": (("to_seq", _is_count, "an int >= 0"),),
+    "fork": (("from", _is_str, "a str"), ("at_seq", _is_count, "an int >= 0")),
 }
 
 #: Kinds the built-in projection understands; their data is checked against their constructor.
@@ -400,6 +410,24 @@ def decode_data(text: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"stored item data is not a JSON object: {shorten(text)}")
     return types.MappingProxyType(value)
+
+
+def validate_namespace(value: object) -> str:
+    """Return ``value`` if it is a valid namespace, else raise ``InvalidItemError``.
+
+    A namespace is ``""`` (the default) or, like a thread id, 1-128 printable characters
+    with no whitespace at either end.
+    """
+    if not isinstance(value, str):
+        raise InvalidItemError(
+            f"namespace must be a str, got {shorten(value)} of type {type(value).__name__}"
+        )
+    if value and (len(value) > 128 or not value.isprintable() or value != value.strip()):
+        raise InvalidItemError(
+            f"namespace {shorten(value)} must be '' or 1-128 printable characters "
+            "without whitespace at the ends"
+        )
+    return value
 
 
 def validate_thread_id(value: object) -> str:

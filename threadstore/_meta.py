@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
+from ._history import CONTROL_KINDS, FORK_KIND, REWIND_KIND
 from ._items import (
     METADATA_KIND,
     URGENT_KINDS,
@@ -89,6 +90,11 @@ class ThreadMeta:
     archived_at: datetime | None
     extra: Mapping[str, Any] = attrs.field(converter=_readonly)
     seq: int
+    #: The tenant the thread belongs to, fixed at creation (``""``: the default).
+    namespace: str = ""
+    #: For a thread made by ``Store.fork``: the source thread and the seq it was forked at.
+    forked_from: str | None = None
+    forked_at: int | None = None
 
 
 def _compose(first: _Transition, then: _Transition) -> _Transition:
@@ -152,6 +158,12 @@ class Patch:
     #: Projector updates, shallow-merged into ``extra[name]`` after ``extra`` is applied.
     extra_nested: Mapping[str, Mapping[str, Any]] = attrs.field(default={}, converter=_readonly)
     has_urgent_kind: bool = False
+    #: The run holds a ``rewind``: the context statistics must be folded again from the log
+    #: (see ``Projection.with_context``); the other fields still apply.
+    rewound: bool = False
+    #: From a ``fork`` item (a forked thread's first): the source and the seq forked at.
+    forked_from: str | None = None
+    forked_at: int | None = None
 
     @classmethod
     def empty(cls) -> Patch:
@@ -181,11 +193,21 @@ class Patch:
         recency: int | None = None
         status = _SAME
         extra: dict[str, Any] = {}
-        urgent = False
+        urgent = rewound = False
+        controls = 0
+        forked_from: str | None = None
+        forked_at: int | None = None
         for _seq, at, kind, data in rows:
             if updated is None or at > updated:
                 updated = at
             text = data.get("text")
+            if kind in CONTROL_KINDS:
+                controls += 1  # history edits: not part of the context, not counted
+                if kind == REWIND_KIND:
+                    rewound = True
+                else:
+                    forked_from, forked_at = data.get("from"), data.get("at_seq")
+                continue
             if kind == "user_message" and isinstance(text, str):
                 recency = at if recency is None or at > recency else recency
                 if first_user is None and text.strip():
@@ -211,7 +233,7 @@ class Patch:
         return cls(
             first_seq=rows[0][0],
             last_seq=rows[-1][0],
-            item_count=len(rows),
+            item_count=len(rows) - controls,
             turn_count=turns,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -224,12 +246,25 @@ class Patch:
             status=status,
             extra=extra,
             has_urgent_kind=urgent,
+            rewound=rewound,
+            forked_from=forked_from,
+            forked_at=forked_at,
         )
 
     @classmethod
     def _from_item(cls, item: StoredItem) -> Patch:
         kind, data = item.kind, item.data
         at = datetime_to_us(item.created_at)
+        if kind in CONTROL_KINDS:
+            fork = kind == FORK_KIND
+            return cls(
+                first_seq=item.seq,
+                last_seq=item.seq,
+                updated_at_us=at,
+                rewound=not fork,
+                forked_from=data.get("from") if fork else None,
+                forked_at=data.get("at_seq") if fork else None,
+            )
         text = data.get("text")
         fields: dict[str, Any] = {}
         if kind == "user_message" and isinstance(text, str):
@@ -321,6 +356,9 @@ class Patch:
                 _merge_nested(nested, other.extra_nested) if other.extra_nested else nested
             ),
             has_urgent_kind=self.has_urgent_kind or other.has_urgent_kind,
+            rewound=self.rewound or other.rewound,
+            forked_from=_latest(self.forked_from, other.forked_from),
+            forked_at=other.forked_at if other.forked_from is not None else self.forked_at,
         )
 
 
@@ -332,7 +370,7 @@ _Row: TypeAlias = tuple[int, int, str, str]
 
 #: Kinds whose data the fold reads (the others count by kind alone): only these are decoded.
 _FOLDED_DATA_KINDS: frozenset[str] = frozenset(
-    {"user_message", "assistant_message", "goal", "title", "token_usage", METADATA_KIND}
+    {"user_message", "assistant_message", "goal", "title", "token_usage", METADATA_KIND, FORK_KIND}
 )
 
 
@@ -431,7 +469,7 @@ class Projection:
     has_user_message: bool
 
     @classmethod
-    def new(cls, thread_id: str, created_at_us: int) -> Projection:
+    def new(cls, thread_id: str, created_at_us: int, namespace: str = "") -> Projection:
         """The projection of a thread with no items yet."""
         created = us_to_datetime(created_at_us)
         meta = ThreadMeta(
@@ -451,6 +489,7 @@ class Projection:
             archived_at=None,
             extra={},
             seq=0,
+            namespace=namespace,
         )
         return cls(meta=meta, has_user_message=False)
 
@@ -490,8 +529,43 @@ class Projection:
             output_tokens=meta.output_tokens + patch.output_tokens,
             extra=extra,
             seq=patch.last_seq or meta.seq,
+            namespace=meta.namespace,
+            forked_from=meta.forked_from if patch.forked_from is None else patch.forked_from,
+            forked_at=meta.forked_at if patch.forked_from is None else patch.forked_at,
         )
         return Projection(meta=new_meta, has_user_message=has_user)
+
+    def with_context(self, context: Patch) -> Projection:
+        """This projection with its context statistics replaced by ``context``'s, the patch
+        of every item still in the thread's context (after a rewind).
+
+        Counts, token sums, preview, last message, status and ``recency_at`` come from the
+        context; title, goal, ``extra``, the fork fields, ``updated_at`` and ``seq`` are the
+        thread's attributes, folded over every item of the log, and stay as they are.
+        """
+        meta = self.meta
+        has_user = context.first_user_text is not None
+        if has_user:
+            preview = context.first_user_text
+        elif meta.goal is not None and meta.goal.strip():
+            preview = truncate(meta.goal, PREVIEW_CHARS)
+        else:
+            preview = None
+        created_us = datetime_to_us(meta.created_at)
+        return Projection(
+            meta=attrs.evolve(
+                meta,
+                recency_at=us_to_datetime(max(created_us, context.recency_at_us or created_us)),
+                preview=preview,
+                last_message=context.last_message,
+                item_count=context.item_count,
+                turn_count=context.turn_count,
+                status=context.status[0],
+                input_tokens=context.input_tokens,
+                output_tokens=context.output_tokens,
+            ),
+            has_user_message=has_user,
+        )
 
     def _extra_after(self, patch: Patch) -> dict[str, Any]:
         extra = dict(self.meta.extra)

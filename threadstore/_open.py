@@ -97,8 +97,8 @@ async def _running(path: str, engine: Engine, config: StoreConfig) -> AsyncItera
         yield store
         return
     index = engine.thread_index()
-    for tid, last_seq, seq, has_user in index:
-        store._threads[tid] = ThreadState(tid, last_seq, seq, bool(has_user))
+    for tid, last_seq, seq, has_user, namespace in index:
+        store._threads[tid] = ThreadState(tid, last_seq, seq, bool(has_user), namespace)
     timeouts = config.timeouts
     async with workers.open_pool(
         store._driver.project,

@@ -38,13 +38,21 @@ class CursorQuery:
     archived: bool
     search: str | None
     include_empty: bool
+    #: The namespace listed (None: every namespace).
+    namespace: str | None = None
 
     def fingerprint(self) -> str:
         """A short digest identifying this query."""
-        text = json.dumps(
-            [self.order_by, self.descending, self.archived, self.search, self.include_empty],
-            separators=(",", ":"),
-        )
+        fields: list[object] = [
+            self.order_by,
+            self.descending,
+            self.archived,
+            self.search,
+            self.include_empty,
+        ]
+        if self.namespace is not None:  # (tokens of unscoped listings keep their digest)
+            fields.append(self.namespace)
+        text = json.dumps(fields, separators=(",", ":"))
         return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 

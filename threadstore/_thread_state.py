@@ -29,11 +29,15 @@ class ThreadState:
         "id",
         "last_job",
         "meta",
+        "namespace",
         "projected",
     )
 
-    def __init__(self, thread_id: str, seq: int, projected: int, has_user: bool) -> None:
+    def __init__(
+        self, thread_id: str, seq: int, projected: int, has_user: bool, namespace: str = ""
+    ) -> None:
         self.id = thread_id
+        self.namespace = namespace
         self.assigned = seq
         self.durable = seq
         self.projected = projected

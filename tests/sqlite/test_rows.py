@@ -33,6 +33,9 @@ ROW_COLUMNS = {
     "archived_at",
     "extra",
     "seq",
+    "namespace",
+    "forked_from",
+    "forked_at",
     "has_user_message",
 }
 
@@ -73,6 +76,9 @@ def test_row_values() -> None:
         "archived_at": T0 + 5,
         "extra": '{"k":"é"}',
         "seq": 2,
+        "namespace": "",
+        "forked_from": None,
+        "forked_at": None,
         "has_user_message": 1,
     }
     archived = projection_from_row(row).meta.archived_at

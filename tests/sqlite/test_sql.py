@@ -39,6 +39,9 @@ def thread_row(thread_id: str, **overrides: object) -> dict[str, object]:
         "archived_at": None,
         "extra": "{}",
         "seq": 0,
+        "namespace": "",
+        "forked_from": None,
+        "forked_at": None,
         "has_user_message": 0,
     }
     row.update(overrides)
@@ -74,7 +77,10 @@ def test_items_is_a_rowid_table_with_a_unique_thread_seq_index(db: sqlite3.Conne
     (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'items'").fetchone()
     assert "WITHOUT ROWID" not in sql.upper()
     index = db.execute("PRAGMA index_list(items)").fetchall()
-    assert [(name, unique) for _, name, unique, *_ in index] == [("items_thread_seq", 1)]
+    assert sorted((name, unique) for _, name, unique, *_ in index) == [
+        ("items_compactions", 0),  # partial: compaction items only (read_context's start)
+        ("items_thread_seq", 1),
+    ]
 
 
 def test_concurrent_first_open_of_a_new_file_succeeds_everywhere(path: str) -> None:
@@ -142,11 +148,11 @@ def test_non_database_file_is_rejected(path: str, content: bytes, read_only: boo
 
 def test_newer_schema_is_rejected(db: sqlite3.Connection, path: str) -> None:
     db.execute(f"PRAGMA user_version = {_sqlite.SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreFormatError, match=r"newer threadstore \(schema 2 > 1\)"):
+    with pytest.raises(StoreFormatError, match=r"newer threadstore \(schema 3 > 2\)"):
         _sqlite.ensure_schema(db)
     reader = _sqlite.connect(path, durability="normal", read_only=True)
     try:
-        with pytest.raises(StoreFormatError, match=r"newer threadstore \(schema 2 > 1\)"):
+        with pytest.raises(StoreFormatError, match=r"newer threadstore \(schema 3 > 2\)"):
             _sqlite.check_schema(reader)
     finally:
         reader.close()
@@ -214,7 +220,7 @@ def test_append_and_read_items_round_trip(db: sqlite3.Connection) -> None:
     assert _sqlite.read_items(db, "t1", 1, 2) == rows[1:3]
     assert _sqlite.read_items(db, "t1", 5, None) == []
     assert _sqlite.read_items(db, "nope", 0, None) == []
-    assert _sqlite.thread_index(db) == [("t1", 5, 0, 0), ("t2", 1, 0, 0)]
+    assert _sqlite.thread_index(db) == [("t1", 5, 0, 0, ""), ("t2", 1, 0, 0, "")]
 
 
 def test_append_items_rejects_unknown_thread_and_duplicate_seq(db: sqlite3.Connection) -> None:

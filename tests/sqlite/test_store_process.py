@@ -37,6 +37,7 @@ from threadstore import (
     ThreadStoreError,
     open_store,
 )
+from threadstore.sqlite._sql import SCHEMA_VERSION
 
 #: Generous bound on anything a child or a store does; a hang fails instead of blocking CI.
 TIMEOUT = 60
@@ -632,7 +633,7 @@ async def test_newer_schema_is_refused_and_left_untouched(path: str) -> None:
             await try_open(path, read_only=read_only)
     assert await trio.to_thread.run_sync(_files, path) == before
 
-    await trio.to_thread.run_sync(_set_user_version, path, 1)
+    await trio.to_thread.run_sync(_set_user_version, path, SCHEMA_VERSION)
     async with open_store(path) as store:  # the refused opens left no lock behind
         page = await store.list_threads()
         assert [meta.preview for meta in page.threads] == ["from the future"]

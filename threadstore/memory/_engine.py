@@ -25,15 +25,19 @@ from .._engine import (
     CreateThread,
     DeleteThread,
     EngineStatistics,
+    ForkThread,
     IndexEntry,
     LogRow,
     PageQuery,
     ProjectionWrite,
+    RewindThread,
     SetArchived,
     fold_for_write,
+    fold_rows,
     stored_item,
 )
 from .._errors import StoreClosedError, ThreadExistsError, ThreadNotFoundError
+from .._history import context, context_start
 from .._items import StoredItem, datetime_to_us
 from .._lanes import LaneName, WriteLanes
 from .._meta import Patch, Projection, ThreadMeta
@@ -211,6 +215,40 @@ class MemoryEngine:
             )
         stored.log.extend(op.rows)
 
+    def rewind(
+        self, op: RewindThread, on_done: Callable[[Completion[None]], None]
+    ) -> Completion[None]:
+        # The context is computed from the log when read (``_history.context``): a rewind
+        # is a plain append here.
+        return self.append(op.append, on_done)
+
+    def fork(
+        self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
+    ) -> Completion[ThreadMeta]:
+        job: _Job[ThreadMeta] = _Job(partial_call(self._fork, op), on_done, log=True)
+        self._submit(job, "first")
+        return job
+
+    def _fork(self, op: ForkThread) -> ThreadMeta:
+        source = self._threads.get(op.source_id)
+        if source is None:
+            raise ThreadNotFoundError(op.source_id)
+        if op.thread_id in self._threads:
+            raise ThreadExistsError(op.thread_id)
+        log = source.log[: op.through]
+        text = {row[0]: row[3] for row in log}
+        copied = [item for item in context(map(stored_item, log)) if item.seq <= op.at_seq]
+        first = len(op.head) + 1
+        rows = [*op.head]
+        rows += [
+            (first + i, datetime_to_us(item.created_at), item.kind, text[item.seq])
+            for i, item in enumerate(copied)
+        ]
+        projection = Projection.new(op.thread_id, op.created_us, op.namespace)
+        projection = projection.apply(Patch.from_rows(fold_rows(map(stored_item, rows))))
+        self._threads[op.thread_id] = _StoredThread(projection, rows)
+        return projection.meta
+
     def create(
         self, op: CreateThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
@@ -223,7 +261,7 @@ class MemoryEngine:
     def _create(self, op: CreateThread) -> ThreadMeta:
         if op.thread_id in self._threads:
             raise ThreadExistsError(op.thread_id)
-        projection = Projection.new(op.thread_id, op.created_us)
+        projection = Projection.new(op.thread_id, op.created_us, op.namespace)
         if op.items:
             projection = projection.apply(
                 Patch.from_rows(
@@ -299,6 +337,7 @@ class MemoryEngine:
                 stored.last_seq,
                 stored.projection.meta.seq,
                 int(stored.projection.has_user_message),
+                stored.projection.meta.namespace,
             )
             for tid, stored in self._threads.items()
         ]
@@ -333,6 +372,17 @@ class MemoryEngine:
         end = None if limit is None else after_seq + limit
         return [stored_item(row) for row in stored.log[after_seq:end]]
 
+    async def read_context(self, thread_id: str, limit: int | None) -> list[StoredItem] | None:
+        """The context from the log by the pure rule: O(thread), not through an index."""
+        await self._readable()
+        stored = self._threads.get(thread_id)
+        if stored is None:
+            return None
+        visible = context(map(stored_item, stored.log))
+        start = context_start(visible)
+        items = [item for item in visible if item.seq >= start]
+        return items if limit is None else items[max(0, len(items) - limit) :]
+
     async def list_threads(
         self, page: PageQuery
     ) -> tuple[tuple[ThreadMeta, ...], tuple[int, str] | None]:
@@ -345,6 +395,8 @@ class MemoryEngine:
         for tid, stored in self._threads.items():
             meta = stored.projection.meta
             if (meta.archived_at is not None) != query.archived:
+                continue
+            if query.namespace is not None and meta.namespace != query.namespace:
                 continue
             if not query.include_empty and meta.preview is None and meta.title is None:
                 continue

@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final
 
+import attrs
+
 from .._config import Lanes
 from .._engine import (
     AppendItems,
@@ -23,15 +25,19 @@ from .._engine import (
     CreateThread,
     DeleteThread,
     EngineStatistics,
+    ForkThread,
     IndexEntry,
     PageQuery,
     ProjectionWrite,
+    RewindThread,
     SetArchived,
     fold_for_write,
+    fold_rows,
     stored_item,
 )
-from .._errors import StoreFormatError, ThreadExistsError, WriteFailedError
-from .._items import StoredItem
+from .._errors import StoreFormatError, ThreadExistsError, ThreadNotFoundError, WriteFailedError
+from .._history import context
+from .._items import StoredItem, datetime_to_us
 from .._meta import Patch, Projection, ThreadMeta
 from . import _sql as sql
 from ._config import DEFAULTS, Durability, SqliteConfig
@@ -176,6 +182,23 @@ class SqliteEngine:
         self._writer().submit(job, first=True)  # a goal-first thread is listed without queueing
         return job
 
+    def rewind(
+        self, op: RewindThread, on_done: Callable[[Completion[None]], None]
+    ) -> Completion[None]:
+        # A job of its own (not the log appends' batched path): rare, and it also updates.
+        job: Job[None] = Job(
+            partial(_rewind_job, op), on_done=on_done, size=op.append.size, log=True, target="log"
+        )
+        self._submit_now(job)
+        return job
+
+    def fork(
+        self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
+    ) -> Completion[ThreadMeta]:
+        job: Job[ThreadMeta] = Job(partial(_fork_job, op), on_done=on_done, log=True, target="log")
+        self._writer().submit(job, first=True)  # listed without queueing, like a creation
+        return job
+
     def delete(
         self, op: DeleteThread, on_done: Callable[[Completion[ThreadMeta | None]], None]
     ) -> Completion[ThreadMeta | None]:
@@ -232,6 +255,9 @@ class SqliteEngine:
     ) -> list[StoredItem] | None:
         return await self.readers.run(partial(_read_items, thread_id, after_seq, limit))
 
+    async def read_context(self, thread_id: str, limit: int | None) -> list[StoredItem] | None:
+        return await self.readers.run(partial(_read_context, thread_id, limit))
+
     async def list_threads(
         self, page: PageQuery
     ) -> tuple[tuple[ThreadMeta, ...], tuple[int, str] | None]:
@@ -270,8 +296,41 @@ def _write_failed(thread_id: str, operation: str, error: BaseException) -> Write
 # -- writer jobs (sync; writer thread only) ---------------------------------------------
 
 
+def _rewind_job(op: RewindThread, conn: sqlite3.Connection) -> None:
+    thread_id, rows, _size = op.append
+    sql.append_items(conn, thread_id, rows, expected_last=rows[0][0] - 1)
+    sql.hide_items(conn, thread_id, op.to_seq, rows[0][0])
+
+
+def _fork_job(op: ForkThread, conn: sqlite3.Connection) -> ThreadMeta:
+    """Copy the source's context as it stood at ``op.through`` (the pure rule over its log,
+    not the ``hidden`` marks, which later rewinds may have changed)."""
+    if sql.thread_last_seq(conn, op.source_id) is None:
+        raise ThreadNotFoundError(op.source_id)
+    log = sql.read_items(conn, op.source_id, 0, op.through)
+    text = {row[0]: row[3] for row in log}  # copies keep the very JSON the source holds
+    copied = [item for item in context(map(stored_item, log)) if item.seq <= op.at_seq]
+    first = len(op.head) + 1
+    rows = [*op.head]
+    rows += [
+        (first + i, datetime_to_us(item.created_at), item.kind, text[item.seq])
+        for i, item in enumerate(copied)
+    ]
+    head = [stored_item(row) for row in op.head]
+    renumbered = [attrs.evolve(item, seq=first + i) for i, item in enumerate(copied)]
+    projection = Projection.new(op.thread_id, op.created_us, op.namespace)
+    projection = projection.apply(Patch.from_rows(fold_rows([*head, *renumbered])))
+    try:
+        sql.insert_thread(conn, projection_to_row(projection))
+    except sqlite3.IntegrityError as exc:
+        raise ThreadExistsError(op.thread_id) from exc
+    sql.append_items(conn, op.thread_id, rows, expected_last=0)
+    sql.insert_hidden(conn, op.thread_id, op.head[:1])
+    return projection.meta
+
+
 def _create_job(op: CreateThread, conn: sqlite3.Connection) -> ThreadMeta:
-    projection = Projection.new(op.thread_id, op.created_us)
+    projection = Projection.new(op.thread_id, op.created_us, op.namespace)
     if op.items:
         projection = projection.apply(
             Patch.from_rows(
@@ -361,6 +420,7 @@ def _list_page(
         include_empty=query.include_empty,
         after=page.after,
         limit=limit + 1,
+        namespace=query.namespace,
     )
     metas = metas_of.decode(rows[:limit])
     if len(rows) <= limit:
@@ -397,6 +457,14 @@ def _read_items(
     return [stored_item(row) for row in rows]
 
 
+def _read_context(
+    thread_id: str, limit: int | None, conn: sqlite3.Connection
+) -> list[StoredItem] | None:
+    if not sql.thread_exists(conn, thread_id):
+        return None
+    return [stored_item(row) for row in sql.read_context(conn, thread_id, limit)]
+
+
 # -- opening ----------------------------------------------------------------------------
 
 
@@ -410,7 +478,7 @@ def _connect_writer(path: str, durability: Durability, busy_ms: int) -> sqlite3.
     return conn
 
 
-def _load_index(conn: sqlite3.Connection) -> tuple[list[tuple[str, int, int, int]], bytes]:
+def _load_index(conn: sqlite3.Connection) -> tuple[list[IndexEntry], bytes]:
     return sql.thread_index(conn), sql.cursor_secret(conn)
 
 

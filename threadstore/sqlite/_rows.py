@@ -44,6 +44,9 @@ def projection_to_row(projection: Projection) -> dict[str, object]:
             else "{}"
         ),
         "seq": m.seq,
+        "namespace": m.namespace,
+        "forked_from": m.forked_from,
+        "forked_at": m.forked_at,
         "has_user_message": int(projection.has_user_message),
     }
 
@@ -69,7 +72,10 @@ def meta_from_values(values: Sequence[Any]) -> ThreadMeta:
         archived,
         extra_text,
         seq,
-    ) = values[:16]
+        namespace,
+        forked_from,
+        forked_at,
+    ) = values[:19]
     if status not in _STATUSES:
         raise ValueError(f"invalid thread status in storage: {status!r}")
     return ThreadMeta(
@@ -89,6 +95,9 @@ def meta_from_values(values: Sequence[Any]) -> ThreadMeta:
         archived_at=None if archived is None else _EPOCH + timedelta(0, 0, archived),
         extra=_EMPTY if extra_text == "{}" else json.loads(extra_text),
         seq=seq,
+        namespace=namespace,
+        forked_from=forked_from,
+        forked_at=forked_at,
     )
 
 

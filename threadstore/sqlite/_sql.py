@@ -59,6 +59,9 @@ __all__ = [
     "set_archived",
     "thread_exists",
     "thread_index",
+    "hide_items",
+    "insert_hidden",
+    "read_context",
 ]
 
 _log = workers.get_logger(__name__)
@@ -68,7 +71,7 @@ MINIMUM_SQLITE: Final = (3, 31, 0)
 APPLICATION_ID: Final = 0x54535452  # "TSTR"
 """Written to the database header (``PRAGMA application_id``) to mark a threadstore file."""
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The schema version this code writes (``PRAGMA user_version``)."""
 
 ItemRow: TypeAlias = tuple[int, int, str, str]
@@ -91,6 +94,15 @@ _LIST_INDEXES: Final = tuple(
     for stmt in (
         f"CREATE INDEX threads_listed_{col} ON threads (archived, listed, {col}, id)",
         f"CREATE INDEX threads_all_{col} ON threads (archived, {col}, id)",
+    )
+)
+
+_NAMESPACE_INDEXES: Final = tuple(
+    stmt
+    for col in ("updated_at", "created_at", "recency_at")
+    for stmt in (
+        f"CREATE INDEX threads_ns_listed_{col} ON threads (namespace, archived, listed, {col}, id)",
+        f"CREATE INDEX threads_ns_all_{col} ON threads (namespace, archived, {col}, id)",
     )
 )
 
@@ -134,6 +146,16 @@ MIGRATIONS: Final[Mapping[int, Sequence[Migration]]] = {
         "CREATE TABLE store_info (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)",
         _create_cursor_secret,
     ),
+    # Namespaces and history edits. ``hidden`` marks items out of the context (derived
+    # from the log's ``rewind`` items, like the metadata): ``read_context`` skips them.
+    2: (
+        "ALTER TABLE threads ADD COLUMN namespace TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE threads ADD COLUMN forked_from TEXT",
+        "ALTER TABLE threads ADD COLUMN forked_at INTEGER",
+        "ALTER TABLE items ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0",
+        *_NAMESPACE_INDEXES,
+        "CREATE INDEX items_compactions ON items (thread_id, seq) WHERE kind = 'compaction'",
+    ),
 }
 """Schema migrations: ``MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``.
 
@@ -159,6 +181,9 @@ THREAD_COLUMNS: Final = (
     "archived_at",
     "extra",
     "seq",
+    "namespace",
+    "forked_from",
+    "forked_at",
     "has_user_message",
     "last_seq",
 )
@@ -180,6 +205,8 @@ PROJECTED_COLUMNS: Final = (
     "output_tokens",
     "extra",
     "seq",
+    "forked_from",
+    "forked_at",
     "has_user_message",
 )
 """The columns :func:`update_projection` may write (not id, created_at, archived_at, last_seq)."""
@@ -521,13 +548,13 @@ def delete_thread(conn: sqlite3.Connection, thread_id: str) -> bool:
     return conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount > 0
 
 
-def thread_index(conn: sqlite3.Connection) -> list[tuple[str, int, int, int]]:
-    """``(id, last_seq, seq, has_user_message)`` of every thread, for the in-memory index.
-
-    Sync; writer/reader thread only. Loaded once when the store opens (a full scan).
+def thread_index(conn: sqlite3.Connection) -> list[tuple[str, int, int, int, str]]:
+    """``(id, last_seq, seq, has_user_message, namespace)`` of every thread, for the
+    in-memory index. Sync; writer/reader thread only. Loaded once when the store opens (a
+    full scan).
     """
-    cur = conn.execute("SELECT id, last_seq, seq, has_user_message FROM threads")
-    return [(str(i), int(ls), int(s), int(h)) for i, ls, s, h in cur]
+    cur = conn.execute("SELECT id, last_seq, seq, has_user_message, namespace FROM threads")
+    return [(str(i), int(ls), int(s), int(h), str(n)) for i, ls, s, h, n in cur]
 
 
 def lagging_threads(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
@@ -552,6 +579,7 @@ def _list_query(
     include_empty: bool,
     after: tuple[int, str] | None,
     limit: int,
+    namespace: str | None = None,
 ) -> tuple[str, list[object]]:
     """The SQL and parameters :func:`list_threads` runs (separate so tests can EXPLAIN it)."""
     if order_by not in ORDER_COLUMNS:
@@ -562,6 +590,10 @@ def _list_query(
     index = f"threads_all_{order_by}" if include_empty else f"threads_listed_{order_by}"
     where = ["archived = ?"]
     params: list[object] = [int(archived)]
+    if namespace is not None:  # the namespace-first indexes: O(limit) within one tenant
+        index = index.replace("threads_", "threads_ns_", 1)
+        where.insert(0, "namespace = ?")
+        params.insert(0, namespace)
     if not include_empty:
         where.append("listed = 1")
     if after is not None:
@@ -591,6 +623,7 @@ def list_threads(
     include_empty: bool,
     after: tuple[int, str] | None,
     limit: int,
+    namespace: str | None = None,
 ) -> list[tuple[object, ...]]:
     """One page of threads in ``(order_by, id)`` order, as value tuples in
     :data:`THREAD_COLUMNS` order (decoded by the caller). Sync; reader thread only.
@@ -612,6 +645,7 @@ def list_threads(
         include_empty=include_empty,
         after=after,
         limit=limit,
+        namespace=namespace,
     )
     return conn.execute(sql, params).fetchall()
 
@@ -696,6 +730,50 @@ def read_items(
         (thread_id, after_seq, -1 if limit is None else limit),
     )
     return [(int(s), int(c), str(k), str(d)) for s, c, k, d in cur]
+
+
+def hide_items(conn: sqlite3.Connection, thread_id: str, to_seq: int, rewind_seq: int) -> None:
+    """Take every item after ``to_seq`` up to the rewind at ``rewind_seq`` (itself
+    included: a rewind is never in the context) out of the context. Sync; writer only."""
+    conn.execute(
+        "UPDATE items SET hidden = 1 WHERE thread_id = ? AND seq > ? AND seq <= ? AND hidden = 0",
+        (thread_id, to_seq, rewind_seq),
+    )
+
+
+def insert_hidden(conn: sqlite3.Connection, thread_id: str, rows: Sequence[ItemRow]) -> None:
+    """Mark ``rows`` (just appended: a fork's ``fork`` item) as out of the context."""
+    conn.executemany(
+        "UPDATE items SET hidden = 1 WHERE thread_id = ? AND seq = ?",
+        [(thread_id, row[0]) for row in rows],
+    )
+
+
+def read_context(conn: sqlite3.Connection, thread_id: str, limit: int | None) -> list[ItemRow]:
+    """The items in the thread's context from its latest compaction in it on, in seq order
+    (with ``limit``, the newest ``limit``). Sync; writer/reader thread only.
+
+    Two index walks: the compactions' partial index for where the context starts, then
+    ``(thread_id, seq)`` from there, skipping hidden items.
+    """
+    (start,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM items INDEXED BY items_compactions "
+        "WHERE thread_id = ? AND kind = 'compaction' AND hidden = 0",
+        (thread_id,),
+    ).fetchone()
+    if limit is None:
+        cur = conn.execute(
+            "SELECT seq, created_at, kind, data FROM items "
+            "WHERE thread_id = ? AND seq >= ? AND hidden = 0 ORDER BY seq",
+            (thread_id, start),
+        )
+        return [(int(s), int(c), str(k), str(d)) for s, c, k, d in cur]
+    cur = conn.execute(
+        "SELECT seq, created_at, kind, data FROM items "
+        "WHERE thread_id = ? AND seq >= ? AND hidden = 0 ORDER BY seq DESC LIMIT ?",
+        (thread_id, start, limit),
+    )
+    return [(int(s), int(c), str(k), str(d)) for s, c, k, d in reversed(cur.fetchall())]
 
 
 # --------------------------------------------------------------------------- misc
