@@ -25,6 +25,7 @@ from ._feed import EventType, ThreadEvent
 from ._items import Item, StoredItem
 from ._meta import ThreadMeta
 from ._open import open_store
+from ._scoped import ScopedStore
 from ._store import Receipt, Store
 from ._values import Projector, StoreStatistics, ThreadPage
 
@@ -38,6 +39,7 @@ __all__ = [
     "Projector",
     "ReadOnlyStoreError",
     "Receipt",
+    "ScopedStore",
     "Store",
     "StoreClosedError",
     "StoreFormatError",

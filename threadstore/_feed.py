@@ -43,7 +43,8 @@ class Feed:
     """
 
     def __init__(self, must_deliver_wait: float = MUST_DELIVER_WAIT) -> None:
-        self._subscribers: set[trio.MemorySendChannel[ThreadEvent]] = set()
+        #: Each subscription's channel and the namespace it follows (None: every one).
+        self._subscribers: dict[trio.MemorySendChannel[ThreadEvent], str | None] = {}
         self._wait = must_deliver_wait
         self._closed = False
         self.drops = 0
@@ -56,32 +57,37 @@ class Feed:
 
     @asynccontextmanager
     async def subscribe(
-        self, buffer: int = _LIMITS.feed_buffer
+        self, buffer: int = _LIMITS.feed_buffer, namespace: str | None = None
     ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
-        """Open a subscription; iterate it for events. It ends when the store closes."""
+        """Open a subscription (to ``namespace``'s threads only, unless None); iterate it
+        for events. It ends when the store closes."""
         if buffer < 1:
             raise ValueError(f"buffer must be >= 1, not {buffer!r}")
         send, receive = trio.open_memory_channel[ThreadEvent](buffer)
         if self._closed:
             send.close()
         else:
-            self._subscribers.add(send)
+            self._subscribers[send] = namespace
         try:
             async with receive:
                 yield receive
         finally:
-            self._subscribers.discard(send)
+            self._subscribers.pop(send, None)
             send.close()
 
     def publish_nowait(self, event: ThreadEvent) -> None:
         """Offer an ordinary event to every subscriber; full buffers drop it. Sync."""
-        for send in list(self._subscribers):
+        for send in self._following(event):
             try:
                 send.send_nowait(event)
             except trio.WouldBlock:
                 self.drops += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subscribers.discard(send)
+                self._subscribers.pop(send, None)
+
+    def _following(self, event: ThreadEvent) -> list[trio.MemorySendChannel[ThreadEvent]]:
+        namespace = event.thread.namespace
+        return [s for s, ns in self._subscribers.items() if ns is None or ns == namespace]
 
     async def publish(self, event: ThreadEvent, *, must_deliver: bool) -> None:
         """Deliver ``event``; a must-deliver event waits a bounded time per full buffer.
@@ -92,21 +98,21 @@ class Feed:
             self.publish_nowait(event)
             await trio.lowlevel.checkpoint()
             return
-        for send in list(self._subscribers):
+        for send in self._following(event):
             try:
                 send.send_nowait(event)
                 continue
             except trio.WouldBlock:
                 pass
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subscribers.discard(send)
+                self._subscribers.pop(send, None)
                 continue
             with trio.move_on_after(self._wait):
                 try:
                     await send.send(event)
                     continue
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._subscribers.discard(send)
+                    self._subscribers.pop(send, None)
                     continue
             self.must_deliver_drops += 1
         await trio.lowlevel.checkpoint()

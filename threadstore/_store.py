@@ -27,7 +27,9 @@ from ._engine import (
     CreateThread,
     DeleteThread,
     Engine,
+    ForkThread,
     PageQuery,
+    RewindThread,
     SetArchived,
 )
 from ._errors import (
@@ -40,9 +42,11 @@ from ._errors import (
     ThreadDiscardedError,
     ThreadExistsError,
     ThreadNotFoundError,
+    WriteFailedError,
     shorten,
 )
 from ._feed import Feed, ThreadEvent
+from ._history import CONTROL_KINDS, FORK_KIND, REWIND_KIND
 from ._items import (
     Item,
     StoredItem,
@@ -50,11 +54,13 @@ from ._items import (
     encode_item,
     metadata_item,
     new_thread_id,
+    validate_namespace,
     validate_thread_id,
 )
 from ._meta import Pending, ThreadMeta
 from ._page_token import CursorQuery, decode_cursor, encode_cursor
 from ._projection_driver import ProjectionDriver
+from ._scoped import ScopedStore
 from ._thread_state import ThreadState
 from ._values import StoreStatistics, ThreadPage
 
@@ -200,16 +206,19 @@ class Store:
         title: str | None = None,
         thread_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        namespace: str = "",
     ) -> ThreadMeta:
         """Create a thread; return its metadata once it is durable and projected.
 
         ``goal``/``title``/``extra`` are stored as the thread's first items, so a goal-first
         thread is listed (``preview == goal``) when this returns. ``thread_id`` defaults to
-        a new UUIDv7. Raises :class:`ThreadExistsError`, :class:`InvalidItemError` for bad
-        input (nothing written). If the caller is cancelled the creation still commits.
+        a new UUIDv7; ``namespace`` (the tenant, fixed for the thread's life) to ``""``.
+        Raises :class:`ThreadExistsError`, :class:`InvalidItemError` for bad input (nothing
+        written). If the caller is cancelled the creation still commits.
         """
         engine = self._writable()
         tid = new_thread_id() if thread_id is None else validate_thread_id(thread_id)
+        namespace = validate_namespace(namespace)
         items: list[Item] = []
         if goal is not None:
             items.append(Item.goal(_text("goal", goal)))
@@ -220,7 +229,7 @@ class Store:
         encoded = [encode_item(item, max_item_bytes=self._max_item_bytes) for item in items]
         if tid in self._threads:
             raise ThreadExistsError(tid)
-        state = ThreadState(tid, len(items), len(items), False)
+        state = ThreadState(tid, len(items), len(items), False, namespace)
         state.durable = state.projected = 0
         self._threads[tid] = state
         created = self._times.next_us()
@@ -234,6 +243,7 @@ class Store:
             rows=rows,
             items=tuple(items),
             size=sum(len(text) for text in encoded),
+            namespace=namespace,
         )
         job = engine.create(op, partial(self._created, state))
         state.last_job = job
@@ -271,6 +281,10 @@ class Store:
         for item in items:
             if type(item) is not Item and not isinstance(item, Item):
                 raise InvalidItemError(f"expected threadstore.Item, got {shorten(item)}")
+            if item.kind in CONTROL_KINDS:
+                raise InvalidItemError(
+                    f"{item.kind!r} items are the store's own: use Store.{item.kind}()"
+                )
             encoded.append(encode_item(item, max_item_bytes=limit))
         return state, encoded
 
@@ -281,6 +295,7 @@ class Store:
         encoded: list[str],
         *,
         urgent: bool = False,
+        rewind_to: int | None = None,
     ) -> tuple[Completion[None], int]:
         engine = self._writable()
         if state.deleted:
@@ -298,7 +313,11 @@ class Store:
             size = sum(map(len, encoded))
         last = first + len(rows) - 1
         op = AppendItems(state.id, rows, size)
-        job = engine.append(op, _Append(self, state, op, items, urgent))
+        done = _Append(self, state, op, items, urgent)
+        if rewind_to is None:
+            job = engine.append(op, done)
+        else:
+            job = engine.rewind(RewindThread(append=op, to_seq=rewind_to), done)
         state.assigned = last
         state.last_job = job
         self._n.appends += 1
@@ -423,10 +442,16 @@ class Store:
 
         Waits for all of them, then raises the first failure, if any (see :meth:`flush`).
         """
+        await self._flush_all(None)
+
+    async def _flush_all(self, namespace: str | None) -> None:
         engine = self._writable()
         await engine.drain()
         errors: list[Exception] = []
         for tid in self._actors.pending_keys():
+            state = self._threads.get(tid)
+            if namespace is not None and (state is None or state.namespace != namespace):
+                continue
             try:
                 await self.flush(tid)
             except ThreadNotFoundError:
@@ -533,6 +558,140 @@ class Store:
             if state.projected < state.durable and self._pool is not None and not self._closing:
                 self._pool.restore(state.id, Pending.empty(), state.durable, urgent=True)
 
+    # -- history edits ------------------------------------------------------------------
+
+    async def rewind(self, thread_id: str, to_seq: int) -> ThreadMeta:
+        """Take every item after ``to_seq`` out of the thread's context; return the metadata
+        once it shows the rewind.
+
+        Recorded as a ``rewind`` item (nothing leaves the log: ``read_items`` still returns
+        every item); items appended later continue the context after ``to_seq``. Rewinding
+        to a seq a previous rewind hid is allowed and brings nothing back. Raises
+        :class:`InvalidItemError` for a ``to_seq`` outside ``0..`` the last seq,
+        :class:`ThreadNotFoundError`, and :class:`AppendFailedError` if its commit failed
+        (nothing written). If the caller is cancelled the rewind still commits.
+        """
+        engine = self._writable()
+        state = self._live(thread_id)
+        to = _bounded("to_seq", to_seq, state.assigned)
+        item = Item(kind=REWIND_KIND, data={"to_seq": to})
+        encoded = [encode_item(item, max_item_bytes=self._max_item_bytes)]
+        if engine.queued_bytes >= self._max_pending_bytes:
+            await engine.wait_for_room(self._max_pending_bytes)
+            to = _bounded("to_seq", to, state.assigned)  # a failed append may have rewound it
+        job, seq = self._enqueue(state, (item,), encoded, urgent=True, rewind_to=to)
+        await job.wait()
+        await self.flush(state.id, seq)
+        return await self.get_thread(state.id)
+
+    async def fork(
+        self,
+        source_id: str,
+        /,
+        at_seq: int | None = None,
+        thread_id: str | None = None,
+        title: str | None = None,
+    ) -> ThreadMeta:
+        """Make a new thread whose context is ``source_id``'s context through ``at_seq``
+        (default: all of it) as it is at the call; return its metadata once it is listed.
+
+        The new thread is in the source's namespace; its log is a ``fork`` item, then
+        ``title`` if given, then copies of the context's items. ``ThreadMeta.forked_from``
+        and ``forked_at`` name the source. Later appends to either never show in the other.
+        Raises :class:`InvalidItemError` (bad ``at_seq``, ``thread_id`` or ``title``),
+        :class:`ThreadNotFoundError`, :class:`ThreadExistsError`; nothing is written then.
+        If the caller is cancelled the fork still commits.
+        """
+        engine = self._writable()
+        state = self._live(source_id)
+        through = state.assigned
+        at = through if at_seq is None else _bounded("at_seq", at_seq, through)
+        tid = new_thread_id() if thread_id is None else validate_thread_id(thread_id)
+        head = [Item(kind=FORK_KIND, data={"from": state.id, "at_seq": at})]
+        if title is not None:
+            head.append(Item.title(_text("title", title)))
+        encoded = [encode_item(item, max_item_bytes=self._max_item_bytes) for item in head]
+        if tid in self._threads:
+            raise ThreadExistsError(tid)
+        if state.durable < through and state.last_job is not None:
+            with suppress(AppendFailedError):  # the copy reads what is committed by then
+                await state.last_job.wait()
+        if state.durable < at:
+            raise AppendFailedError(state.id, at, "the items to fork were not stored")
+        rows = [
+            (i + 1, self._times.next_us(), item.kind, text)
+            for i, (item, text) in enumerate(zip(head, encoded, strict=True))
+        ]
+        op = ForkThread(
+            thread_id=tid,
+            source_id=state.id,
+            through=min(through, state.durable),
+            at_seq=at,
+            created_us=self._times.next_us(),
+            head=rows,
+            namespace=state.namespace,
+        )
+        job = engine.fork(op, partial(self._forked, state.namespace))
+        meta = await job.wait()
+        log.info("thread.forked", thread_id=tid, source=state.id, at_seq=at)
+        if self._feed.subscribers:
+            await self._feed.publish(ThreadEvent(type="created", thread=meta), must_deliver=True)
+        return meta
+
+    def _forked(self, namespace: str, job: Completion[ThreadMeta]) -> None:
+        meta = job.result
+        if job.error is None and meta is not None:
+            state = ThreadState(meta.id, meta.seq, meta.seq, meta.preview is not None, namespace)
+            self._threads[meta.id] = state
+            if self._projectors:
+                state.meta = meta
+        elif not isinstance(job.error, ThreadExistsError | ThreadNotFoundError):
+            assert job.error is not None
+            failed = WriteFailedError("(fork)", "fork", str(job.error))
+            failed.__cause__ = job.error
+            job.error = failed
+
+    async def read_context(self, thread_id: str, limit: int | None = None) -> list[StoredItem]:
+        """What a model should see next: the thread's context from its latest compaction
+        on (that compaction first), in order; with ``limit``, the newest ``limit`` items.
+
+        The context is every item no rewind took out (history edits themselves excluded);
+        read through an index, from committed items. Raises :class:`ThreadNotFoundError`,
+        :class:`InvalidItemError` for a bad ``limit``.
+        """
+        tid = validate_thread_id(thread_id)
+        self._read_limit(limit)
+        items = await self._engine.read_context(tid, limit)
+        if items is None:
+            raise ThreadNotFoundError(tid)
+        return items
+
+    # -- namespaces -----------------------------------------------------------------------
+
+    def scoped(self, namespace: str) -> ScopedStore:
+        """A view of this store confined to ``namespace`` (see :class:`ScopedStore`). Sync.
+
+        Raises :class:`InvalidItemError` for an invalid namespace."""
+        return ScopedStore(self, validate_namespace(namespace))
+
+    def _owned(self, thread_id: object, namespace: str) -> ThreadState:
+        """The live thread if it is in ``namespace``; else ThreadNotFoundError, as for a
+        thread that does not exist (a view never tells other tenants' threads apart)."""
+        self._writable()
+        state = self._live(thread_id)
+        if state.namespace != namespace:
+            raise ThreadNotFoundError(state.id)
+        return state
+
+    async def _check_owned(self, thread_id: object, namespace: str) -> None:
+        """``_owned`` for reads, which also serve read-only stores (no threads in memory)."""
+        if not self.read_only:
+            self._owned(thread_id, namespace)
+            return
+        meta = await self.get_thread(validate_thread_id(thread_id))
+        if meta.namespace != namespace:
+            raise ThreadNotFoundError(meta.id)
+
     # -- change feed --------------------------------------------------------------------
 
     @asynccontextmanager
@@ -551,11 +710,18 @@ class Store:
         :class:`ReadOnlyStoreError` on a read-only store (it sees no changes) and
         ``ValueError`` for a ``buffer`` below 1.
         """
+        async with self._subscribe(buffer, None) as events:
+            yield events
+
+    @asynccontextmanager
+    async def _subscribe(
+        self, buffer: int, namespace: str | None
+    ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
         if self.read_only:
             raise ReadOnlyStoreError(f"store {self.path!r} is open read-only: it has no feed")
         if self._closing:
             raise StoreClosedError(f"store {self.path!r} is closed")
-        async with self._feed.subscribe(buffer) as events:
+        async with self._feed.subscribe(buffer, namespace) as events:
             yield events
 
     # -- reads --------------------------------------------------------------------------
@@ -578,15 +744,18 @@ class Store:
         tid = validate_thread_id(thread_id)
         if not is_int(after_seq) or after_seq < 0:
             raise InvalidItemError(f"after_seq must be an int >= 0, not {shorten(after_seq)}")
-        most = self._config.limits.max_read_limit
-        if limit is not None and (not is_int(limit) or not 1 <= limit <= most):
-            raise InvalidItemError(
-                f"limit must be None or an int in 1..{most}, not {shorten(limit)}"
-            )
+        self._read_limit(limit)
         items = await self._engine.read_items(tid, after_seq, limit)
         if items is None:
             raise ThreadNotFoundError(tid)
         return items
+
+    def _read_limit(self, limit: object) -> None:
+        most = self._config.limits.max_read_limit
+        if limit is not None and (not is_int(limit) or not 1 <= limit <= most):  # type: ignore[operator]
+            raise InvalidItemError(
+                f"limit must be None or an int in 1..{most}, not {shorten(limit)}"
+            )
 
     async def list_threads(
         self,
@@ -597,14 +766,18 @@ class Store:
         archived: bool = False,
         search: str | None = None,
         include_empty: bool = False,
+        namespace: str | None = None,
     ) -> ThreadPage:
         """One page of threads, newest first by default; O(limit) through an index.
 
         A thread is listed once it has a preview or a title (``include_empty=True`` lists
         all). Ties are broken by id. ``cursor`` is the previous page's ``next_cursor``; it
         is tied to this store and these arguments (else :class:`InvalidCursorError`).
-        ``search`` is a case-insensitive substring of title, preview or goal.
+        ``search`` is a case-insensitive substring of title, preview or goal; ``namespace``
+        lists that namespace only (None: every namespace).
         """
+        if namespace is not None:
+            namespace = validate_namespace(namespace)
         most = self._config.limits.max_list_limit
         if not is_int(limit) or not 1 <= limit <= most:
             raise InvalidItemError(f"limit must be an int in 1..{most}, not {shorten(limit)}")
@@ -618,6 +791,7 @@ class Store:
             archived=bool(archived),
             search=search or None,
             include_empty=bool(include_empty),
+            namespace=namespace,
         )
         after = None if cursor is None else decode_cursor(self._secret, cursor, query)
         metas, last = await self._engine.list_threads(
@@ -677,8 +851,12 @@ def _append_failed(thread_id: str, seq: int, error: BaseException) -> BaseExcept
 
 
 def _seq(seq: object, assigned: int) -> int:
+    return _bounded("seq", seq, assigned)
+
+
+def _bounded(name: str, seq: object, assigned: int) -> int:
     if not is_int(seq) or not 0 <= seq <= assigned:  # type: ignore[operator]
-        raise InvalidItemError(f"seq must be an int in 0..{assigned}, not {shorten(seq)}")
+        raise InvalidItemError(f"{name} must be an int in 0..{assigned}, not {shorten(seq)}")
     return seq  # type: ignore[return-value]
 
 
