@@ -32,7 +32,7 @@ from threadstore import (
     aio,
     blocking,
 )
-from threadstore._portal import MIRRORED
+from threadstore._portal import MIRRORED, MIRRORED_VIEW
 from threadstore.testing import Faults, Target
 
 #: Upper bound on any wait for a gate: a broken store fails the test instead of hanging it.
@@ -90,28 +90,46 @@ def _public_methods(cls: type) -> dict[str, Callable[..., Any]]:
 # -- the mirrors cannot drift ----------------------------------------------------------------
 
 
-def test_the_mirrored_list_is_every_public_method_of_the_trio_store() -> None:
-    assert sorted(MIRRORED) == sorted(_public_methods(threadstore.Store))
-    for name, how in MIRRORED.items():
-        trio_method = getattr(threadstore.Store, name)
-        assert (how == "sync") == (
+_ORIGINALS = {
+    "store": (threadstore.Store, MIRRORED),
+    "view": (threadstore.ScopedStore, MIRRORED_VIEW),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_ORIGINALS))
+def test_the_mirrored_lists_are_every_public_method_of_the_trio_classes(kind: str) -> None:
+    original, mirrored = _ORIGINALS[kind]
+    assert sorted(mirrored) == sorted(_public_methods(original))
+    for name, how in mirrored.items():
+        trio_method = getattr(original, name)
+        assert (how in ("sync", "view")) == (
             not inspect.iscoroutinefunction(trio_method) and name != "subscribe"
         ), name
 
 
-@pytest.mark.parametrize("shell", [aio.Store, blocking.Store], ids=["aio", "blocking"])
-def test_each_shell_mirrors_every_method_with_the_same_parameters(shell: type) -> None:
-    assert sorted(_public_methods(shell)) == sorted(MIRRORED)
-    for name in MIRRORED:
+@pytest.mark.parametrize(
+    ("shell", "kind"),
+    [
+        (aio.Store, "store"),
+        (blocking.Store, "store"),
+        (aio.ScopedStore, "view"),
+        (blocking.ScopedStore, "view"),
+    ],
+    ids=["aio", "blocking", "aio-view", "blocking-view"],
+)
+def test_each_shell_mirrors_every_method_with_the_same_parameters(shell: type, kind: str) -> None:
+    original, mirrored = _ORIGINALS[kind]
+    assert sorted(_public_methods(shell)) == sorted(mirrored)
+    for name in mirrored:
         ours = inspect.signature(getattr(shell, name))
-        theirs = inspect.signature(getattr(threadstore.Store, name))
+        theirs = inspect.signature(getattr(original, name))
         assert list(ours.parameters.values()) == list(theirs.parameters.values()), name
-        awaitable = inspect.iscoroutinefunction(getattr(threadstore.Store, name))
+        awaitable = inspect.iscoroutinefunction(getattr(original, name))
         assert inspect.iscoroutinefunction(getattr(shell, name)) == (
-            awaitable and shell is aio.Store
+            awaitable and shell in (aio.Store, aio.ScopedStore)
         ), name
         assert getattr(shell, name).__doc__.startswith(
-            inspect.cleandoc(getattr(threadstore.Store, name).__doc__)
+            inspect.cleandoc(getattr(original, name).__doc__)
         ), name
 
 
@@ -524,3 +542,45 @@ def test_a_handle_never_closed_drains_at_interpreter_exit(tmp_path: Path) -> Non
         meta = store.get_thread("t")
         assert (meta.item_count, meta.last_message, meta.preview) == (50, None, "m0")
         assert len(store.read_items("t")) == 50
+
+
+def test_views_and_history_edits_through_the_blocking_layer(tmp_path: Path) -> None:
+    with blocking.open_store(tmp_path / "store.db") as store:
+        alice, bob = store.scoped("acme/alice"), store.scoped("acme/bob")
+        assert alice.namespace == "acme/alice"
+        meta = alice.create_thread(goal="trip")
+        alice.append(meta.id, Item.user_message("q1"), Item.assistant_message("a1"))
+        alice.append(meta.id, Item.user_message("q2"))
+        with pytest.raises(ThreadNotFoundError):
+            bob.get_thread(meta.id)
+        with pytest.raises(ThreadNotFoundError):
+            bob.append(meta.id, Item.user_message("not yours"))
+        assert [t.id for t in bob.list_threads().threads] == []
+        assert alice.rewind(meta.id, 3).item_count == 3
+        fork = alice.fork(meta.id, at_seq=2, title="branch")
+        assert fork.namespace == "acme/alice"
+        texts = [i.data.get("text") for i in alice.read_context(fork.id)]
+        assert texts == ["branch", "trip", "q1"]
+        assert len(store.read_items(meta.id)) == 5  # nothing left the log
+        assert {t.id for t in store.list_threads(namespace="acme/alice").threads} == {
+            meta.id,
+            fork.id,
+        }
+
+
+def test_a_scoped_asyncio_subscription_sees_its_namespace_only(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with aio.open_store(tmp_path / "store.db") as store:
+            mine: list[str] = []
+            view = store.scoped("a")
+            async with view.subscribe() as events:
+                await store.create_thread(goal="theirs", namespace="b")
+                created = await view.create_thread(goal="mine")
+                async for event in events:
+                    mine.append(event.thread.id)
+                    if event.thread.id == created.id:
+                        break
+            assert mine == [created.id]
+            assert (await view.append_and_flush(created.id, Item.user_message("x"))).seq == 2
+
+    asyncio.run(main())

@@ -30,9 +30,10 @@ import atexit
 import contextvars
 import inspect
 import threading
+import types
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -44,17 +45,20 @@ from ._errors import StoreClosedError, StoreOverloadedError
 from ._feed import ThreadEvent
 from ._items import Item
 from ._open import open_store
+from ._scoped import ScopedStore
 from ._store import Receipt, Store
 
-__all__ = ["MIRRORED", "Call", "Portal", "Subscription", "mirror_docs"]
+__all__ = ["MIRRORED", "MIRRORED_VIEW", "Call", "Portal", "Subscription", "mirror_docs"]
 
 T = TypeVar("T")
 
-#: Every public method of the trio :class:`Store` that the access layers mirror, with how it
-#: crosses the portal: ``"async"`` (a trio task), ``"sync"`` (one hop, :meth:`Portal.run_sync`)
-#: or ``"subscription"``. The signature test compares this list, the trio store and both
-#: shells, so a method added to the store without its mirrors fails the tests.
-MIRRORED: Final[Mapping[str, str]] = {
+#: Every public method of the trio :class:`Store` (``MIRRORED``) and of its namespace views
+#: (``MIRRORED_VIEW``, :class:`~threadstore.ScopedStore`) that the access layers mirror, with
+#: how it crosses the portal: ``"async"`` (a trio task), ``"sync"`` (one hop,
+#: :meth:`Portal.run_sync`), ``"subscription"``, or ``"view"`` (a view made in the caller's
+#: thread). The signature test compares these lists, the trio classes and both shells, so a
+#: method added to the store without its mirrors fails the tests.
+MIRRORED_VIEW: Final[Mapping[str, str]] = {
     "append": "async",
     "append_and_flush": "async",
     "append_nowait": "sync",
@@ -64,24 +68,33 @@ MIRRORED: Final[Mapping[str, str]] = {
     "discard": "async",
     "flush": "async",
     "flush_all": "async",
+    "fork": "async",
     "get_thread": "async",
     "list_threads": "async",
+    "read_context": "async",
     "read_items": "async",
-    "statistics": "sync",
+    "rewind": "async",
     "subscribe": "subscription",
     "unarchive_thread": "async",
     "update_thread": "async",
+}
+MIRRORED: Final[Mapping[str, str]] = {
+    **MIRRORED_VIEW,
+    "scoped": "view",
+    "statistics": "sync",
 }
 
 Done = Callable[[outcome.Outcome[Any]], None]
 
 
-def mirror_docs(shell: type, world: str) -> None:
-    """Give each of ``shell``'s mirrored methods the trio method's docstring, plus a line
-    saying how it behaves in the shell's ``world``."""
-    for name in MIRRORED:
-        method = shell.__dict__[name]
-        trio_doc = inspect.cleandoc(getattr(Store, name).__doc__ or "")
+def mirror_docs(shell: type, world: str, *, view: bool = False) -> None:
+    """Give each of ``shell``'s mirrored methods the trio method's docstring (of the store,
+    or with ``view`` of :class:`ScopedStore`), plus a line saying how it behaves in the
+    shell's ``world``."""
+    original: type = ScopedStore if view else Store
+    for name in MIRRORED_VIEW if view else MIRRORED:
+        method = _own(shell, name)
+        trio_doc = inspect.cleandoc(getattr(original, name).__doc__ or "")
         method.__doc__ = f"{trio_doc}\n\n{world}"
 
 
@@ -95,8 +108,31 @@ _SHUTDOWN_TIMEOUT: Final[float] = (
 _GAVE_UP: Final[outcome.Outcome[Any]] = outcome.Value(None)
 
 
-def _append(thread_id: str, items: tuple[Item, ...], store: Store) -> Awaitable[Receipt]:
-    return store.append(thread_id, *items)
+def _own(shell: type, name: str) -> Any:
+    """``shell``'s own function ``name``: one inherited from a shared base is copied into
+    ``shell`` first, so that each shell's copy carries its own docstring."""
+    if name in shell.__dict__:
+        return shell.__dict__[name]
+    inherited = getattr(shell, name)
+    copy = types.FunctionType(
+        inherited.__code__,
+        inherited.__globals__,
+        inherited.__name__,
+        inherited.__defaults__,
+        inherited.__closure__,
+    )
+    copy.__kwdefaults__ = inherited.__kwdefaults__
+    copy.__annotations__ = inherited.__annotations__
+    copy.__qualname__ = f"{shell.__qualname__}.{name}"
+    copy.__wrapped__ = getattr(inherited, "__wrapped__", inherited)  # type: ignore[attr-defined]
+    setattr(shell, name, copy)
+    return copy
+
+
+def _append(
+    view: ScopedStore | None, thread_id: str, items: tuple[Item, ...], store: Store
+) -> Awaitable[Receipt]:
+    return (store if view is None else view).append(thread_id, *items)
 
 
 def _closed(target: str) -> StoreClosedError:
@@ -113,7 +149,7 @@ class Call:
         portal: Portal,
         fn: Callable[[Store], Awaitable[Any]],
         done: Done,
-        append: tuple[str, tuple[Item, ...]] | None = None,
+        append: tuple[ScopedStore | None, str, tuple[Item, ...]] | None = None,
     ) -> None:
         self._portal = portal
         self._fn = fn
@@ -276,15 +312,33 @@ class Portal:
         """
         return self._queue(Call(self, fn, done))
 
-    def append(self, thread_id: str, items: tuple[Item, ...], done: Done) -> Call:
-        """``store.append(thread_id, *items)``: ``done`` gets its :class:`Receipt` (or error).
+    def view(self, namespace: str) -> ScopedStore:
+        """``store.scoped(namespace)``, made in the caller's thread (a view is a plain value).
+
+        Raises :class:`StoreClosedError` if the store is not open, ``InvalidItemError`` for
+        a bad namespace."""
+        store = self._store
+        if store is None:
+            raise _closed(self.path)
+        return store.scoped(namespace)
+
+    def append(
+        self,
+        thread_id: str,
+        items: tuple[Item, ...],
+        done: Done,
+        view: ScopedStore | None = None,
+    ) -> Call:
+        """``store.append(thread_id, *items)`` (on ``view`` if given): ``done`` gets its
+        :class:`Receipt` (or error).
 
         The same call as ``submit(lambda s: s.append(...))``, without a trio task per call:
         the store's thread accepts the items with ``append_nowait`` as it takes the call,
         and one task per batch of calls waits for their commits in order. When the store is
         over its memory bound the call falls back to ``store.append`` (which waits for room).
         """
-        return self._queue(Call(self, partial(_append, thread_id, items), done, (thread_id, items)))
+        fn = partial(_append, view, thread_id, items)
+        return self._queue(Call(self, fn, done, (view, thread_id, items)))
 
     def _queue(self, call: Call) -> Call:
         # Calls wait in one FIFO queue; the store's thread is woken once per batch (the
@@ -326,9 +380,10 @@ class Portal:
             elif call._append is None:
                 call._context.run(nursery.start_soon, self._run, call)
             else:
-                thread_id, items = call._append
+                view, thread_id, items = call._append
+                target = store if view is None else view
                 try:
-                    receipt = call._context.run(store.append_nowait, thread_id, *items)
+                    receipt = call._context.run(target.append_nowait, thread_id, *items)
                 except StoreOverloadedError:
                     call._context.run(nursery.start_soon, self._run, call)  # waits for room
                 except Exception as exc:
@@ -429,27 +484,28 @@ class Subscription:
 
     @classmethod
     def opener(
-        cls, portal: Portal, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        cls,
+        portal: Portal,
+        subscribe: Callable[[Store], AbstractAsyncContextManager[AsyncIterator[ThreadEvent]]],
     ) -> Callable[[Store], Awaitable[Subscription]]:
-        """The portal call that subscribes with ``store.subscribe(*args, **kwargs)``."""
+        """The portal call that subscribes with ``subscribe(store)`` (e.g.
+        ``lambda s: s.subscribe(buffer)``)."""
 
         async def open_(store: Store) -> Subscription:
             subscription: Subscription = cls(portal)
             assert portal._nursery is not None
-            await portal._nursery.start(subscription._hold, store, args, kwargs)
+            await portal._nursery.start(subscription._hold, subscribe(store))
             return subscription
 
         return open_
 
     async def _hold(
         self,
-        store: Store,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
+        subscription: AbstractAsyncContextManager[AsyncIterator[ThreadEvent]],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        async with store.subscribe(*args, **kwargs) as events:
+        async with subscription as events:
             self._events = events
             self.portal._subscriptions.add(self)
             try:

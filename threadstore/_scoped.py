@@ -11,7 +11,7 @@ from ._errors import ThreadNotFoundError
 from ._feed import ThreadEvent
 from ._items import Item, StoredItem
 from ._meta import ThreadMeta
-from ._values import ThreadPage
+from ._values import UNSET, ThreadPage
 
 if TYPE_CHECKING:
     from ._store import OrderBy, Receipt, Store
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["ScopedStore"]
 
 _LIMITS: Final = Limits()
-_UNSET: Final[Any] = object()
+_UNSET: Final[Any] = UNSET
 
 
 class ScopedStore:

@@ -62,7 +62,7 @@ from ._page_token import CursorQuery, decode_cursor, encode_cursor
 from ._projection_driver import ProjectionDriver
 from ._scoped import ScopedStore
 from ._thread_state import ThreadState
-from ._values import StoreStatistics, ThreadPage
+from ._values import UNSET, StoreStatistics, ThreadPage
 
 __all__ = ["Receipt", "Store"]
 
@@ -70,7 +70,7 @@ log = workers.get_logger(__name__)
 
 OrderBy = Literal["updated_at", "created_at", "recency_at"]
 ORDERS: Final = ("updated_at", "created_at", "recency_at")
-_UNSET: Final[Any] = object()
+_UNSET: Final[Any] = UNSET
 _LIMITS: Final = Limits()  # the defaults of public arguments
 _NO_CONTEXT: Final[Mapping[str, Any]] = types.MappingProxyType({})  # no structlog bindings
 

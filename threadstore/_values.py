@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
 from ._items import StoredItem
 from ._meta import ThreadMeta
 
-__all__ = ["Projector", "StoreStatistics", "ThreadPage"]
+__all__ = ["UNSET", "Projector", "StoreStatistics", "ThreadPage"]
+
+#: The default of an optional argument whose ``None`` means something (``update_thread``'s
+#: ``title``/``extra``): "not given". One object, shared by the store, its views and the
+#: access layers, which pass it through as is.
+UNSET: Final[Any] = object()
 
 
 @attrs.frozen(kw_only=True)

@@ -34,18 +34,21 @@ import attrs
 import outcome
 
 from . import _store as trio_store
+from ._config import Limits
 from ._errors import StoreClosedError
 from ._feed import ThreadEvent
 from ._items import Item, StoredItem
 from ._meta import ThreadMeta
 from ._portal import Call, Done, Portal, Subscription, mirror_docs
+from ._scoped import ScopedStore as ScopedStoreView
 from ._store import OrderBy
-from ._values import StoreStatistics, ThreadPage
+from ._values import UNSET, StoreStatistics, ThreadPage
 
-__all__ = ["Receipt", "Store", "open_store"]
+__all__ = ["Receipt", "ScopedStore", "Store", "open_store"]
 
 T = TypeVar("T")
-_UNSET: Any = trio_store._UNSET  # update_thread's "not given" (the trio store's own sentinel)
+_UNSET: Any = UNSET  # update_thread's "not given", passed through as is
+_LIMITS = Limits()
 
 
 @asynccontextmanager
@@ -169,7 +172,7 @@ class Receipt:
 
     thread_id: str
     seq: int
-    _store: Store = attrs.field(alias="store", repr=False)
+    _store: _Handle = attrs.field(alias="store", repr=False)
     _receipt: trio_store.Receipt = attrs.field(alias="receipt", repr=False)
 
     async def durable(self) -> None:
@@ -183,25 +186,18 @@ class Receipt:
         await self._store._call(lambda _: receipt.visible())
 
 
-class Store:
-    """An asyncio handle on a trio :class:`threadstore.Store`; see :func:`open_store`.
+class _Handle:
+    """What an asyncio store handle and its namespace views share: the portal crossing and
+    every method that takes a thread id (on the store, or on the view, see ``_on``)."""
 
-    Every method mirrors the trio store's (same arguments, results and errors; receipts
-    are :class:`Receipt`). Safe to call from any loop in any thread, concurrently.
-    """
+    #: The trio view calls go to (None: the store itself).
+    _view: ScopedStoreView | None = None
 
     def __init__(self, portal: Portal) -> None:
         self._portal = portal
 
-    @property
-    def path(self) -> str:
-        """The store's file path."""
-        return self._portal.path
-
-    @property
-    def read_only(self) -> bool:
-        """Whether the store was opened with ``read_only=True``."""
-        return self._portal.read_only
+    def _on(self, store: trio_store.Store) -> trio_store.Store | ScopedStoreView:
+        return store if self._view is None else self._view
 
     async def _call(self, fn: Callable[[trio_store.Store], Awaitable[T]]) -> T:
         return await self._wait(partial(self._portal.submit, fn))
@@ -224,53 +220,67 @@ class Store:
     def _receipt(self, receipt: trio_store.Receipt) -> Receipt:
         return Receipt(thread_id=receipt.thread_id, seq=receipt.seq, store=self, receipt=receipt)
 
-    async def create_thread(
-        self,
-        goal: str | None = None,
-        title: str | None = None,
-        thread_id: str | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> ThreadMeta:
-        return await self._call(lambda s: s.create_thread(goal, title, thread_id, extra))
-
     def append_nowait(self, thread_id: str, *items: Item) -> Receipt:
-        return self._receipt(self._portal.run_sync(lambda s: s.append_nowait(thread_id, *items)))
+        return self._receipt(
+            self._portal.run_sync(lambda s: self._on(s).append_nowait(thread_id, *items))
+        )
 
     async def append(self, thread_id: str, *items: Item) -> Receipt:
         receipt: trio_store.Receipt = await self._wait(
-            partial(self._portal.append, thread_id, items)
+            partial(self._portal.append, thread_id, items, view=self._view)
         )
         return self._receipt(receipt)
 
     async def append_and_flush(self, thread_id: str, *items: Item) -> Receipt:
-        return self._receipt(await self._call(lambda s: s.append_and_flush(thread_id, *items)))
+        return self._receipt(
+            await self._call(lambda s: self._on(s).append_and_flush(thread_id, *items))
+        )
 
     async def flush(self, thread_id: str, seq: int | None = None) -> None:
-        await self._call(lambda s: s.flush(thread_id, seq))
+        await self._call(lambda s: self._on(s).flush(thread_id, seq))
 
     async def flush_all(self) -> None:
-        await self._call(lambda s: s.flush_all())
+        await self._call(lambda s: self._on(s).flush_all())
 
     async def discard(self, thread_id: str) -> None:
-        await self._call(lambda s: s.discard(thread_id))
+        await self._call(lambda s: self._on(s).discard(thread_id))
 
     async def update_thread(
         self, thread_id: str, *, title: str = _UNSET, extra: Mapping[str, Any] = _UNSET
     ) -> ThreadMeta:
-        return await self._call(lambda s: s.update_thread(thread_id, title=title, extra=extra))
+        return await self._call(
+            lambda s: self._on(s).update_thread(thread_id, title=title, extra=extra)
+        )
 
     async def archive_thread(self, thread_id: str) -> ThreadMeta:
-        return await self._call(lambda s: s.archive_thread(thread_id))
+        return await self._call(lambda s: self._on(s).archive_thread(thread_id))
 
     async def unarchive_thread(self, thread_id: str) -> ThreadMeta:
-        return await self._call(lambda s: s.unarchive_thread(thread_id))
+        return await self._call(lambda s: self._on(s).unarchive_thread(thread_id))
 
     async def delete_thread(self, thread_id: str) -> None:
-        await self._call(lambda s: s.delete_thread(thread_id))
+        await self._call(lambda s: self._on(s).delete_thread(thread_id))
+
+    async def rewind(self, thread_id: str, to_seq: int) -> ThreadMeta:
+        return await self._call(lambda s: self._on(s).rewind(thread_id, to_seq))
+
+    async def fork(
+        self,
+        source_id: str,
+        /,
+        at_seq: int | None = None,
+        thread_id: str | None = None,
+        title: str | None = None,
+    ) -> ThreadMeta:
+        return await self._call(lambda s: self._on(s).fork(source_id, at_seq, thread_id, title))
 
     @asynccontextmanager
-    async def subscribe(self, buffer: int = 256) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
-        subscription = await self._call(Subscription.opener(self._portal, (buffer,), {}))
+    async def subscribe(
+        self, buffer: int = _LIMITS.feed_buffer
+    ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
+        subscription = await self._call(
+            Subscription.opener(self._portal, lambda s: self._on(s).subscribe(buffer))
+        )
         try:
             yield _Events(self, subscription)
         finally:
@@ -278,12 +288,88 @@ class Store:
                 await self._call(subscription.close)
 
     async def get_thread(self, thread_id: str) -> ThreadMeta:
-        return await self._call(lambda s: s.get_thread(thread_id))
+        return await self._call(lambda s: self._on(s).get_thread(thread_id))
 
     async def read_items(
         self, thread_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[StoredItem]:
-        return await self._call(lambda s: s.read_items(thread_id, after_seq, limit))
+        return await self._call(lambda s: self._on(s).read_items(thread_id, after_seq, limit))
+
+    async def read_context(self, thread_id: str, limit: int | None = None) -> list[StoredItem]:
+        return await self._call(lambda s: self._on(s).read_context(thread_id, limit))
+
+
+class Store(_Handle):
+    """An asyncio handle on a trio :class:`threadstore.Store`; see :func:`open_store`.
+
+    Every method mirrors the trio store's (same arguments, results and errors; receipts
+    are :class:`Receipt`, views are :class:`ScopedStore`). Safe to call from any loop in
+    any thread, concurrently.
+    """
+
+    @property
+    def path(self) -> str:
+        """The store's file path."""
+        return self._portal.path
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened with ``read_only=True``."""
+        return self._portal.read_only
+
+    async def create_thread(
+        self,
+        goal: str | None = None,
+        title: str | None = None,
+        thread_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        namespace: str = "",
+    ) -> ThreadMeta:
+        return await self._call(lambda s: s.create_thread(goal, title, thread_id, extra, namespace))
+
+    async def list_threads(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        order_by: OrderBy = "updated_at",
+        descending: bool = True,
+        archived: bool = False,
+        search: str | None = None,
+        include_empty: bool = False,
+        namespace: str | None = None,
+    ) -> ThreadPage:
+        return await self._call(
+            lambda s: s.list_threads(
+                limit, cursor, order_by, descending, archived, search, include_empty, namespace
+            )
+        )
+
+    def scoped(self, namespace: str) -> ScopedStore:
+        return ScopedStore(self._portal, self._portal.view(namespace))
+
+    def statistics(self) -> StoreStatistics:
+        return self._portal.run_sync(lambda s: s.statistics())
+
+
+class ScopedStore(_Handle):
+    """An asyncio handle on a trio :class:`threadstore.ScopedStore` (``Store.scoped``)."""
+
+    _view: ScopedStoreView
+
+    def __init__(self, portal: Portal, view: ScopedStoreView) -> None:
+        super().__init__(portal)
+        self._view = view
+        #: The namespace this view is confined to.
+        self.namespace = view.namespace
+
+    async def create_thread(
+        self,
+        goal: str | None = None,
+        title: str | None = None,
+        thread_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ThreadMeta:
+        return await self._call(lambda _: self._view.create_thread(goal, title, thread_id, extra))
 
     async def list_threads(
         self,
@@ -296,19 +382,16 @@ class Store:
         include_empty: bool = False,
     ) -> ThreadPage:
         return await self._call(
-            lambda s: s.list_threads(
+            lambda _: self._view.list_threads(
                 limit, cursor, order_by, descending, archived, search, include_empty
             )
         )
-
-    def statistics(self) -> StoreStatistics:
-        return self._portal.run_sync(lambda s: s.statistics())
 
 
 class _Events:
     """A subscription's events, one portal call each; ends when the subscription does."""
 
-    def __init__(self, store: Store, subscription: Subscription) -> None:
+    def __init__(self, store: _Handle, subscription: Subscription) -> None:
         self._store = store
         self._subscription = subscription
 
@@ -323,3 +406,4 @@ class _Events:
 
 
 mirror_docs(Store, "On asyncio: awaitable from any loop in any thread.")
+mirror_docs(ScopedStore, "On asyncio: awaitable from any loop in any thread.", view=True)
