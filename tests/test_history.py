@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import attrs
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ async def _chat(store: Store, tid: str, *texts: str) -> None:
     for n, text in enumerate(texts):
         maker = Item.user_message if n % 2 == 0 else Item.assistant_message
         await store.append(tid, maker(text))
+    await trio.lowlevel.checkpoint()
 
 
 # -- rewind ----------------------------------------------------------------------------------

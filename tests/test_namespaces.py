@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,6 +57,7 @@ async def test_listing_is_confined_to_the_view_or_filtered_by_namespace(store: S
 
 def _cross_calls(view: Any, tid: str) -> list[Callable[[], Awaitable[Any]]]:
     async def append_nowait() -> Any:
+        await trio.lowlevel.checkpoint()
         return view.append_nowait(tid, Item.user_message("x"))
 
     return [
@@ -138,8 +140,6 @@ _OPS = st.lists(
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=_OPS)
 def test_no_sequence_of_scoped_calls_crosses_namespaces(ops: list[tuple[str, str, int]]) -> None:
-    import trio
-
     async def run() -> None:
         async with open_store(":memory:") as store:
             owner: dict[str, str] = {}

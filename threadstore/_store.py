@@ -687,6 +687,7 @@ class Store:
         """``_owned`` for reads, which also serve read-only stores (no threads in memory)."""
         if not self.read_only:
             self._owned(thread_id, namespace)
+            await trio.lowlevel.checkpoint()
             return
         meta = await self.get_thread(validate_thread_id(thread_id))
         if meta.namespace != namespace:
