@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from threadstore import Item, StoreFormatError, open_store
+from threadstore import StoreFormatError, open_store
 from threadstore.sqlite._sql import SCHEMA_VERSION
 
 V1_FILE = Path(__file__).resolve().parent.parent / "data" / "store-v1.db"
