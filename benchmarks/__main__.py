@@ -9,6 +9,7 @@ Scenarios (each also runs alone: ``--only S2``):
 - S5 20,000 threads touched once (100,000 with ``--full``): live actors, memory
 - S6 SIGKILL with lagging metadata: time ``open_store`` to recover, check consistency
 - S7 the asyncio and thread access layers against the trio store (sequential and burst)
+- S8 history edits on a 10,000-item thread: fork, read_context, rewind
 
 Quick by default (about 2-3 minutes on 2 cores), ``--full`` for the larger scales,
 ``--smoke`` for tiny ones (CI, under 30 s). Results go to ``benchmarks/results/`` as

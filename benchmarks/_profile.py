@@ -40,6 +40,9 @@ class Profile:
     s7_threads: int
     s7_items: int
     s7_repeats: int
+    #: S8: items in the long thread; timed calls of each history edit.
+    s8_items: int
+    s8_calls: int
     #: A scenario still running after this many seconds fails (a hang must not stall CI).
     timeout_s: float
 
@@ -63,6 +66,8 @@ SMOKE: Final = Profile(
     s7_threads=20,
     s7_items=20,
     s7_repeats=1,
+    s8_items=1000,
+    s8_calls=3,
     timeout_s=120,
 )
 
@@ -85,6 +90,8 @@ QUICK: Final = Profile(
     s7_threads=100,
     s7_items=100,
     s7_repeats=2,
+    s8_items=10000,
+    s8_calls=10,
     timeout_s=600,
 )
 
@@ -107,6 +114,8 @@ FULL: Final = Profile(
     s7_threads=100,
     s7_items=100,
     s7_repeats=5,
+    s8_items=10000,
+    s8_calls=30,
     timeout_s=3_600,
 )
 

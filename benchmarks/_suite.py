@@ -21,6 +21,7 @@ from . import (
     s5_many_threads,
     s6_recovery,
     s7_access,
+    s8_history,
 )
 from ._burst import burst, make_threads
 from ._figures import ScenarioResult
@@ -47,6 +48,7 @@ SCENARIOS: Final = {
         s5_many_threads,
         s6_recovery,
         s7_access,
+        s8_history,
     )
 }
 

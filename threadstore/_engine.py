@@ -27,9 +27,9 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import attrs
 
-from ._history import context
+from ._history import context_rows
 from ._items import Item, StoredItem, datetime_to_us, decode_data, us_to_datetime
-from ._meta import Patch, Pending, Projection, ThreadMeta
+from ._meta import Patch, Pending, Projection, ThreadMeta, fold_log_rows
 from ._page_token import CursorQuery
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "SetArchived",
     "fold_for_write",
     "fold_rows",
+    "fork_rows",
     "stored_item",
 ]
 
@@ -344,10 +345,21 @@ def fold_for_write(
         patch = Patch.from_items(items) if items else Patch.empty()
     projection = projection.apply(patch.merge(extra))
     if patch.rewound:  # a rewind: the context statistics are folded again, from the log
-        rows = read_log(0, projection.meta.seq)
-        visible = context(stored_item(row) for row in rows)
-        projection = projection.with_context(Patch.from_rows(fold_rows(visible)))
+        visible = context_rows(read_log(0, projection.meta.seq))
+        projection = projection.with_context(fold_log_rows(visible))
     return projection
+
+
+def fork_rows(op: ForkThread, log: Sequence[LogRow]) -> list[LogRow]:
+    """The new thread's log for ``op``: its head, then the source's context through
+    ``op.at_seq`` (``log``: the source's rows through ``op.through``), renumbered, each with
+    its time and the very JSON the source holds."""
+    first = len(op.head) + 1
+    copied = [entry for entry in context_rows(log) if entry.seq <= op.at_seq]
+    return [
+        *op.head,
+        *((first + i, e.at, e.kind, e.text) for i, e in enumerate(copied)),
+    ]
 
 
 def fold_rows(items: Iterable[StoredItem]) -> list[tuple[int, int, str, Mapping[str, Any]]]:

@@ -18,15 +18,18 @@ indexed reads against them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 __all__ = [
     "COMPACTION_KIND",
     "CONTROL_KINDS",
     "FORK_KIND",
     "REWIND_KIND",
+    "LogEntry",
     "context",
+    "context_rows",
     "context_start",
 ]
 
@@ -49,6 +52,26 @@ class _Entry(Protocol):
 
 
 E = TypeVar("E", bound=_Entry)
+
+
+class LogEntry(NamedTuple):
+    """A log row ``(seq, created_at_us, kind, data_json)`` as :func:`context` reads it: only
+    a rewind's data is decoded (engines fold and copy rows without decoding the rest)."""
+
+    seq: int
+    at: int
+    kind: str
+    text: str
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        decoded: Mapping[str, Any] = json.loads(self.text)
+        return decoded
+
+
+def context_rows(rows: Iterable[tuple[int, int, str, str]]) -> list[LogEntry]:
+    """:func:`context` of raw log rows."""
+    return context(LogEntry(*row) for row in rows)
 
 
 def context(log: Iterable[E]) -> list[E]:

@@ -34,6 +34,7 @@ __all__ = [
     "Projection",
     "Status",
     "ThreadMeta",
+    "fold_log_rows",
     "truncate",
 ]
 
@@ -448,13 +449,19 @@ class Pending:
 
     def fold(self) -> Patch:
         """The :class:`Patch` of every pending item, in one pass."""
-        loads = json.loads
-        return Patch.from_rows(
-            [
-                (seq, at, kind, loads(text) if kind in _FOLDED_DATA_KINDS else _EMPTY)
-                for seq, at, kind, text in self._rows[self._start : self._end]
-            ]
-        )
+        return fold_log_rows(self._rows[self._start : self._end])
+
+
+def fold_log_rows(rows: Sequence[_Row]) -> Patch:
+    """``Patch.from_rows`` over log rows ``(seq, created_at_us, kind, data_json)`` (in seq
+    order, not necessarily contiguous), decoding only the JSON the fold reads."""
+    loads = json.loads
+    return Patch.from_rows(
+        [
+            (seq, at, kind, loads(text) if kind in _FOLDED_DATA_KINDS else _EMPTY)
+            for seq, at, kind, text in rows
+        ]
+    )
 
 
 _NOTHING = Pending()

@@ -33,14 +33,14 @@ from .._engine import (
     RewindThread,
     SetArchived,
     fold_for_write,
-    fold_rows,
+    fork_rows,
     stored_item,
 )
 from .._errors import StoreClosedError, ThreadExistsError, ThreadNotFoundError
 from .._history import context, context_start
 from .._items import StoredItem, datetime_to_us
 from .._lanes import LaneName, WriteLanes
-from .._meta import Patch, Projection, ThreadMeta
+from .._meta import Patch, Projection, ThreadMeta, fold_log_rows
 
 __all__ = ["MEMORY_TARGET", "MemoryEngine", "open_memory_engine"]
 
@@ -236,16 +236,9 @@ class MemoryEngine:
         if op.thread_id in self._threads:
             raise ThreadExistsError(op.thread_id)
         log = source.log[: op.through]
-        text = {row[0]: row[3] for row in log}
-        copied = [item for item in context(map(stored_item, log)) if item.seq <= op.at_seq]
-        first = len(op.head) + 1
-        rows = [*op.head]
-        rows += [
-            (first + i, datetime_to_us(item.created_at), item.kind, text[item.seq])
-            for i, item in enumerate(copied)
-        ]
+        rows = fork_rows(op, log)
         projection = Projection.new(op.thread_id, op.created_us, op.namespace)
-        projection = projection.apply(Patch.from_rows(fold_rows(map(stored_item, rows))))
+        projection = projection.apply(fold_log_rows(rows))
         self._threads[op.thread_id] = _StoredThread(projection, rows)
         return projection.meta
 

@@ -16,8 +16,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final
 
-import attrs
-
 from .._config import Lanes
 from .._engine import (
     AppendItems,
@@ -32,13 +30,12 @@ from .._engine import (
     RewindThread,
     SetArchived,
     fold_for_write,
-    fold_rows,
+    fork_rows,
     stored_item,
 )
 from .._errors import StoreFormatError, ThreadExistsError, ThreadNotFoundError, WriteFailedError
-from .._history import context
-from .._items import StoredItem, datetime_to_us
-from .._meta import Patch, Projection, ThreadMeta
+from .._items import StoredItem
+from .._meta import Patch, Projection, ThreadMeta, fold_log_rows
 from . import _sql as sql
 from ._config import DEFAULTS, Durability, SqliteConfig
 from ._faults import Faults
@@ -308,18 +305,9 @@ def _fork_job(op: ForkThread, conn: sqlite3.Connection) -> ThreadMeta:
     if sql.thread_last_seq(conn, op.source_id) is None:
         raise ThreadNotFoundError(op.source_id)
     log = sql.read_items(conn, op.source_id, 0, op.through)
-    text = {row[0]: row[3] for row in log}  # copies keep the very JSON the source holds
-    copied = [item for item in context(map(stored_item, log)) if item.seq <= op.at_seq]
-    first = len(op.head) + 1
-    rows = [*op.head]
-    rows += [
-        (first + i, datetime_to_us(item.created_at), item.kind, text[item.seq])
-        for i, item in enumerate(copied)
-    ]
-    head = [stored_item(row) for row in op.head]
-    renumbered = [attrs.evolve(item, seq=first + i) for i, item in enumerate(copied)]
+    rows = fork_rows(op, log)
     projection = Projection.new(op.thread_id, op.created_us, op.namespace)
-    projection = projection.apply(Patch.from_rows(fold_rows([*head, *renumbered])))
+    projection = projection.apply(fold_log_rows(rows))
     try:
         sql.insert_thread(conn, projection_to_row(projection))
     except sqlite3.IntegrityError as exc:
