@@ -6,11 +6,15 @@ import itertools
 from collections.abc import Sequence
 from datetime import UTC
 
+import attrs
 import pytest
+from _helpers import fold_log
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from threadstore._engine import LogRow, ProjectionWrite, fold_for_write
 from threadstore._errors import InvalidItemError
+from threadstore._history import context
 from threadstore._items import (
     Item,
     StoredItem,
@@ -263,6 +267,123 @@ def test_projector_patch_does_not_change_seq() -> None:
     assert after.meta.item_count == 2
 
 
+# --- history edits: rewind, fork, compaction ------------------------------------------------
+
+
+def rewind(to_seq: int) -> Item:
+    """The item ``Store.rewind`` records (the store's own kind: ``append`` refuses it)."""
+    return Item(kind="rewind", data={"to_seq": to_seq})
+
+
+def edited(*items: Item) -> ThreadMeta:
+    """The metadata of a log with history edits, batch by batch and as one batch, checked
+    against the reference."""
+    log = stored(items)
+    meta = refold_in_batches([log]).meta
+    assert refold_in_batches([[item] for item in log]).meta == meta
+    assert reference(log).meta == meta
+    return meta
+
+
+def test_rewind_hides_the_later_items_from_the_context_statistics() -> None:
+    meta = edited(
+        start,
+        Item.user_message("q1"),
+        Item.assistant_message("a1"),
+        done,
+        start,
+        Item.user_message("q2"),
+        Item.token_usage(10, 5),
+        Item.assistant_message("a2"),
+        err,
+        rewind(4),
+    )
+    assert (meta.item_count, meta.turn_count, meta.seq) == (4, 1, 10)
+    assert (meta.preview, meta.last_message, meta.status) == ("q1", "a1", "idle")
+    assert (meta.input_tokens, meta.output_tokens) == (0, 0)
+    assert meta.recency_at == stored([start] * 2)[1].created_at  # q1's time, not q2's
+    assert meta.updated_at == stored([start] * 10)[9].created_at  # the rewind's own time
+
+
+def test_rewind_to_a_hidden_seq_resurrects_nothing() -> None:
+    q1, a1, q2 = Item.user_message("q1"), Item.assistant_message("a1"), Item.user_message("q2")
+    assert edited(q1, a1, q2, rewind(1), rewind(3)) == attrs.evolve(
+        edited(q1, a1, q2, rewind(1)),
+        seq=5,
+        updated_at=stored([q1] * 5)[4].created_at,
+    )
+    meta = edited(q1, a1, q2, rewind(1), rewind(3))
+    assert (meta.item_count, meta.preview, meta.last_message) == (1, "q1", None)
+    emptied = edited(q1, a1, q2, rewind(1), rewind(3), rewind(0))
+    assert (emptied.item_count, emptied.preview, emptied.recency_at) == (
+        0,
+        None,
+        emptied.created_at,
+    )
+    # Appends after a rewind continue the context after its to_seq.
+    again = edited(q1, a1, q2, rewind(1), rewind(3), Item.assistant_message("a1 again"))
+    assert (again.item_count, again.last_message) == (2, "a1 again")
+
+
+def test_a_rename_after_the_rewind_point_survives_the_rewind() -> None:
+    """Title, goal and extra are attributes folded over every item: a rewind past a rename
+    does not undo it (the renaming item leaves the context, and the counts)."""
+    meta = edited(
+        Item.title("first"),
+        Item.user_message("q"),
+        Item.title("renamed"),
+        metadata_item({"k": 1}),
+        Item.goal("new goal"),
+        rewind(1),
+    )
+    assert (meta.title, meta.goal, meta.extra) == ("renamed", "new goal", {"k": 1})
+    assert (meta.item_count, meta.preview) == (1, "new goal")  # the preview shows the goal
+    # A title before the rewind point but followed by a hidden one: the hidden one wins.
+    assert edited(Item.title("a"), Item.title("b"), rewind(1)).title == "b"
+
+
+def test_a_compaction_does_not_change_metadata() -> None:
+    """A compaction is an item like any other for the metadata (it counts as one): the
+    items before it keep counting; it moves only where ``read_context`` starts."""
+    before = (
+        Item.goal("g"),
+        start,
+        Item.user_message("q1"),
+        Item.token_usage(3, 4),
+        Item.assistant_message("a1"),
+    )
+    plain = edited(*before)
+    compacted = edited(*before, Item.compaction("we talked"))
+    assert compacted == attrs.evolve(
+        plain,
+        item_count=plain.item_count + 1,
+        seq=plain.seq + 1,
+        updated_at=stored([start] * 6)[5].created_at,
+    )
+    assert compacted.status == "running"
+    # Nor does one the log starts with, or one a rewind hides.
+    assert edited(Item.compaction("s"), Item.user_message("q")).preview == "q"
+    hidden = edited(*before, Item.compaction("we talked"), rewind(5))
+    assert attrs.evolve(hidden, seq=5, updated_at=plain.updated_at) == plain
+
+
+def test_a_fork_item_names_the_source_and_is_not_counted() -> None:
+    meta = edited(
+        Item(kind="fork", data={"from": "src", "at_seq": 7}),
+        Item.title("branch"),
+        Item.user_message("q"),
+    )
+    assert (meta.forked_from, meta.forked_at) == ("src", 7)
+    assert (meta.item_count, meta.title, meta.preview, meta.seq) == (2, "branch", "q", 3)
+    # A rewind to 0 hides the copies but not the fork's attributes.
+    emptied = edited(
+        Item(kind="fork", data={"from": "src", "at_seq": 7}),
+        Item.title("branch"),
+        rewind(0),
+    )
+    assert (emptied.forked_from, emptied.title, emptied.item_count) == ("src", "branch", 0)
+
+
 # --- property tests ---------------------------------------------------------------------------
 
 texts = st.sampled_from(["", " ", "hi", "hello there", "é🧵", "x" * 300])
@@ -290,14 +411,31 @@ items_strategy = st.one_of(
 
 
 @st.composite
-def item_runs(draw: st.DrawFn, max_size: int = 20) -> list[StoredItem]:
-    items = draw(st.lists(items_strategy, max_size=max_size))
+def item_runs(draw: st.DrawFn, max_size: int = 20, edits: bool = False) -> list[StoredItem]:
+    """A thread's log. With ``edits``: compactions, rewinds (to any earlier seq, hidden ones
+    included) and, now and then, a ``fork`` item first, as ``Store.fork`` writes it."""
+    items: list[Item | None] = []  # None: a rewind, whose to_seq is drawn below
+    if edits:
+        if draw(st.booleans()):
+            items.append(Item(kind="fork", data={"from": "src", "at_seq": draw(st.integers(0, 9))}))
+        slot = st.sampled_from(["item", "item", "item", "compaction", "rewind"])
+        for kind in draw(st.lists(slot, max_size=max_size)):
+            if kind == "item":
+                items.append(draw(items_strategy))
+            elif kind == "compaction":
+                items.append(Item.compaction(draw(texts)))
+            else:
+                items.append(None)
+    else:
+        items.extend(draw(st.lists(items_strategy, max_size=max_size)))
     # Times may repeat or go back: the fold keeps the newest.
     gaps = draw(st.lists(st.integers(-5, 5), min_size=len(items), max_size=len(items)))
     result = []
     at = T0 + 100
     for seq, (item, gap) in enumerate(zip(items, gaps, strict=True), start=1):
         at += gap
+        if item is None:  # 0 <= to_seq <= the last seq before it, as Store.rewind checks
+            item = Item(kind="rewind", data={"to_seq": draw(st.integers(0, seq - 1))})
         result.append(
             StoredItem(kind=item.kind, data=item.data, seq=seq, created_at=us_to_datetime(at))
         )
@@ -312,9 +450,9 @@ def splits(draw: st.DrawFn, items: Sequence[StoredItem]) -> list[list[StoredItem
 
 
 @st.composite
-def patch_sequences(draw: st.DrawFn) -> list[Patch]:
+def patch_sequences(draw: st.DrawFn, edits: bool = False) -> list[Patch]:
     """Consecutive item patches interleaved with projector patches."""
-    items = draw(item_runs())
+    items = draw(item_runs(edits=edits))
     patches: list[Patch] = []
     for chunk in draw(splits(items)):
         patches.append(Patch.from_items(chunk))
@@ -335,7 +473,7 @@ def apply_all(patches: Sequence[Patch]) -> Projection:
 @settings(max_examples=200)
 @given(st.data())
 def test_merge_is_associative(data: st.DataObject) -> None:
-    patches = data.draw(patch_sequences())
+    patches = data.draw(patch_sequences(edits=data.draw(st.booleans())))
     while len(patches) < 3:
         patches.append(Patch.empty())
     i = data.draw(st.integers(1, len(patches) - 2))
@@ -356,6 +494,62 @@ def _merge_all(patches: Sequence[Patch]) -> Patch:
     return result
 
 
+def reference(items: Sequence[StoredItem]) -> Projection:
+    """The pure reference fold (``_helpers.fold_log``) as a projection of thread "t"."""
+    meta, has_user = fold_log(items, created_at=us_to_datetime(T0))
+    return Projection(meta=meta, has_user_message=has_user)
+
+
+def rows_of(items: Sequence[StoredItem]) -> list[LogRow]:
+    """``items`` as log rows ``(seq, created_at_us, kind, data_json)``."""
+    return [
+        (i.seq, datetime_to_us(i.created_at), i.kind, encode_item(i, max_item_bytes=1 << 20))
+        for i in items
+    ]
+
+
+def refold_in_batches(batches: Sequence[Sequence[StoredItem]]) -> Projection:
+    """What the engines do, spelled out: apply each batch's patch; after a batch whose patch
+    has ``rewound``, fold the context statistics again over the context of the log so far."""
+    projection = Projection.new("t", T0)
+    log: list[StoredItem] = []
+    for batch in batches:
+        log.extend(batch)
+        patch = Patch.from_items(batch)
+        projection = projection.apply(patch)
+        if patch.rewound:
+            visible = [(i.seq, datetime_to_us(i.created_at), i.kind, i.data) for i in context(log)]
+            projection = projection.with_context(Patch.from_rows(visible))
+    return projection
+
+
+def write_in_batches(
+    batches: Sequence[Sequence[StoredItem]], from_log: Sequence[bool]
+) -> Projection:
+    """The engines' own ``fold_for_write``, one projection write per batch: its pending rows
+    folded, or (``from_log``: after discarded work or a recovery) the log read instead."""
+    projection = Projection.new("t", T0)
+    log: list[LogRow] = []
+
+    def read_log(after_seq: int, limit: int) -> list[LogRow]:
+        return [row for row in log if row[0] > after_seq][:limit]
+
+    for batch, read in zip(batches, from_log, strict=True):
+        rows = rows_of(batch)
+        log.extend(rows)
+        write = ProjectionWrite(
+            thread_id="t",
+            pending=Pending.empty() if read else Pending.of(rows, batch),
+            extra=Patch.empty(),
+            target=batch[-1].seq,
+            lane="now",
+        )
+        folded = fold_for_write(projection, write, read_log)
+        assert folded is not None
+        projection = folded
+    return projection
+
+
 @settings(max_examples=200)
 @given(st.data())
 def test_any_batching_gives_the_same_metadata(data: st.DataObject) -> None:
@@ -366,6 +560,42 @@ def test_any_batching_gives_the_same_metadata(data: st.DataObject) -> None:
     assert Patch.from_items(items) == _merge_all([Patch.from_items(b) for b in batches])
     one_by_one = apply_all([Patch.from_items([item]) for item in items])
     assert one_by_one == one_batch
+    assert reference(items) == one_batch
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_any_batching_of_a_log_with_history_edits_gives_the_reference(
+    data: st.DataObject,
+) -> None:
+    """Rewinds and compactions: every split into batches, folded the way the engines fold
+    (``refold_in_batches``, and the engines' ``fold_for_write`` itself), gives the pure
+    reference fold of the whole log."""
+    items = data.draw(item_runs(max_size=30, edits=True))
+    expected = reference(items)
+    batches = data.draw(splits(items))
+    assert refold_in_batches(batches) == expected
+    assert refold_in_batches([items]) == expected
+    assert refold_in_batches([[item] for item in items]) == expected
+    if items:
+        from_log = data.draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)))
+        assert write_in_batches(batches, from_log) == expected
+    # The patches of a split still merge into the patch of the whole run.
+    assert Patch.from_items(items) == _merge_all([Patch.from_items(b) for b in batches])
+
+
+@settings(max_examples=200)
+@given(st.one_of(item_runs(), item_runs(edits=True).filter(lambda log: not _rewinds(log))))
+def test_without_rewinds_the_reference_is_the_plain_fold(items: list[StoredItem]) -> None:
+    """The reference is no tautology: on a log without rewinds (compactions and a fork item
+    allowed) it agrees with the single-batch fold of ``Patch``, which knows no context."""
+    one_batch = apply_all([Patch.from_items(items)])
+    assert not Patch.from_items(items).rewound
+    assert reference(items) == one_batch
+
+
+def _rewinds(log: Sequence[StoredItem]) -> bool:
+    return any(i.kind == "rewind" for i in log)
 
 
 @settings(max_examples=200)
@@ -375,7 +605,7 @@ def test_applying_a_merge_equals_applying_in_turn(patches: list[Patch]) -> None:
     assert apply_all([_merge_all(patches)]) == apply_all(patches)
 
 
-@given(item_runs(max_size=30))
+@given(item_runs(max_size=30) | item_runs(max_size=30, edits=True))
 def test_from_rows_is_from_items(items: list[StoredItem]) -> None:
     """The append path's one-pass fold over raw rows equals the item-by-item fold."""
     rows = [(i.seq, datetime_to_us(i.created_at), i.kind, i.data) for i in items]
@@ -398,7 +628,7 @@ def pending_of(chunk: Sequence[StoredItem]) -> Pending:
 def test_pending_folds_to_the_patch_of_its_items_whatever_the_merge_order(
     data: st.DataObject,
 ) -> None:
-    items = data.draw(item_runs(max_size=30).filter(bool))
+    items = data.draw(item_runs(max_size=30, edits=data.draw(st.booleans())).filter(bool))
     chunks = [pending_of(chunk) for chunk in data.draw(splits(items))]
     # Merge in a random tree shape: (a.b).c or a.(b.c), and so on.
     while len(chunks) > 1:
