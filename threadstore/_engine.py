@@ -177,6 +177,13 @@ class Completion(Protocol[T]):
         """Whether the write has committed or failed: ``error`` and ``result`` are final."""
         ...
 
+    def when_committed(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` (from any thread) as soon as the write has committed, if it does;
+        best effort (an engine may not, e.g. when it commits on the trio thread anyway):
+        the completion still arrives as usual. For callers on other threads, whom the
+        commit can wake without a hop through the trio thread."""
+        ...
+
     async def wait(self) -> T:
         """Block until the write is done; return its result or raise its error.
 

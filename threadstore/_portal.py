@@ -142,7 +142,16 @@ def _closed(target: str) -> StoreClosedError:
 class Call:
     """One call crossing the portal. Created by :meth:`Portal.submit`/:meth:`Portal.append`."""
 
-    __slots__ = ("_append", "_cancelled", "_context", "_done", "_fn", "_portal", "_scope")
+    __slots__ = (
+        "_append",
+        "_cancelled",
+        "_claim",
+        "_context",
+        "_done",
+        "_fn",
+        "_portal",
+        "_scope",
+    )
 
     def __init__(
         self,
@@ -156,6 +165,7 @@ class Call:
         self._done: Done | None = done
         self._append = append
         self._cancelled = False
+        self._claim = threading.Lock()  # the first _finish takes it: finished exactly once
         self._context = contextvars.copy_context()
         self._scope: trio.CancelScope | None = None  # a call run as a task of its own
 
@@ -175,8 +185,11 @@ class Call:
             self._scope.cancel()
 
     def _finish(self, result: outcome.Outcome[Any]) -> None:
-        done, self._done = self._done, None
-        if done is not None:
+        """Hand ``result`` to the caller; later calls do nothing. Any thread (an append may
+        be finished by the writer thread's commit hook and by the store's thread)."""
+        if self._claim.acquire(blocking=False):
+            done, self._done = self._done, None
+            assert done is not None
             done(result)
 
 
@@ -389,6 +402,9 @@ class Portal:
                 except Exception as exc:
                     call._finish(outcome.Error(exc))
                 else:
+                    # The caller is woken by the commit itself (on the engine's thread)
+                    # when the engine can; ``_until_durable`` covers every other case.
+                    receipt._when_committed(partial(call._finish, outcome.Value(receipt)))
                     accepted.append((call, receipt))
         if accepted:
             assert nursery is not None

@@ -9,7 +9,7 @@ body is :class:`threadstore._projection_driver.ProjectionDriver`; :func:`open_st
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any, Final, Literal
@@ -101,6 +101,11 @@ class Receipt:
         For the access layers, which finish a batch of receipts without a checkpoint each."""
         job = self._job
         return job.error is None if job.done else None
+
+    def _when_committed(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` from the engine's thread when the items commit (best effort; for
+        the access layers, see ``Completion.when_committed``)."""
+        self._job.when_committed(hook)
 
     async def visible(self) -> None:
         """Block until the metadata reflects these items (``flush(thread_id, seq)``)."""

@@ -85,6 +85,9 @@ class _Job(Generic[T]):
         self.error: BaseException | None = None
         self.batch: _Batch | None = None
 
+    def when_committed(self, hook: Callable[[], None]) -> None:
+        """Nothing to do: this engine commits on the trio thread, which delivers at once."""
+
     @property
     def done(self) -> bool:
         """Whether the write has committed or failed: ``error`` and ``result`` are final."""

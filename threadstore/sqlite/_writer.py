@@ -42,12 +42,14 @@ log = workers.get_logger(__name__)
 class Batch:
     """Jobs committed (or failed) together; ``done`` is set once their results are in."""
 
-    __slots__ = ("done", "error")
+    __slots__ = ("done", "error", "hooked")
 
     def __init__(self) -> None:
         self.done = trio.Event()
         #: The COMMIT error, if the whole batch failed.
         self.error: BaseException | None = None
+        #: Whether a job of the batch has a ``when_committed`` hook (the writer looks then).
+        self.hooked = False
 
 
 class Job(Generic[T]):
@@ -59,7 +61,18 @@ class Job(Generic[T]):
     names the job for fault injection (:mod:`._faults`); None is never injected.
     """
 
-    __slots__ = ("batch", "error", "fn", "injected", "log", "on_done", "result", "size", "target")
+    __slots__ = (
+        "batch",
+        "committed_hook",
+        "error",
+        "fn",
+        "injected",
+        "log",
+        "on_done",
+        "result",
+        "size",
+        "target",
+    )
 
     def __init__(
         self,
@@ -79,6 +92,16 @@ class Job(Generic[T]):
         self.result: T | None = None
         self.error: BaseException | None = None
         self.batch: Batch | None = None
+        self.committed_hook: Callable[[], None] | None = None
+
+    def when_committed(self, hook: Callable[[], None]) -> None:
+        """Have the writer thread call ``hook`` right after the transaction holding this job
+        commits (after handing the results to trio), unless the job failed. Best effort: a
+        hook set after the writer looked is not called (the completion arrives as usual)."""
+        self.committed_hook = hook
+        batch = self.batch
+        if batch is not None:
+            batch.hooked = True
 
     @property
     def done(self) -> bool:
@@ -341,6 +364,8 @@ class Writer:
                     token.run_sync_soon(self._arrived, groups)
                 except trio.RunFinishedError:  # pragma: no cover - trio run already over
                     return
+                if committed:
+                    _call_hooks(groups)
         finally:
             if checkpointer is not None:
                 checkpointer.close()  # first: closing the connection checkpoints (unless busy)
@@ -503,6 +528,18 @@ class Writer:
             self._token.run_sync_soon(self._deliver)
         else:
             self._delivering = False
+
+
+def _call_hooks(groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
+    """Writer thread, after a commit: the jobs' ``when_committed`` hooks (for callers on
+    other threads, who need not wait for the trio thread to hear of the commit first)."""
+    for batch, jobs in groups:
+        if batch.hooked:
+            for job in jobs:
+                hook = job.committed_hook
+                if hook is not None and job.error is None:
+                    job.committed_hook = None
+                    hook()
 
 
 def _nothing(conn: sqlite3.Connection) -> None:
