@@ -1,0 +1,415 @@
+"""ThreadstoreSessionService against ADK's documented session contract.
+
+Each contract test runs against ours and against ADK's own services (``InMemorySessionService``
+and, where it persists, ``SqliteSessionService``), so a test that passes on ADK's services
+shows the contract is read right. The tests are plain functions running ``asyncio.run``
+(ADK is asyncio; the suite runs in trio mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.sessions import InMemorySessionService
+from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig
+from google.adk.sessions.sqlite_session_service import SqliteSessionService
+from google.genai import types
+
+from threadstore import aio
+from threadstore.integrations import adk
+from threadstore.integrations.adk import ThreadstoreSessionService
+
+Body = Callable[[BaseSessionService], Awaitable[None]]
+ALL = ["threadstore", "adk-in-memory", "adk-sqlite"]
+PERSISTENT = ["threadstore", "adk-sqlite"]
+
+
+def make(kind: str, tmp_path: Path) -> BaseSessionService:
+    if kind == "threadstore":
+        return ThreadstoreSessionService(str(tmp_path / "threads.db"))
+    if kind == "adk-sqlite":
+        return SqliteSessionService(str(tmp_path / "adk.db"))
+    return InMemorySessionService()
+
+
+async def close(service: BaseSessionService) -> None:  # noqa: ASYNC910 - ADK's in-memory service has no close
+    closer = getattr(service, "close", None)
+    if closer is not None:
+        await closer()
+
+
+def run(kind: str, tmp_path: Path, body: Body) -> None:
+    async def main() -> None:
+        service = make(kind, tmp_path)
+        try:
+            await body(service)
+        finally:
+            await close(service)
+
+    asyncio.run(main())
+
+
+def text_event(author: str, text: str, delta: dict[str, Any] | None = None, **kw: Any) -> Event:
+    role = "user" if author == "user" else "model"
+    return Event(
+        author=author,
+        invocation_id="inv-1",
+        content=types.Content(role=role, parts=[types.Part(text=text)]),
+        actions=EventActions(state_delta=delta or {}),
+        **kw,
+    )
+
+
+def state_event(delta: dict[str, Any], **kw: Any) -> Event:
+    return Event(
+        author="agent", invocation_id="inv-1", actions=EventActions(state_delta=delta), **kw
+    )
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_create_generates_an_id_and_splits_state(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        state = {"k": 1, "app:a": 2, "user:u": 3, "temp:t": 4}
+        session = await service.create_session(app_name="app", user_id="alice", state=state)
+        assert session.id
+        assert session.events == []
+        assert session.state == {"k": 1, "app:a": 2, "user:u": 3}
+        got = await service.get_session(app_name="app", user_id="alice", session_id=session.id)
+        assert got is not None
+        assert got.state == {"k": 1, "app:a": 2, "user:u": 3}
+        assert got.last_update_time == session.last_update_time
+        other = await service.create_session(app_name="app", user_id="alice")
+        assert other.id != session.id
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_given_id_duplicate_raises_already_exists(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        session = await service.create_session(app_name="app", user_id="u", session_id="s1")
+        assert session.id == "s1"
+        with pytest.raises(AlreadyExistsError, match=r"^Session with id s1 already exists\.$"):
+            await service.create_session(app_name="app", user_id="u", session_id="s1")
+        # The same id for another user or app is another session.
+        await service.create_session(app_name="app", user_id="v", session_id="s1")
+        await service.create_session(app_name="app2", user_id="u", session_id="s1")
+        # Ids are stripped.
+        padded = await service.create_session(app_name="app", user_id="u", session_id=" s2 ")
+        assert padded.id == "s2"
+        assert await service.get_session(app_name="app", user_id="u", session_id=" s2 ")
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_missing_session_is_none(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        assert await service.get_session(app_name="a", user_id="u", session_id="nope") is None
+        await service.create_session(app_name="a", user_id="u", session_id="s")
+        assert await service.get_session(app_name="a", user_id="other", session_id="s") is None
+        assert await service.get_session(app_name="b", user_id="u", session_id="s") is None
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_events_round_trip_and_partial_ones_are_not_stored(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        session = await service.create_session(app_name="a", user_id="u")
+        events = [
+            text_event("user", "Plan a trip to Kyoto"),
+            Event(
+                author="planner",
+                invocation_id="inv-1",
+                content=types.Content(
+                    role="model",
+                    parts=[
+                        types.Part(
+                            function_call=types.FunctionCall(
+                                id="c1", name="search", args={"q": "Kyoto", "n": 3}
+                            )
+                        )
+                    ],
+                ),
+            ),
+            text_event("planner", "Here is a plan.", {"plan": ["day 1", "day 2"]}),
+        ]
+        for event in events:
+            await service.append_event(session, event)
+            assert session.last_update_time == event.timestamp
+        partial = text_event("planner", "Here", partial=True)
+        assert await service.append_event(session, partial) is partial
+        assert len(session.events) == 3
+        got = await service.get_session(app_name="a", user_id="u", session_id=session.id)
+        assert got is not None
+        assert got.events == events
+        assert [e.model_dump(mode="json") for e in got.events] == [
+            e.model_dump(mode="json") for e in events
+        ]
+        assert got.last_update_time == events[-1].timestamp
+        assert got.state == {"plan": ["day 1", "day 2"]}
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_state_scopes(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        s1 = await service.create_session(app_name="a", user_id="alice")
+        s2 = await service.create_session(app_name="a", user_id="alice")
+        s3 = await service.create_session(app_name="a", user_id="bob")
+        s4 = await service.create_session(app_name="b", user_id="alice")
+        delta = {"own": 1, "app:shared": "x", "user:pref": "dark", "temp:scratch": 9}
+        await service.append_event(s1, state_event(delta))
+        assert s1.state["temp:scratch"] == 9  # in the live session object only
+        assert s1.events[-1].actions.state_delta == {
+            "own": 1,
+            "app:shared": "x",
+            "user:pref": "dark",
+        }
+
+        async def state(s: Any) -> dict[str, Any]:
+            got = await service.get_session(app_name=s.app_name, user_id=s.user_id, session_id=s.id)
+            assert got is not None
+            return got.state
+
+        assert await state(s1) == {"own": 1, "app:shared": "x", "user:pref": "dark"}
+        assert await state(s2) == {"app:shared": "x", "user:pref": "dark"}
+        assert await state(s3) == {"app:shared": "x"}
+        assert await state(s4) == {}
+        stored = await service.get_session(app_name="a", user_id="alice", session_id=s1.id)
+        assert stored is not None
+        assert "temp:scratch" not in stored.events[-1].actions.state_delta
+        # Later deltas overwrite key by key (None is a value, not a deletion).
+        await service.append_event(s2, state_event({"app:shared": None, "user:n": 2}))
+        assert await state(s1) == {"own": 1, "app:shared": None, "user:pref": "dark", "user:n": 2}
+        assert await state(s3) == {"app:shared": None}
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_get_user_state(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        assert await service.get_user_state(app_name="a", user_id="u") == {}
+        s = await service.create_session(app_name="a", user_id="u", state={"user:lang": "fr"})
+        await service.append_event(s, state_event({"user:tz": "CET", "app:x": 1, "own": 2}))
+        assert await service.get_user_state(app_name="a", user_id="u") == {
+            "lang": "fr",
+            "tz": "CET",
+        }
+        assert await service.get_user_state(app_name="a", user_id="v") == {}
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_get_session_config(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        session = await service.create_session(app_name="a", user_id="u")
+        base = session.last_update_time + 1
+        events = [text_event("user", f"m{n}", timestamp=base + n) for n in range(6)]
+        for event in events:
+            await service.append_event(session, event)
+
+        async def get(**config: Any) -> list[Event]:
+            got = await service.get_session(
+                app_name="a", user_id="u", session_id=session.id, config=GetSessionConfig(**config)
+            )
+            assert got is not None
+            return got.events
+
+        assert await get(num_recent_events=0) == []
+        assert await get(num_recent_events=2) == events[-2:]
+        assert await get(num_recent_events=100) == events
+        assert await get(after_timestamp=base + 3) == events[3:]
+        assert await get(after_timestamp=base + 3, num_recent_events=2) == events[4:]
+        assert await get() == events
+        with pytest.raises(ValueError, match="num_recent_events"):
+            GetSessionConfig(num_recent_events=-1)
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_list_sessions(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        assert (await service.list_sessions(app_name="a")).sessions == []
+        made = []
+        for user, sid in [("alice", "s1"), ("bob", "s2"), ("alice", "s3")]:
+            s = await service.create_session(
+                app_name="a", user_id=user, session_id=sid, state={"n": sid}
+            )
+            made.append(s)
+        await service.create_session(app_name="other", user_id="alice", session_id="x")
+        await service.append_event(made[0], text_event("user", "hi", {"user:u": 1, "app:p": 2}))
+        alice = (await service.list_sessions(app_name="a", user_id="alice")).sessions
+        assert [s.id for s in alice] == ["s3", "s1"]  # oldest update first
+        assert all(s.events == [] for s in alice)
+        assert alice[1].state == {"n": "s1", "user:u": 1, "app:p": 2}
+        assert alice[1].last_update_time == made[0].last_update_time
+        everyone = (await service.list_sessions(app_name="a")).sessions
+        assert [(s.user_id, s.id) for s in everyone] == [
+            ("bob", "s2"),
+            ("alice", "s3"),
+            ("alice", "s1"),
+        ]
+        assert everyone[0].state == {"n": "s2", "app:p": 2}
+        assert (await service.list_sessions(app_name="a", user_id="carol")).sessions == []
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_delete_session(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        s = await service.create_session(app_name="a", user_id="u", state={"user:k": 1})
+        await service.append_event(s, text_event("user", "hi"))
+        await service.delete_session(app_name="a", user_id="u", session_id=s.id)
+        assert await service.get_session(app_name="a", user_id="u", session_id=s.id) is None
+        assert (await service.list_sessions(app_name="a")).sessions == []
+        await service.delete_session(app_name="a", user_id="u", session_id=s.id)  # no error
+        with pytest.raises(SessionNotFoundError, match=rf"^Session {s.id} not found\.$"):
+            await service.append_event(s, text_event("user", "again"))
+        # User state outlives the session; the id can be used again.
+        assert await service.get_user_state(app_name="a", user_id="u") == {"k": 1}
+        again = await service.create_session(app_name="a", user_id="u", session_id=s.id)
+        got = await service.get_session(app_name="a", user_id="u", session_id=again.id)
+        assert got is not None
+        assert got.events == []
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", PERSISTENT)
+def test_stale_session(kind: str, tmp_path: Path) -> None:
+    async def body(service: BaseSessionService) -> None:
+        s = await service.create_session(app_name="a", user_id="u")
+        copy = await service.get_session(app_name="a", user_id="u", session_id=s.id)
+        assert copy is not None
+        await service.append_event(s, text_event("user", "first"))
+        with pytest.raises(StaleSessionError, match="stale session"):
+            await service.append_event(copy, text_event("user", "second"))
+        got = await service.get_session(app_name="a", user_id="u", session_id=s.id)
+        assert got is not None
+        assert [e.content.parts[0].text for e in got.events if e.content and e.content.parts] == [
+            "first"
+        ]
+        await service.append_event(got, text_event("user", "third"))  # a fresh copy may
+
+    run(kind, tmp_path, body)
+
+
+# -- ours only --------------------------------------------------------------------------------
+
+
+def test_sessions_survive_a_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "threads.db")
+
+    async def main() -> None:
+        service = ThreadstoreSessionService(path)
+        s = await service.create_session(app_name="a", user_id="u", state={"app:x": 1, "k": 2})
+        event = text_event("user", "hi", {"user:y": 3})
+        await service.append_event(s, event)
+        await service.close()
+        service = ThreadstoreSessionService(path)
+        try:
+            got = await service.get_session(app_name="a", user_id="u", session_id=s.id)
+            assert got is not None
+            assert got.events == [event]
+            assert got.state == {"k": 2, "app:x": 1, "user:y": 3}
+        finally:
+            await service.close()
+
+    asyncio.run(main())
+
+
+def test_threads_list_with_preview_in_namespaces(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with aio.open_store(tmp_path / "t.db", projectors=[adk.projector()]) as store:
+            service = ThreadstoreSessionService("unused", store=store)
+            s = await service.create_session(app_name="my/app", user_id="al ice")
+            await service.append_event(s, text_event("user", "Plan a trip"))
+            await service.append_event(s, text_event("planner", "Sure."))
+            await service.append_event(s, state_event({"k": 1}))
+            namespace = adk.session_namespace("my/app", "al ice")
+            assert namespace == "adk/my%2Fapp/al%20ice"
+            page = await store.list_threads(namespace=namespace)
+            (meta,) = page.threads
+            assert meta.preview == "Plan a trip"
+            assert meta.last_message == "Sure."
+            assert meta.id == adk.session_thread_id("my/app", "al ice", s.id)
+            kinds = [i.kind for i in await store.read_items(meta.id)]
+            assert kinds[-3:] == ["user_message", "assistant_message", "adk.event"]
+            await service.close()  # leaves a store= handle open
+            assert (await store.get_thread(meta.id)).id == meta.id
+
+    asyncio.run(main())
+
+
+def test_store_without_projector_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with aio.open_store(tmp_path / "t.db") as store:
+            service = ThreadstoreSessionService("unused", store=store)
+            s = await service.create_session(app_name="a", user_id="u")
+            with pytest.raises(RuntimeError, match=r"projectors=\[threadstore"):
+                await service.append_event(s, text_event("user", "hi"))
+
+    asyncio.run(main())
+
+
+def test_list_sessions_page_newest_first(tmp_path: Path) -> None:
+    async def main() -> None:
+        service = ThreadstoreSessionService(str(tmp_path / "t.db"))
+        try:
+            ids = []
+            for n in range(5):
+                s = await service.create_session(app_name="a", user_id="u", state={"n": n})
+                ids.append(s.id)
+            seen: list[str] = []
+            cursor = None
+            while True:
+                page = await service.list_sessions_page(
+                    app_name="a", user_id="u", limit=2, cursor=cursor
+                )
+                seen += [s.id for s in page.sessions]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert seen == ids[::-1]
+        finally:
+            await service.close()
+
+    asyncio.run(main())
+
+
+def test_memory_store_is_removed_on_close() -> None:
+    async def main() -> None:
+        service = ThreadstoreSessionService(":memory:")
+        await service.create_session(app_name="a", user_id="u", session_id="s")
+        tempdir = service._tempdir
+        assert tempdir is not None
+        assert os.path.exists(tempdir)  # noqa: ASYNC240 - a test's check
+        await service.close()
+        assert not os.path.exists(tempdir)  # noqa: ASYNC240 - a test's check
+
+    asyncio.run(main())
+
+
+def test_importing_threadstore_does_not_import_adk() -> None:
+    code = "import sys, threadstore, threadstore.integrations; print('google.adk' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
