@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Final, Literal, TypeVar
 import attrs
 import pytest
 import trio
-from _helpers import no_backoff
+from _helpers import fold_log, no_backoff
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -48,6 +48,7 @@ from hypothesis.stateful import (
 
 from threadstore import (
     AppendFailedError,
+    InvalidItemError,
     Item,
     ProjectionFailedError,
     Receipt,
@@ -62,8 +63,6 @@ from threadstore import (
     WriteFailedError,
     open_store,
 )
-from threadstore._items import datetime_to_us
-from threadstore._meta import Patch, Projection
 from threadstore.testing import Faults
 
 T = TypeVar("T")
@@ -78,6 +77,8 @@ OWN_IDS: Final = ("a", "b", 'it\'s "c"')
 #: Examples run, and errors the store raised by type, in this process (for the report).
 EXAMPLES: list[int] = [0]
 SEEN: Counter[str] = Counter()
+#: History edits that took effect (rewinds, forks, compactions appended), for the report.
+EDITS: Counter[str] = Counter()
 
 
 class TrioLoop:
@@ -161,17 +162,44 @@ class ModelThread:
             for item in call.items
         ]
 
+    def log(self) -> list[tuple[int, str, dict[str, Any]]]:
+        """``(seq, kind, data)`` of the thread's log: its acknowledged items, numbered."""
+        return [(seq, kind, data) for seq, (kind, data) in enumerate(self.acked_items(), 1)]
+
+    def visible(self) -> list[tuple[int, str, dict[str, Any]]]:
+        """The context rule: the items of the log no rewind took out. A ``rewind`` keeps
+        what is shown at that point through its ``to_seq`` (it brings back nothing an
+        earlier rewind hid); ``rewind`` and ``fork`` items are never shown."""
+        shown: list[tuple[int, str, dict[str, Any]]] = []
+        for seq, kind, data in self.log():
+            if kind == "rewind":
+                shown = [entry for entry in shown if entry[0] <= data["to_seq"]]
+            elif kind != "fork":
+                shown.append((seq, kind, data))
+        return shown
+
+    def context(self) -> list[tuple[int, str, dict[str, Any]]]:
+        """What ``read_context`` returns: the visible items from the latest compaction on."""
+        shown = self.visible()
+        starts = [n for n, (_, kind, _) in enumerate(shown) if kind == "compaction"]
+        return shown[starts[-1] :] if starts else shown
+
     def may_fail(self, faults_on: bool) -> bool:
         """Whether an append now may raise AppendFailedError."""
         return faults_on or any(c.state == "pending" and c.faulty for c in self.calls)
 
 
 def fold(meta: ThreadMeta, items: Sequence[StoredItem]) -> ThreadMeta:
-    """The metadata the built-in projection derives from ``items`` (the archived flag aside)."""
-    projection = Projection.new(meta.id, datetime_to_us(meta.created_at))
-    if items:
-        projection = projection.apply(Patch.from_items(items))
-    return attrs.evolve(projection.meta, archived_at=meta.archived_at)
+    """The metadata the built-in projection derives from ``items`` (the archived flag aside):
+    the pure reference fold, history edits included (``_helpers.fold_log``)."""
+    expected, _ = fold_log(
+        items,
+        thread_id=meta.id,
+        created_at=meta.created_at,
+        namespace=meta.namespace,
+        archived_at=meta.archived_at,
+    )
+    return expected
 
 
 TEXT = st.text(alphabet=st.sampled_from("ab z'\"%_é🧵\x00"), max_size=6)
@@ -189,6 +217,7 @@ KINDS: Final = (
     "tool_call",
     "tool_result",
     "note",
+    "compaction",
 )
 SPECS = st.lists(st.tuples(st.sampled_from(KINDS), TEXT), min_size=1, max_size=3)
 PICK = st.integers(min_value=0, max_value=1000)
@@ -208,6 +237,8 @@ def make_item(kind: str, text: str) -> Item:
     }
     if kind in simple:
         return simple[kind](text)
+    if kind == "compaction":
+        return Item.compaction(text)
     if kind == "turn_aborted":
         return Item.turn_aborted(text, "stopped")
     if kind == "token_usage":
@@ -331,6 +362,7 @@ class StoreMachine(RuleBasedStateMachine):
     # -- the model's bookkeeping -----------------------------------------------------------
 
     def acked(self, thread: ModelThread, call: Call, *, appended: bool = True) -> None:
+        EDITS.update(item.kind for item in call.items if item.kind in ("rewind", "compaction"))
         call.state = "acked"
         call.receipt = None
         if call.after_discard:
@@ -585,6 +617,111 @@ class StoreMachine(RuleBasedStateMachine):
             assert outcome.title == title
             self.acked(thread, call)
 
+    @precondition(has_threads)
+    @rule(n=PICK, summary=TEXT, specs=st.lists(st.tuples(st.sampled_from(KINDS), TEXT), max_size=2))
+    def compact(self, n: int, summary: str, specs: list[tuple[str, str]]) -> None:
+        """Append a compaction (``read_context`` starts there), maybe with items after it."""
+        tid = self.pick(n)
+        may_fail = tid in self.threads and self.threads[tid].may_fail(self.faults_on)
+        call, outcome = self.append_call(tid, [("compaction", summary), *specs], self.s.append)
+        if call is None:
+            return
+        if self.expect(outcome, AppendFailedError):
+            self.acked(self.threads[tid], call)
+        else:
+            assert may_fail, f"append failed without faults: {outcome!r}"
+
+    @precondition(has_threads)
+    @rule(n=PICK, back=st.integers(-1, 8))
+    def rewind(self, n: int, back: int) -> None:
+        """Rewind ``back`` items from the end (to a hidden seq too); -1: past the end."""
+        tid = self.pick(n)
+        thread = self.threads.get(tid)
+        if thread is None:
+            assert isinstance(self.attempt(self.s.rewind, tid, 0), ThreadNotFoundError)
+            return
+        self.resolve(thread)  # the seqs the rewind is about are settled
+        last = len(thread.acked_items())
+        to_seq = last + 1 if back < 0 else max(last - back, 0)
+        outcome = self.attempt(self.s.rewind, tid, to_seq)
+        if back < 0:
+            assert isinstance(outcome, InvalidItemError), "rewind past the end worked"
+            return  # (nothing written: check_logs compares the log with the model)
+        call = Call(items=(Item(kind="rewind", data={"to_seq": to_seq}),), state="failed")
+        thread.calls.append(call)
+        self.appends_since_open += 1
+        if isinstance(outcome, AppendFailedError):
+            assert self.faults_on, f"rewind failed without faults: {outcome!r}"
+            return
+        self.acked(thread, call)
+        if isinstance(outcome, ProjectionFailedError):
+            assert self.faults_on, f"projection failed without faults: {outcome!r}"
+            return  # recorded in the log; only the barrier failed
+        self.expect(outcome)
+        assert isinstance(outcome, ThreadMeta)
+        items = self.loop.call(self.s.read_items, tid)
+        assert outcome.seq == len(items) == last + 1, "rewind returned before visible"
+        assert outcome == fold(outcome, items)
+        assert outcome.item_count == len(thread.visible())
+
+    @precondition(has_threads)
+    @rule(
+        n=PICK,
+        back=st.none() | st.integers(-1, 6),
+        own=st.none() | st.sampled_from(OWN_IDS),
+        title=st.none() | TEXT,
+    )
+    def fork(self, n: int, back: int | None, own: str | None, title: str | None) -> None:
+        """Fork at ``back`` items from the end (None: all of it; -1: past the end)."""
+        tid = self.pick(n)
+        source = self.threads.get(tid)
+        if source is None:
+            assert isinstance(
+                self.attempt(fork_thread, self.s, tid, None, own, title), ThreadNotFoundError
+            )
+            return
+        self.resolve(source)
+        last = len(source.acked_items())
+        at = None if back is None else last + 1 if back < 0 else max(last - back, 0)
+        outcome = self.attempt(fork_thread, self.s, tid, at, own, title)
+        if at is not None and at > last:
+            assert isinstance(outcome, InvalidItemError), "fork past the end worked"
+            return
+        if own is not None and own in self.threads:
+            assert isinstance(outcome, ThreadExistsError), "forked onto a live thread"
+            return
+        if isinstance(outcome, WriteFailedError):
+            # A failed transaction (injected): nothing of the fork was written.
+            assert self.faults_on, f"fork failed without faults: {outcome!r}"
+            assert not isinstance(outcome, AppendFailedError), "the source was stored"
+            if own is not None:
+                assert isinstance(self.attempt(self.s.get_thread, own), ThreadNotFoundError)
+            return
+        self.expect(outcome)
+        assert isinstance(outcome, ThreadMeta)
+        at = last if at is None else at
+        copies = [(kind, data) for seq, kind, data in source.visible() if seq <= at]
+        head = [Item(kind="fork", data={"from": tid, "at_seq": at})]
+        if title is not None:
+            head.append(Item.title(title))
+        items = (*head, *(Item(kind=kind, data=data) for kind, data in copies))
+        assert (outcome.forked_from, outcome.forked_at) == (tid, at)
+        assert outcome.seq == len(items), "fork returned before its metadata was written"
+        if own is not None:
+            assert outcome.id == own
+        thread = self.threads[outcome.id] = ModelThread(outcome.id)
+        self.deleted.discard(outcome.id)
+        call = Call(items=items, state="failed")
+        thread.calls.append(call)
+        self.acked(thread, call, appended=False)
+        EDITS["fork"] += 1
+        # The copies keep their times (and the fork's metadata is the fold of its log).
+        forked = self.loop.call(self.s.read_items, outcome.id)
+        assert outcome == fold(outcome, forked)
+        by_seq = {i.seq: i for i in self.loop.call(self.s.read_items, tid)}
+        copied = [by_seq[seq].created_at for seq, _, _ in source.visible() if seq <= at]
+        assert [i.created_at for i in forked[len(head) :]] == copied
+
     @rule(on=st.booleans())
     def switch_faults(self, on: bool) -> None:
         """Faults on, or off and let the store settle (a last failure may still surface)."""
@@ -645,8 +782,24 @@ class StoreMachine(RuleBasedStateMachine):
             assert meta.seq <= len(items), "metadata ahead of the log"
             assert meta == fold(meta, items[: meta.seq]), "metadata is no fold of the log"
             assert (meta.archived_at is not None) == thread.archived
+            self.check_context(tid, thread, items)
         for tid in self.deleted:
             assert isinstance(self.attempt(self.s.read_items, tid), ThreadNotFoundError)
+
+    def check_context(
+        self, tid: str, thread: ModelThread, items: Sequence[StoredItem] | None = None
+    ) -> None:
+        """``read_context`` is the model's context: the very items of the log (times too),
+        and with a limit its newest ones."""
+        expected = thread.context()
+        got = self.loop.call(self.s.read_context, tid)
+        assert [(i.seq, i.kind, dict(i.data)) for i in got] == expected, "context differs"
+        if items is not None:
+            assert got == [items[seq - 1] for seq, _, _ in expected]
+        if expected:
+            limit = 1 + len(expected) // 2
+            tail = self.loop.call(self.s.read_context, tid, limit)
+            assert tail == got[-limit:]
 
     def check_converged(self) -> None:
         """After flush_all with faults off: metadata is the fold of the whole log."""
@@ -657,8 +810,22 @@ class StoreMachine(RuleBasedStateMachine):
             items = self.loop.call(self.s.read_items, tid)
             meta = self.loop.call(self.s.get_thread, tid)
             assert meta.seq == len(items), "flush_all returned before everything was visible"
+            # The context statistics fold the visible items; the attributes every item.
+            assert meta == fold(meta, items)
+            visible = thread.visible()
+            assert meta.item_count == len(visible)
+            assert meta.turn_count == sum(kind == "turn_started" for _, kind, _ in visible)
         stats = self.loop.call_sync(self.s.statistics)
         assert stats.lagging_threads == 0
+
+    @invariant()
+    def context_matches_the_model(self) -> None:
+        """Every thread with no call in flight: ``read_context`` is the model's context."""
+        if self.store is None:
+            return
+        for tid, thread in self.threads.items():
+            if not any(call.state == "pending" for call in thread.calls):
+                self.check_context(tid, thread)
 
     @invariant()
     def statistics_are_consistent(self) -> None:
@@ -699,6 +866,12 @@ def partial_create(
     return lambda: store.create_thread(goal=goal, title=title, thread_id=own)
 
 
+async def fork_thread(
+    store: Store, tid: str, at_seq: int | None, own: str | None, title: str | None
+) -> ThreadMeta:
+    return await store.fork(tid, at_seq=at_seq, thread_id=own, title=title)
+
+
 async def update_title(store: Store, tid: str, title: str) -> ThreadMeta:
     return await store.update_thread(tid, title=title)
 
@@ -711,8 +884,12 @@ def _run(base: Path, engine: str, machine_settings: settings) -> None:
     Machine.engine = engine
     before = EXAMPLES[0]
     SEEN.clear()
+    EDITS.clear()
     run_state_machine_as_test(Machine, settings=machine_settings)
-    print(f"stateful examples run: {EXAMPLES[0] - before}; errors seen: {dict(SEEN)}")
+    print(
+        f"stateful examples run: {EXAMPLES[0] - before}; errors seen: {dict(SEEN)}; "
+        f"history edits: {dict(EDITS)}"
+    )
 
 
 COMMON: Final[dict[str, Any]] = {
