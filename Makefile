@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 COVERAGE_FLOOR ?= 90
 
-.PHONY: venv bench-venv test soak lint typecheck ci demo bench bench-smoke bench-peers clean
+.PHONY: venv bench-venv test soak lint typecheck ci demo bench bench-smoke bench-peers clean test-integrations
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(STAMP)
 # Long randomized crash/fault trials (seeded; the seed is printed for replay).
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
+
+# The OpenAI Agents SDK's own session tests against ThreadstoreSession: fetches the pinned
+# sdist and pytest-asyncio into a temporary directory (nothing is kept), prints deselections.
+test-integrations: $(STAMP)
+	$(BIN)/python tests/integrations/openai_agents_sdk_suite.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check threadstore workers tests benchmarks examples
