@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.adk.errors._invocation_not_found_error import InvocationNotFoundError
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.sessions import InMemorySessionService
+from google.adk.sessions._rewind_utils import rewind_session
 from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig
 from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.genai import types
@@ -61,11 +63,17 @@ def run(kind: str, tmp_path: Path, body: Body) -> None:
     asyncio.run(main())
 
 
-def text_event(author: str, text: str, delta: dict[str, Any] | None = None, **kw: Any) -> Event:
+def text_event(
+    author: str,
+    text: str,
+    delta: dict[str, Any] | None = None,
+    invocation_id: str = "inv-1",
+    **kw: Any,
+) -> Event:
     role = "user" if author == "user" else "model"
     return Event(
         author=author,
-        invocation_id="inv-1",
+        invocation_id=invocation_id,
         content=types.Content(role=role, parts=[types.Part(text=text)]),
         actions=EventActions(state_delta=delta or {}),
         **kw,
@@ -413,3 +421,102 @@ def test_importing_threadstore_does_not_import_adk() -> None:
     code = "import sys, threadstore, threadstore.integrations; print('google.adk' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_adk_rewind_events_round_trip(kind: str, tmp_path: Path) -> None:
+    """ADK's own rewind (``Runner.rewind_async``) appends a reverting event: it works
+    on any service that stores events and deltas faithfully."""
+
+    async def body(service: BaseSessionService) -> None:
+        s = await service.create_session(app_name="a", user_id="u", state={"k": 0})
+        await service.append_event(s, text_event("user", "one", {"k": 1}, invocation_id="i1"))
+        await service.append_event(s, text_event("user", "two", {"k": 2, "j": 1}, "i2"))
+        got = await service.get_session(app_name="a", user_id="u", session_id=s.id)
+        assert got is not None
+        await rewind_session(session_service=service, session=got, rewind_before_invocation_id="i1")
+        after = await service.get_session(app_name="a", user_id="u", session_id=s.id)
+        assert after is not None
+        # ADK folds only events: state given to create_session is not restored.
+        assert after.state == {"k": None, "j": None}
+        assert len(after.events) == 3
+
+    run(kind, tmp_path, body)
+
+
+def test_rewind_session_is_a_history_edit(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with aio.open_store(tmp_path / "t.db", projectors=[adk.projector()]) as store:
+            service = ThreadstoreSessionService("unused", store=store)
+            s = await service.create_session(app_name="a", user_id="u", state={"k": 0})
+            first = text_event("user", "one", {"k": 1, "user:x": 1}, invocation_id="i1")
+            await service.append_event(s, first)
+            await service.append_event(s, text_event("user", "two", {"k": 2, "j": 3}, "i2"))
+            await service.append_event(s, text_event("planner", "ok", {"j": 4}, invocation_id="i2"))
+            with pytest.raises(InvocationNotFoundError):
+                await service.rewind_session(
+                    app_name="a", user_id="u", session_id=s.id, before_invocation_id="nope"
+                )
+            with pytest.raises(SessionNotFoundError):
+                await service.rewind_session(
+                    app_name="a", user_id="u", session_id="nope", before_invocation_id="i1"
+                )
+            rewound = await service.rewind_session(
+                app_name="a", user_id="u", session_id=s.id, before_invocation_id="i2"
+            )
+            assert rewound.events == [first]
+            assert rewound.state == {"k": 1, "user:x": 1}  # user state is not rewound
+            with pytest.raises(StaleSessionError):
+                await service.append_event(s, text_event("user", "late"))
+            await service.append_event(rewound, text_event("user", "three", {"k": 5}))
+            got = await service.get_session(app_name="a", user_id="u", session_id=s.id)
+            assert got is not None
+            assert [
+                e.content.parts[0].text for e in got.events if e.content and e.content.parts
+            ] == [
+                "one",
+                "three",
+            ]
+            assert got.state == {"k": 5, "user:x": 1}
+            # Nothing was lost: the log still holds every event.
+            tid = adk.session_thread_id("a", "u", s.id)
+            logged = [i for i in await store.read_items(tid) if "adk_event" in i.data]
+            assert len(logged) == 4
+            await service.close()
+
+    asyncio.run(main())
+
+
+def test_fork_session(tmp_path: Path) -> None:
+    async def main() -> None:
+        service = ThreadstoreSessionService(str(tmp_path / "t.db"))
+        try:
+            s = await service.create_session(app_name="a", user_id="u", state={"k": 0})
+            await service.append_event(s, text_event("user", "one", {"k": 1}))
+            fork = await service.fork_session(
+                app_name="a", user_id="u", session_id=s.id, new_session_id="branch"
+            )
+            assert fork.id == "branch"
+            assert fork.events == s.events
+            assert fork.state == {"k": 1}
+            await service.append_event(fork, text_event("user", "two", {"k": 2}))
+            source = await service.get_session(app_name="a", user_id="u", session_id=s.id)
+            assert source is not None
+            assert len(source.events) == 1
+            assert source.state == {"k": 1}
+            forked = await service.get_session(app_name="a", user_id="u", session_id="branch")
+            assert forked is not None
+            assert forked.state == {"k": 2}
+            assert len(forked.events) == 2
+            ids = {x.id for x in (await service.list_sessions(app_name="a")).sessions}
+            assert ids == {s.id, "branch"}
+            with pytest.raises(AlreadyExistsError):
+                await service.fork_session(
+                    app_name="a", user_id="u", session_id=s.id, new_session_id="branch"
+                )
+            with pytest.raises(SessionNotFoundError):
+                await service.fork_session(app_name="a", user_id="u", session_id="nope")
+        finally:
+            await service.close()
+
+    asyncio.run(main())

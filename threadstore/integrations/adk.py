@@ -30,7 +30,6 @@ service installs; a store passed as ``store=`` must be opened with
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import json
 import shutil
@@ -49,6 +48,7 @@ from . import require
 
 require("google.adk", "adk")
 
+from google.adk.errors._invocation_not_found_error import InvocationNotFoundError  # noqa: E402
 from google.adk.errors._stale_session_error import StaleSessionError  # noqa: E402
 from google.adk.errors.already_exists_error import AlreadyExistsError  # noqa: E402
 from google.adk.errors.session_not_found_error import SessionNotFoundError  # noqa: E402
@@ -286,6 +286,7 @@ class ThreadstoreSessionService(BaseSessionService):
                         "user": user_id,
                         "id": session_id,
                         "create_time": now,
+                        "initial_state": deltas["session"],
                         "state": deltas["session"],
                         "update_time": now,
                     }
@@ -369,12 +370,18 @@ class ThreadstoreSessionService(BaseSessionService):
             async for meta in _all_threads(store, users_namespace(app_name)):
                 adk = meta.extra.get(NAME, {})
                 users[adk["user"]] = dict(adk.get("state") or {})
-        sessions = []
-        for user, user_state in users.items():
+        found: list[tuple[float, str, str, ThreadMeta]] = []
+
+        async def walk(user: str) -> None:
             async for meta in _all_threads(store, session_namespace(app_name, user)):
-                sessions.append(_listed(meta, app_state, user_state))
-        sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
-        return ListSessionsResponse(sessions=sessions)
+                adk = meta.extra[NAME]
+                found.append((adk["update_time"], user, adk["id"], meta))
+
+        await asyncio.gather(*(walk(user) for user in users))  # the store reads in parallel
+        found.sort(key=_first_three)  # ADK's order: oldest update first
+        return ListSessionsResponse(
+            sessions=[_listed(meta, app_state, users[user]) for _, user, _, meta in found]
+        )
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         store = await self._open()
@@ -450,6 +457,84 @@ class ThreadstoreSessionService(BaseSessionService):
             [_listed(m, app_state, user_state) for m in page.threads], page.next_cursor
         )
 
+    async def rewind_session(
+        self, *, app_name: str, user_id: str, session_id: str, before_invocation_id: str
+    ) -> Session:
+        """Take the first event of ``before_invocation_id`` and every later event out of the
+        session, as ``Runner.rewind_async`` does, but as a history edit (``Store.rewind``):
+        the events stay in the log (``read_items``), the session's own state is folded
+        again from the events that remain, ``app:``/``user:`` state is left as it is (as
+        ADK's rewind leaves it). Returns the session as ``get_session`` now returns it.
+
+        Raises ``SessionNotFoundError`` or ADK's ``InvocationNotFoundError``.
+        """
+        store = await self._open()
+        tid = session_thread_id(app_name, user_id, session_id)
+        try:
+            items = await store.read_context(tid)
+        except ThreadNotFoundError:
+            raise SessionNotFoundError(f"Session {session_id} not found.") from None
+        cut = next(
+            (
+                item.seq
+                for item in items
+                if _event_of(item)
+                and item.data[EVENT_KEY].get("invocation_id") == before_invocation_id
+            ),
+            None,
+        )
+        if cut is None:
+            raise InvocationNotFoundError(f"Invocation ID not found: {before_invocation_id}")
+        await store.rewind(tid, cut - 1)
+        await self._refold(store, tid, session_id)
+        session = await self.get_session(app_name=app_name, user_id=user_id, session_id=session_id)
+        assert session is not None
+        return session
+
+    async def fork_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        new_session_id: str | None = None,
+    ) -> Session:
+        """A new session of the same user with a copy of ``session_id``'s events and state
+        (``Store.fork``: one transaction); later events of either never show in the other.
+
+        Raises ``SessionNotFoundError``, or ``AlreadyExistsError`` if ``new_session_id`` is
+        taken.
+        """
+        store = await self._open()
+        new_id = (new_session_id.strip() if new_session_id else None) or platform_uuid.new_uuid()
+        new_tid = session_thread_id(app_name, user_id, new_id)
+        try:
+            await store.fork(session_thread_id(app_name, user_id, session_id), thread_id=new_tid)
+        except ThreadNotFoundError:
+            raise SessionNotFoundError(f"Session {session_id} not found.") from None
+        except ThreadExistsError:
+            raise AlreadyExistsError(f"Session with id {new_id} already exists.") from None
+        await self._refold(store, new_tid, new_id)
+        session = await self.get_session(app_name=app_name, user_id=user_id, session_id=new_id)
+        assert session is not None
+        return session
+
+    async def _refold(self, store: aio.Store, tid: str, session_id: str) -> None:
+        """Fold the session's state again from the events of its context, and record it."""
+        meta = await store.get_thread(tid)
+        adk = dict(meta.extra[NAME])
+        state = dict(adk.get("initial_state") or {})
+        for item in await store.read_context(tid):
+            if _event_of(item):
+                delta = (item.data[EVENT_KEY].get("actions") or {}).get("state_delta") or {}
+                state.update(_session_util.extract_state_delta(dict(delta))["session"])
+        adk.update(id=session_id, state=state, update_time=platform_time.get_time())
+        await store.update_thread(tid, extra={NAME: adk})
+
+
+def _event_of(item: StoredItem) -> bool:
+    return item.kind in _EVENT_KINDS and isinstance(item.data.get(EVENT_KEY), Mapping)
+
 
 async def _all_threads(store: aio.Store, namespace: str) -> AsyncIterator[ThreadMeta]:
     cursor: str | None = None
@@ -486,12 +571,26 @@ def _event_item(event: Event) -> Item:
     return Item(kind=kind, data={"text": text, **data})
 
 
+def _first_three(found: tuple[float, str, str, ThreadMeta]) -> tuple[float, str, str]:
+    return found[0], found[1], found[2]
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of a JSON value (what the store holds), faster than ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
 def _merge_state(
     app_state: Mapping[str, Any], user_state: Mapping[str, Any], session_state: Mapping[str, Any]
 ) -> dict[str, Any]:
-    merged = copy.deepcopy(dict(session_state))
+    """ADK's merged view: the session's keys, then ``app:`` and ``user:`` keys (copies)."""
+    merged = {key: _copy(value) for key, value in session_state.items()}
     for key, value in app_state.items():
-        merged[State.APP_PREFIX + key] = copy.deepcopy(value)
+        merged[State.APP_PREFIX + key] = _copy(value)
     for key, value in user_state.items():
-        merged[State.USER_PREFIX + key] = copy.deepcopy(value)
+        merged[State.USER_PREFIX + key] = _copy(value)
     return merged
