@@ -560,7 +560,7 @@ def test_views_and_history_edits_through_the_blocking_layer(tmp_path: Path) -> N
         fork = alice.fork(meta.id, at_seq=2, title="branch")
         assert fork.namespace == "acme/alice"
         texts = [i.data.get("text") for i in alice.read_context(fork.id)]
-        assert texts == ["branch", "trip", "q1"]
+        assert texts == ["trip", "q1", "branch"]
         assert len(store.read_items(meta.id)) == 5  # nothing left the log
         assert {t.id for t in store.list_threads(namespace="acme/alice").threads} == {
             meta.id,

@@ -158,13 +158,23 @@ async def test_fork_copies_the_context_and_the_two_never_mix(store: Store) -> No
     assert (fork.forked_from, fork.forked_at) == (source.id, 6)
     assert fork.title == "what if"
     assert (fork.preview, fork.last_message, fork.item_count) == ("q1", "a1", 4)
-    assert _texts(await store.read_context(fork.id)) == ["what if", "plan", "q1", "a1"]
+    assert _texts(await store.read_context(fork.id)) == ["plan", "q1", "a1", "what if"]
     await store.append_and_flush(fork.id, Item.user_message("only in the fork"))
     await store.append_and_flush(source.id, Item.user_message("only in the source"))
     assert _texts(await store.read_context(fork.id))[-1] == "only in the fork"
     assert "only in the fork" not in _texts(await store.read_context(source.id))
     listed = {t.id: t for t in (await store.list_threads()).threads}
     assert listed[fork.id].preview == "q1"  # listed at once, with its own metadata
+
+
+async def test_a_forks_title_wins_over_the_copied_one(store: Store) -> None:
+    source = await store.create_thread(title="Trip to Rome", goal="plan")
+    await _chat(store, source.id, "q1")
+    fork = await store.fork(source.id, title="What if Paris")
+    assert fork.title == "What if Paris"
+    assert (await store.get_thread(source.id)).title == "Trip to Rome"
+    plain = await store.fork(source.id)
+    assert plain.title == "Trip to Rome"  # without a title, the source's carries over
 
 
 async def test_fork_at_a_seq_and_with_a_given_id(store: Store) -> None:

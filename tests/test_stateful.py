@@ -701,10 +701,9 @@ class StoreMachine(RuleBasedStateMachine):
         assert isinstance(outcome, ThreadMeta)
         at = last if at is None else at
         copies = [(kind, data) for seq, kind, data in source.visible() if seq <= at]
-        head = [Item(kind="fork", data={"from": tid, "at_seq": at})]
-        if title is not None:
-            head.append(Item.title(title))
-        items = (*head, *(Item(kind=kind, data=data) for kind, data in copies))
+        marker = Item(kind="fork", data={"from": tid, "at_seq": at})
+        titled = () if title is None else (Item.title(title),)  # last: the fork's title wins
+        items = (marker, *(Item(kind=kind, data=data) for kind, data in copies), *titled)
         assert (outcome.forked_from, outcome.forked_at) == (tid, at)
         assert outcome.seq == len(items), "fork returned before its metadata was written"
         if own is not None:
@@ -720,7 +719,9 @@ class StoreMachine(RuleBasedStateMachine):
         assert outcome == fold(outcome, forked)
         by_seq = {i.seq: i for i in self.loop.call(self.s.read_items, tid)}
         copied = [by_seq[seq].created_at for seq, _, _ in source.visible() if seq <= at]
-        assert [i.created_at for i in forked[len(head) :]] == copied
+        assert [i.created_at for i in forked[1 : 1 + len(copied)]] == copied
+        if title is not None:
+            assert outcome.title == title
 
     @rule(on=st.booleans())
     def switch_faults(self, on: bool) -> None:

@@ -102,10 +102,12 @@ class RewindThread:
 
 @attrs.frozen(kw_only=True, slots=True)
 class ForkThread:
-    """Create ``thread_id`` in ``namespace`` from ``head`` (its ``fork`` item, then a
-    ``title`` item if given) followed by copies of the source's context through ``at_seq``
-    as its log stood at seq ``through`` (kinds, data and times; new seqs). All or nothing:
-    one transaction. Fails with :class:`~threadstore.ThreadExistsError` if the id is taken.
+    """Create ``thread_id`` in ``namespace`` whose log is ``marker`` (its ``fork`` item, seq
+    1), copies of the source's context through ``at_seq`` as its log stood at seq
+    ``through`` (kinds, data and times; new seqs), then ``tail`` (``(created_at_us, kind,
+    data_json)``: a ``title`` item if given, last so that it is the latest title). All or
+    nothing: one transaction. Fails with :class:`~threadstore.ThreadExistsError` if the id
+    is taken.
     """
 
     thread_id: str
@@ -113,7 +115,8 @@ class ForkThread:
     through: int
     at_seq: int
     created_us: int
-    head: list[LogRow]
+    marker: LogRow
+    tail: list[tuple[int, str, str]]
     namespace: str
 
 
@@ -358,15 +361,14 @@ def fold_for_write(
 
 
 def fork_rows(op: ForkThread, log: Sequence[LogRow]) -> list[LogRow]:
-    """The new thread's log for ``op``: its head, then the source's context through
+    """The new thread's log for ``op``: its ``fork`` item, the source's context through
     ``op.at_seq`` (``log``: the source's rows through ``op.through``), renumbered, each with
-    its time and the very JSON the source holds."""
-    first = len(op.head) + 1
+    its time and the very JSON the source holds, then ``op.tail``."""
     copied = [entry for entry in context_rows(log) if entry.seq <= op.at_seq]
-    return [
-        *op.head,
-        *((first + i, e.at, e.kind, e.text) for i, e in enumerate(copied)),
-    ]
+    rows: list[LogRow] = [op.marker]
+    rows += [(2 + i, e.at, e.kind, e.text) for i, e in enumerate(copied)]
+    rows += [(len(rows) + 1 + i, at, kind, text) for i, (at, kind, text) in enumerate(op.tail)]
+    return rows
 
 
 def fold_rows(items: Iterable[StoredItem]) -> list[tuple[int, int, str, Mapping[str, Any]]]:

@@ -600,9 +600,10 @@ class Store:
         """Make a new thread whose context is ``source_id``'s context through ``at_seq``
         (default: all of it) as it is at the call; return its metadata once it is listed.
 
-        The new thread is in the source's namespace; its log is a ``fork`` item, then
-        ``title`` if given, then copies of the context's items. ``ThreadMeta.forked_from``
-        and ``forked_at`` name the source. Later appends to either never show in the other.
+        The new thread is in the source's namespace; its log is a ``fork`` item, copies of
+        the context's items, then ``title`` if given (the fork's title from then on).
+        ``ThreadMeta.forked_from`` and ``forked_at`` name the source. Later appends to
+        either never show in the other.
         Raises :class:`InvalidItemError` (bad ``at_seq``, ``thread_id`` or ``title``),
         :class:`ThreadNotFoundError`, :class:`ThreadExistsError`; nothing is written then.
         If the caller is cancelled the fork still commits.
@@ -613,7 +614,7 @@ class Store:
         at = through if at_seq is None else _bounded("at_seq", at_seq, through)
         tid = new_thread_id() if thread_id is None else validate_thread_id(thread_id)
         head = [Item(kind=FORK_KIND, data={"from": state.id, "at_seq": at})]
-        if title is not None:
+        if title is not None:  # after the copies: the latest title is the fork's
             head.append(Item.title(_text("title", title)))
         encoded = [encode_item(item, max_item_bytes=self._max_item_bytes) for item in head]
         if tid in self._threads:
@@ -623,17 +624,19 @@ class Store:
                 await state.last_job.wait()
         if state.durable < at:
             raise AppendFailedError(state.id, at, "the items to fork were not stored")
-        rows = [
-            (i + 1, self._times.next_us(), item.kind, text)
-            for i, (item, text) in enumerate(zip(head, encoded, strict=True))
+        created = self._times.next_us()
+        timed = [
+            (self._times.next_us(), item.kind, text)
+            for item, text in zip(head, encoded, strict=True)
         ]
         op = ForkThread(
             thread_id=tid,
             source_id=state.id,
             through=min(through, state.durable),
             at_seq=at,
-            created_us=self._times.next_us(),
-            head=rows,
+            created_us=created,
+            marker=(1, *timed[0]),
+            tail=timed[1:],
             namespace=state.namespace,
         )
         job = engine.fork(op, partial(self._forked, state.namespace))

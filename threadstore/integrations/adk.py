@@ -44,6 +44,7 @@ from .. import aio
 from .._errors import ThreadExistsError, ThreadNotFoundError
 from .._items import Item, StoredItem
 from .._meta import ThreadMeta
+from .._values import Projector
 from . import require
 
 require("google.adk", "adk")
@@ -148,7 +149,7 @@ class _Projector:
 _PROJECTOR: Final = _Projector()
 
 
-def projector() -> Any:
+def projector() -> Projector:
     """The projector a store serving ``ThreadstoreSessionService`` must be opened with."""
     return _PROJECTOR
 
@@ -205,6 +206,7 @@ class ThreadstoreSessionService(BaseSessionService):
         stack, self._stack = self._stack, None
         if stack is not None:
             self._store = None
+            self._known.clear()
             await stack.aclose()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)

@@ -313,7 +313,7 @@ def _fork_job(op: ForkThread, conn: sqlite3.Connection) -> ThreadMeta:
     except sqlite3.IntegrityError as exc:
         raise ThreadExistsError(op.thread_id) from exc
     sql.append_items(conn, op.thread_id, rows, expected_last=0)
-    sql.insert_hidden(conn, op.thread_id, op.head[:1])
+    sql.insert_hidden(conn, op.thread_id, rows[:1])
     return projection.meta
 
 
