@@ -372,17 +372,19 @@ class ThreadstoreSessionService(BaseSessionService):
             async for meta in _all_threads(store, users_namespace(app_name)):
                 adk = meta.extra.get(NAME, {})
                 users[adk["user"]] = dict(adk.get("state") or {})
-        found: list[tuple[float, str, str, ThreadMeta]] = []
+        # Only each session's ``extra["adk"]`` is kept: the ThreadMetas are freed page by
+        # page, which keeps the garbage collector's work down at 10,000 sessions.
+        found: list[tuple[float, str, str, Mapping[str, Any]]] = []
 
         async def walk(user: str) -> None:
             async for meta in _all_threads(store, session_namespace(app_name, user)):
                 adk = meta.extra[NAME]
-                found.append((adk["update_time"], user, adk["id"], meta))
+                found.append((adk["update_time"], user, adk["id"], adk))
 
         await asyncio.gather(*(walk(user) for user in users))  # the store reads in parallel
         found.sort(key=_first_three)  # ADK's order: oldest update first
         return ListSessionsResponse(
-            sessions=[_listed(meta, app_state, users[user]) for _, user, _, meta in found]
+            sessions=[_listed(adk, app_state, users[user]) for _, user, _, adk in found]
         )
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
@@ -456,7 +458,8 @@ class ThreadstoreSessionService(BaseSessionService):
             namespace=session_namespace(app_name, user_id),
         )
         return SessionsPage(
-            [_listed(m, app_state, user_state) for m in page.threads], page.next_cursor
+            [_listed(m.extra[NAME], app_state, user_state) for m in page.threads],
+            page.next_cursor,
         )
 
     async def rewind_session(
@@ -551,8 +554,9 @@ async def _all_threads(store: aio.Store, namespace: str) -> AsyncIterator[Thread
             return  # noqa: ASYNC911 - list_threads awaited
 
 
-def _listed(meta: ThreadMeta, app_state: dict[str, Any], user_state: dict[str, Any]) -> Session:
-    adk = meta.extra[NAME]
+def _listed(
+    adk: Mapping[str, Any], app_state: dict[str, Any], user_state: dict[str, Any]
+) -> Session:
     return Session(
         app_name=adk["app"],
         user_id=adk["user"],
@@ -573,7 +577,7 @@ def _event_item(event: Event) -> Item:
     return Item(kind=kind, data={"text": text, **data})
 
 
-def _first_three(found: tuple[float, str, str, ThreadMeta]) -> tuple[float, str, str]:
+def _first_three(found: tuple[float, str, str, Mapping[str, Any]]) -> tuple[float, str, str]:
     return found[0], found[1], found[2]
 
 
