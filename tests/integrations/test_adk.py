@@ -520,3 +520,69 @@ def test_fork_session(tmp_path: Path) -> None:
             await service.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_sessions_read_back_equal(kind: str, tmp_path: Path) -> None:
+    """``get_session`` returns a session equal to the one created and appended to, events
+    with bytes, sets and nested metadata included."""
+
+    async def body(service: BaseSessionService) -> None:
+        session = await service.create_session(app_name="a", user_id="u", state={"k": "v"})
+        got = await service.get_session(app_name="a", user_id="u", session_id=session.id)
+        assert got == session
+        content = types.Content(
+            role="user",
+            parts=[
+                types.Part(text="look"),
+                types.Part.from_bytes(data=b"\x89PNG\x00\xff", mime_type="image/png"),
+            ],
+        )
+        event = Event(
+            invocation_id="inv",
+            author="user",
+            content=content,
+            turn_complete=True,
+            actions=EventActions(artifact_delta={"file": 0}, transfer_to_agent="x", escalate=True),
+            long_running_tool_ids={"tool1", "tool2"},
+            error_code="code",
+            interrupted=True,
+            grounding_metadata=types.GroundingMetadata(
+                web_search_queries=["q"],
+                search_entry_point=types.SearchEntryPoint(sdk_blob=b"blob\x00"),
+            ),
+            usage_metadata=types.GenerateContentResponseUsageMetadata(
+                prompt_token_count=1, candidates_token_count=1, total_token_count=2
+            ),
+            custom_metadata={"nested": {"list": [1, 2.5, None, "s"]}},
+        )
+        await service.append_event(session, event)
+        got = await service.get_session(app_name="a", user_id="u", session_id=session.id)
+        assert got == session
+        assert got is not None
+        assert got.events[0].content == content
+        assert got.events[0].long_running_tool_ids == {"tool1", "tool2"}
+
+    run(kind, tmp_path, body)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_events_with_earlier_timestamps(kind: str, tmp_path: Path) -> None:
+    """Events may carry any timestamp; the session's update time follows the last one."""
+
+    async def body(service: BaseSessionService) -> None:
+        session = await service.create_session(app_name="a", user_id="u")
+        for t in range(1, 6):
+            await service.append_event(session, Event(author="user", timestamp=float(t)))
+        assert session.last_update_time == 5.0
+        got = await service.get_session(
+            app_name="a",
+            user_id="u",
+            session_id=session.id,
+            config=GetSessionConfig(num_recent_events=3, after_timestamp=4.0),
+        )
+        assert got is not None
+        assert [e.timestamp for e in got.events] == [4.0, 5.0]
+        assert got.last_update_time == 5.0
+
+    run(kind, tmp_path, body)
