@@ -29,7 +29,7 @@ from google.adk.sessions.base_session_service import BaseSessionService, GetSess
 from google.adk.sessions.sqlite_session_service import SqliteSessionService
 from google.genai import types
 
-from threadstore import aio
+from threadstore import InvalidItemError, aio
 from threadstore.integrations import adk
 from threadstore.integrations.adk import ThreadstoreSessionService
 
@@ -586,3 +586,22 @@ def test_events_with_earlier_timestamps(kind: str, tmp_path: Path) -> None:
         assert got.last_update_time == 5.0
 
     run(kind, tmp_path, body)
+
+
+def test_an_event_too_big_writes_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        service = ThreadstoreSessionService(str(tmp_path / "t.db"))
+        try:
+            s = await service.create_session(app_name="a", user_id="u")
+            big = state_event({"app:blob": "x" * (1 << 20), "user:k": 1, "k": 2})
+            with pytest.raises(InvalidItemError, match="max_item_bytes"):
+                await service.append_event(s, big)
+            got = await service.get_session(app_name="a", user_id="u", session_id=s.id)
+            assert got is not None
+            assert got.events == []
+            assert got.state == {}
+            assert await service.get_user_state(app_name="a", user_id="u") == {}
+        finally:
+            await service.close()
+
+    asyncio.run(main())

@@ -415,17 +415,20 @@ class ThreadstoreSessionService(BaseSessionService):
                 " earlier than the update_time in storage."
                 " Please check if it is a stale session."
             )
-        pending: list[tuple[str, int]] = []
-        if event.actions.state_delta:
-            deltas = _session_util.extract_json_safe_state_delta(event.actions.state_delta)
-            if deltas["app"] or deltas["user"]:
-                await self._ensure_state_threads(store, app_name, user_id)
-            pending = self._apply_scoped_deltas(store, app_name, user_id, deltas, event.timestamp)
-        pending.append((tid, store.append_nowait(tid, _event_item(event)).seq))
-        for thread_id, seq in pending:
-            await store.flush(thread_id, seq)
+        deltas = _session_util.extract_json_safe_state_delta(event.actions.state_delta or {})
+        if deltas["app"] or deltas["user"]:
+            await self._ensure_state_threads(store, app_name, user_id)
+        # The event first: its item holds the deltas, so if it is refused (too big), nothing
+        # was written; the deltas follow at once, ordered with it (usually one commit).
+        seq = store.append_nowait(tid, _event_item(event)).seq
+        pending = [
+            (tid, seq),
+            *self._apply_scoped_deltas(store, app_name, user_id, deltas, event.timestamp),
+        ]
+        for thread_id, at in pending:
+            await store.flush(thread_id, at)
         if not self._checked:
-            self._check_projector(await store.get_thread(tid), pending[-1][1])
+            self._check_projector(await store.get_thread(tid), seq)
         session.last_update_time = event.timestamp
         return self._commit_event_to_session(session, event)
 
