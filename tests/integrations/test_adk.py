@@ -605,3 +605,19 @@ def test_an_event_too_big_writes_nothing(tmp_path: Path) -> None:
             await service.close()
 
     asyncio.run(main())
+
+
+def test_a_state_too_big_creates_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        service = ThreadstoreSessionService(str(tmp_path / "t.db"))
+        try:
+            with pytest.raises(InvalidItemError, match="max_item_bytes"):
+                await service.create_session(
+                    app_name="a", user_id="u", session_id="s", state={"app:x": "x" * (1 << 20)}
+                )
+            assert await service.get_session(app_name="a", user_id="u", session_id="s") is None
+            await service.create_session(app_name="a", user_id="u", session_id="s")
+        finally:
+            await service.close()
+
+    asyncio.run(main())

@@ -41,7 +41,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from .. import aio
-from .._errors import ThreadExistsError, ThreadNotFoundError
+from .._errors import InvalidItemError, ThreadExistsError, ThreadNotFoundError
 from .._items import Item, StoredItem
 from .._meta import ThreadMeta
 from .._values import Projector
@@ -296,7 +296,12 @@ class ThreadstoreSessionService(BaseSessionService):
             )
         except ThreadExistsError:
             raise AlreadyExistsError(f"Session with id {session_id} already exists.") from None
-        for thread_id, seq in self._apply_scoped_deltas(store, app_name, user_id, deltas, now):
+        try:
+            pending = self._apply_scoped_deltas(store, app_name, user_id, deltas, now)
+        except InvalidItemError:  # a delta too big: no session either
+            await store.delete_thread(session_thread_id(app_name, user_id, session_id))
+            raise
+        for thread_id, seq in pending:
             await store.flush(thread_id, seq)
         app_state = await self._scoped_state(store, _app_thread_id(app_name))
         user_state = await self._scoped_state(store, _user_thread_id(app_name, user_id))
