@@ -220,13 +220,13 @@ def _acquire(db_path: str | Path) -> _Shared:
 
 
 def _release(shared: _Shared) -> None:
-    with _shared_lock:
+    with _shared_lock:  # held while closing: a session opening the path meanwhile waits
         shared.users -= 1
         if shared.users > 0:
             return
         if shared.key is not None:
             del _shared[shared.key]
-    shared.close()
+        shared.close()
 
 
 def _session_lock(portal: Portal, thread_id: str) -> threading.Lock:
