@@ -229,10 +229,11 @@ def _release(shared: _Shared) -> None:
         shared.close()
 
 
-def _session_lock(portal: Portal, thread_id: str) -> threading.Lock:
+def _per_store(portal: Portal, thread_id: str) -> tuple[threading.Lock, set[str]]:
+    """The session's lock, and the set of threads known to exist in ``portal``'s store."""
     with _shared_lock:
         locks = _locks.setdefault(portal, {})
-        return locks.setdefault(thread_id, threading.Lock())
+        return locks.setdefault(thread_id, threading.Lock()), _created.setdefault(portal, set())
 
 
 def _wider(window: int) -> int | None:
@@ -329,7 +330,7 @@ class ThreadstoreSession:
             raise
         self.namespace = namespace
         self.thread_id = thread_id_for(session_id)
-        self._lock = _session_lock(self._portal, self.thread_id)
+        self._lock, self._created = _per_store(self._portal, self.thread_id)
 
     def __repr__(self) -> str:
         return (
@@ -409,7 +410,7 @@ class ThreadstoreSession:
             await asyncio.sleep(0)
             return None
         self._check_not_closed()
-        stored = [(s, i) for s, i in self._pairs(await self._read(None))]
+        stored = self._pairs(await self._read(None))
         tail = stored[-limit:] if limit > 0 else []
         expected_all = [s.seq for s, _ in tail]
 
@@ -475,7 +476,7 @@ class ThreadstoreSession:
         return await _settled(asyncio.to_thread(locked))
 
     def _append(self, items: list[Item]) -> None:
-        created = _created.setdefault(self._portal, set())
+        created = self._created
         for attempt in (1, 2):
             if self.thread_id not in created:
                 self._create()
