@@ -28,12 +28,12 @@ _LIST_SQL = "SELECT session_id FROM agent_sessions ORDER BY updated_at DESC LIMI
 
 
 def _session_class(settings: str) -> Any:
-    from agents.memory import SQLiteSession  # type: ignore[import-not-found]
+    from agents.memory import SQLiteSession  # type: ignore[import-not-found, unused-ignore]
 
     if settings == "shipped":
         return SQLiteSession
 
-    class MatchedSQLiteSession(SQLiteSession):  # type: ignore[misc]
+    class MatchedSQLiteSession(SQLiteSession):  # type: ignore[misc, unused-ignore]
         @staticmethod
         def _configure_connection(conn: sqlite3.Connection) -> None:
             SQLiteSession._configure_connection(conn)
