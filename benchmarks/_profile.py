@@ -43,6 +43,10 @@ class Profile:
     #: S8: items in the long thread; timed calls of each history edit.
     s8_items: int
     s8_calls: int
+    #: S9: ADK sessions (over users) listed; timed calls.
+    s9_sessions: int
+    s9_users: int
+    s9_calls: int
     #: A scenario still running after this many seconds fails (a hang must not stall CI).
     timeout_s: float
 
@@ -68,6 +72,9 @@ SMOKE: Final = Profile(
     s7_repeats=1,
     s8_items=1000,
     s8_calls=3,
+    s9_sessions=500,
+    s9_users=10,
+    s9_calls=3,
     timeout_s=120,
 )
 
@@ -92,6 +99,9 @@ QUICK: Final = Profile(
     s7_repeats=2,
     s8_items=10000,
     s8_calls=10,
+    s9_sessions=2000,
+    s9_users=10,
+    s9_calls=10,
     timeout_s=600,
 )
 
@@ -116,6 +126,9 @@ FULL: Final = Profile(
     s7_repeats=5,
     s8_items=10000,
     s8_calls=30,
+    s9_sessions=10000,
+    s9_users=10,
+    s9_calls=20,
     timeout_s=3_600,
 )
 

@@ -22,6 +22,7 @@ from . import (
     s6_recovery,
     s7_access,
     s8_history,
+    s9_adk,
 )
 from ._burst import burst, make_threads
 from ._figures import ScenarioResult
@@ -49,6 +50,7 @@ SCENARIOS: Final = {
         s6_recovery,
         s7_access,
         s8_history,
+        s9_adk,
     )
 }
 

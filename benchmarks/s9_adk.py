@@ -36,25 +36,14 @@ from ._profile import Profile
 from ._stats import summarize
 
 ID: Final = "S9"
-TITLE: Final = "ADK sessions: list_sessions at 10,000 sessions"
+TITLE: Final = "ADK sessions: list_sessions (10,000 sessions with --full)"
 
 APP: Final = "bench_app"
-#: Sizes by profile name until the profile has ``s9_*`` fields (sessions, users, calls).
-DEFAULTS: Final = {
-    "smoke": (500, 10, 3),
-    "quick": (2_000, 10, 10),
-    "full": (10_000, 10, 20),
-}
 _CONCURRENCY: Final = 50  # sessions filled at once (ours)
 
 
 def _sizes(profile: Profile) -> tuple[int, int, int]:
-    sessions, users, calls = DEFAULTS.get(profile.name, DEFAULTS["quick"])
-    return (
-        int(getattr(profile, "s9_sessions", sessions)),
-        int(getattr(profile, "s9_users", users)),
-        int(getattr(profile, "s9_calls", calls)),
-    )
+    return profile.s9_sessions, profile.s9_users, profile.s9_calls
 
 
 def _events(k: int, start: float) -> list[Event]:
