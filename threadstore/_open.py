@@ -14,6 +14,7 @@ import workers
 
 from ._config import StoreConfig
 from ._engine import Engine
+from ._errors import StoreFormatError
 from ._store import Store
 from ._thread_state import ThreadState
 from ._values import Projector
@@ -98,6 +99,11 @@ async def _running(path: str, engine: Engine, config: StoreConfig) -> AsyncItera
         return
     index = engine.thread_index()
     for tid, last_seq, seq, has_user, namespace in index:
+        if seq > last_seq:  # metadata ahead of its log: only a damaged file shows this
+            raise StoreFormatError(
+                f"{path!r} is damaged: thread {tid!r} has metadata through seq {seq} "
+                f"but its log ends at seq {last_seq}"
+            )
         store._threads[tid] = ThreadState(tid, last_seq, seq, bool(has_user), namespace)
     timeouts = config.timeouts
     async with workers.open_pool(

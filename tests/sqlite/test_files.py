@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -387,3 +388,18 @@ async def test_damaged_files_soak(
     for failure in failures[:5]:
         say(capsys, f"  {failure}")
     assert failures == [], "\n".join(failures)
+
+
+async def test_metadata_ahead_of_its_log_is_refused_at_open(tmp_path: Path) -> None:
+    """A damaged file whose metadata claims more items than its log holds is refused
+    (before, the next append to that thread wedged the store)."""
+    path = tmp_path / "store.db"
+    async with open_store(path) as store:
+        await store.create_thread(goal="g", thread_id="t1")
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM items WHERE thread_id = 't1'")
+        conn.execute("UPDATE threads SET last_seq = 0 WHERE id = 't1'")
+    conn.close()
+    with pytest.raises(StoreFormatError, match="'t1' has metadata through seq 1"):
+        async with open_store(path):
+            pass
