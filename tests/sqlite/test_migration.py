@@ -65,4 +65,3 @@ async def test_a_version_1_store_migrates_and_keeps_everything(v1_path: Path) ->
     async with open_store(v1_path, read_only=True) as reader:  # migrated: readers open it
         assert len(await reader.read_items("goal-first")) == 4
         assert [i.kind for i in await reader.read_context("goal-first")] == ["goal"]
-
