@@ -396,10 +396,18 @@ async def test_metadata_ahead_of_its_log_is_refused_at_open(tmp_path: Path) -> N
     path = tmp_path / "store.db"
     async with open_store(path) as store:
         await store.create_thread(goal="g", thread_id="t1")
-    with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM items WHERE thread_id = 't1'")
-        conn.execute("UPDATE threads SET last_seq = 0 WHERE id = 't1'")
-    conn.close()
+    await trio.to_thread.run_sync(_drop_the_log_of, path, "t1")
     with pytest.raises(StoreFormatError, match="'t1' has metadata through seq 1"):
         async with open_store(path):
             pass
+
+
+def _drop_the_log_of(path: Path, thread_id: str) -> None:
+    """Damage the file: the thread's items and its log's length go, its metadata stays."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute("DELETE FROM items WHERE thread_id = ?", (thread_id,))
+            conn.execute("UPDATE threads SET last_seq = 0 WHERE id = ?", (thread_id,))
+    finally:
+        conn.close()
