@@ -110,3 +110,19 @@ def test_holder_not_yet_recorded(path: str) -> None:
             StoreLock.acquire(path)
     finally:
         os.close(fd)
+
+
+def test_a_released_holder_is_never_named_while_the_next_one_takes_over(path: str) -> None:
+    """The race the writer-race soak found: a loser reading the lock file between the
+    winner's flock and its description must not name the previous holder (this process,
+    still alive, which released the lock)."""
+    StoreLock.acquire(path).release()
+    fd = os.open(_lock.lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the next holder, not written yet
+        with pytest.raises(StoreLockedError) as caught:
+            StoreLock.acquire(path)
+        assert "holder not yet recorded" in str(caught.value)
+        assert f"pid {os.getpid()} " not in str(caught.value)
+    finally:
+        os.close(fd)

@@ -18,6 +18,7 @@ import fcntl
 import os
 import re
 import socket
+from contextlib import suppress
 from types import TracebackType
 from typing import final
 
@@ -95,10 +96,15 @@ class StoreLock:
     def release(self) -> None:
         """Give up the lock by closing the descriptor. Idempotent.
 
-        The holder text stays in the file; it is only read while the lock is held.
+        The holder text is cleared first (while the lock is still held), so a loser racing
+        the next holder never reads a released holder's description: a process that
+        released the lock may still be alive, and would pass for the holder. Only a holder
+        that died leaves its text behind, and its pid is dead.
         """
         fd, self._fd = self._fd, None
         if fd is not None:
+            with suppress(OSError):  # (a full or read-only disk: the text stays; not fatal)
+                os.ftruncate(fd, 0)
             os.close(fd)
 
     def __enter__(self) -> StoreLock:
