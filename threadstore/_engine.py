@@ -22,13 +22,13 @@ group-committed: whatever is queued when the engine is free commits in one trans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple, Protocol, TypeAlias, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import attrs
 
 from ._history import context_rows
-from ._items import Item, StoredItem, datetime_to_us, decode_data, us_to_datetime
+from ._items import Item, StoredItem, decode_data, us_to_datetime
 from ._meta import Patch, Pending, Projection, ThreadMeta, fold_log_rows
 from ._page_token import CursorQuery
 
@@ -48,7 +48,6 @@ __all__ = [
     "RewindThread",
     "SetArchived",
     "fold_for_write",
-    "fold_rows",
     "fork_rows",
     "stored_item",
 ]
@@ -369,8 +368,3 @@ def fork_rows(op: ForkThread, log: Sequence[LogRow]) -> list[LogRow]:
     rows += [(2 + i, e.at, e.kind, e.text) for i, e in enumerate(copied)]
     rows += [(len(rows) + 1 + i, at, kind, text) for i, (at, kind, text) in enumerate(op.tail)]
     return rows
-
-
-def fold_rows(items: Iterable[StoredItem]) -> list[tuple[int, int, str, Mapping[str, Any]]]:
-    """``items`` as the rows :meth:`Patch.from_rows` folds (no contiguity required)."""
-    return [(i.seq, datetime_to_us(i.created_at), i.kind, i.data) for i in items]

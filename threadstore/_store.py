@@ -639,14 +639,14 @@ class Store:
             tail=timed[1:],
             namespace=state.namespace,
         )
-        job = engine.fork(op, partial(self._forked, state.namespace))
+        job = engine.fork(op, partial(self._forked, tid, state.namespace))
         meta = await job.wait()
         log.info("thread.forked", thread_id=tid, source=state.id, at_seq=at)
         if self._feed.subscribers:
             await self._feed.publish(ThreadEvent(type="created", thread=meta), must_deliver=True)
         return meta
 
-    def _forked(self, namespace: str, job: Completion[ThreadMeta]) -> None:
+    def _forked(self, thread_id: str, namespace: str, job: Completion[ThreadMeta]) -> None:
         meta = job.result
         if job.error is None and meta is not None:
             state = ThreadState(meta.id, meta.seq, meta.seq, meta.preview is not None, namespace)
@@ -655,7 +655,7 @@ class Store:
                 state.meta = meta
         elif not isinstance(job.error, ThreadExistsError | ThreadNotFoundError):
             assert job.error is not None
-            failed = WriteFailedError("(fork)", "fork", str(job.error))
+            failed = WriteFailedError(thread_id, "fork", str(job.error))
             failed.__cause__ = job.error
             job.error = failed
 

@@ -83,7 +83,6 @@ from threadstore import (
     ThreadNotFoundError,
     open_store,
 )
-from threadstore._engine import fold_rows
 from threadstore._history import COMPACTION_KIND, FORK_KIND, REWIND_KIND, context
 from threadstore._items import datetime_to_us, us_to_datetime
 from threadstore._meta import Patch, Projection
@@ -324,7 +323,8 @@ def fold(meta: ThreadMeta, items: Sequence[StoredItem]) -> ThreadMeta:
     (as after a rewind; for a log without rewinds the same as the plain fold)."""
     projection = Projection.new(meta.id, datetime_to_us(meta.created_at), meta.namespace)
     whole = projection.apply(Patch.from_items(items))
-    refolded = whole.with_context(Patch.from_rows(fold_rows(context(items))))
+    visible = [(i.seq, datetime_to_us(i.created_at), i.kind, i.data) for i in context(items)]
+    refolded = whole.with_context(Patch.from_rows(visible))
     return attrs.evolve(refolded.meta, archived_at=meta.archived_at)
 
 
