@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import structlog
 import trio
+from _helpers import meta_of
 
 import threadstore
 from threadstore import (
@@ -321,7 +322,7 @@ def test_aio_subscription_sees_changes_and_ends_when_the_store_closes(tmp_path: 
                 async with store.subscribe(buffer=16) as events:
                     subscribed.set()
                     async for event in events:
-                        seen.append((event.type, event.thread.id))
+                        seen.append((event.type, meta_of(event).id))
 
             follower = asyncio.create_task(follow())
             await subscribed.wait()
@@ -577,8 +578,8 @@ def test_a_scoped_asyncio_subscription_sees_its_namespace_only(tmp_path: Path) -
                 await store.create_thread(goal="theirs", namespace="b")
                 created = await view.create_thread(goal="mine")
                 async for event in events:
-                    mine.append(event.thread.id)
-                    if event.thread.id == created.id:
+                    mine.append(meta_of(event).id)
+                    if meta_of(event).id == created.id:
                         break
             assert mine == [created.id]
             assert (await view.append_and_flush(created.id, Item.user_message("x"))).seq == 2
