@@ -67,7 +67,7 @@ async def test_a_version_1_store_migrates_and_keeps_everything(v1_path: Path) ->
         assert len(await reader.read_items("goal-first")) == 4
         # Old threads got change numbers: a replay from the start lists every one of them.
         async with reader.subscribe(since=0) as events:
-            replayed = {}
+            replayed: dict[str, int] = {}
             with trio.fail_after(10):
                 while len(replayed) < 4:
                     event = await anext(events)
