@@ -454,6 +454,31 @@ def test_blocking_subscription_iterates_and_ends_with_the_store(tmp_path: Path) 
     assert seen == ["created", "archived"]
 
 
+def test_blocking_and_aio_subscriptions_resume_from_a_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    with blocking.open_store(path) as store:
+        first = store.create_thread(goal="first")
+        second = store.create_thread(goal="second")
+        store.delete_thread(first.id)
+        with store.subscribe(first.change, buffer=1) as events:  # replay, one at a time
+            replayed = [(e.type, meta_of(e).id) for _, e in zip(range(2), events, strict=False)]
+    assert replayed == [("updated", second.id), ("deleted", first.id)]
+
+    async def resume() -> tuple[list[str], str]:
+        async with aio.open_store(path) as store:
+            third = await store.create_thread(goal="third")
+            async with store.subscribe(second.change) as events:
+                seen = []
+                async for event in events:
+                    seen.append(meta_of(event).id)
+                    if event.change == third.change:
+                        return seen, third.id
+        raise AssertionError("the subscription ended early")  # pragma: no cover
+
+    seen, third = asyncio.run(resume())
+    assert seen == [first.id, third]  # the deletion, then the new thread
+
+
 def test_ctrl_c_in_a_blocked_thread_cancels_only_the_wait(tmp_path: Path) -> None:
     """SIGINT while the main thread waits for visibility: KeyboardInterrupt reaches the
     caller, the append it made is still committed and projected, the store keeps working."""

@@ -8,6 +8,7 @@ store lists, over archived and unarchived, empty and non-empty threads.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -488,42 +489,56 @@ _OPS = st.lists(
 )
 
 
+async def _converges(target: str, ops: list[tuple[str, int]], buffer: int) -> None:
+    """Run ``ops`` against a fresh store while a subscriber reads only at ``read`` steps
+    (a few events each, waiting briefly for each); at the end its view is the listing."""
+    async with open_store(target) as store, store.subscribe(buffer=buffer) as events:
+        view: View = {}
+        seen = 0
+        tids: list[str] = []
+        deleted: set[str] = set()
+        for op, n in ops:
+            live = [tid for tid in tids if tid not in deleted]
+            if op == "create":
+                goal = None if n == 0 else f"goal {n}"
+                tids.append((await store.create_thread(goal=goal)).id)
+            elif op == "read":
+                for _ in range(n):  # a pause ends: the subscriber reads a few events
+                    if latest(store) <= seen:
+                        break
+                    with trio.move_on_after(0.05):
+                        event = await events.__anext__()
+                        apply(view, event)
+                        seen = max(seen, event.change)
+            elif live:
+                tid = live[n % len(live)]
+                if op == "append":
+                    store.append_nowait(tid, Item.user_message(f"m{n}"))
+                elif op == "archive":
+                    await store.archive_thread(tid)
+                else:
+                    await store.delete_thread(tid)
+                    deleted.add(tid)
+        await store.flush_all()
+        if latest(store) > seen:
+            await follow(events, view, latest(store))
+        assert view == await listing(store)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=_OPS, buffer=st.integers(1, 5))
 def test_any_interleaving_of_changes_and_pauses_converges(
     ops: list[tuple[str, int]], buffer: int
 ) -> None:
-    async def run() -> None:
-        async with open_store(":memory:") as store, store.subscribe(buffer=buffer) as events:
-            view: View = {}
-            seen = 0
-            tids: list[str] = []
-            for op, n in ops:
-                live = [tid for tid in tids if tid not in deleted]
-                if op == "create":
-                    goal = None if n == 0 else f"goal {n}"
-                    tids.append((await store.create_thread(goal=goal)).id)
-                elif op == "read":
-                    for _ in range(n):  # a pause ends: the subscriber reads a few events
-                        if store._feed.last == 0:
-                            break
-                        with trio.move_on_after(0.5):
-                            event = await events.__anext__()
-                            apply(view, event)
-                            seen = max(seen, event.change)
-                elif live:
-                    tid = live[n % len(live)]
-                    if op == "append":
-                        store.append_nowait(tid, Item.user_message(f"m{n}"))
-                    elif op == "archive":
-                        await store.archive_thread(tid)
-                    else:
-                        await store.delete_thread(tid)
-                        deleted.add(tid)
-            await store.flush_all()
-            if latest(store) > seen:
-                await follow(events, view, latest(store))
-            assert view == await listing(store)
+    """The in-memory engine, on a fake clock: many interleavings, fast."""
+    trio.run(
+        _converges, ":memory:", ops, buffer, clock=trio.testing.MockClock(autojump_threshold=0)
+    )
 
-    deleted: set[str] = set()
-    trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=_OPS, buffer=st.integers(1, 5))
+def test_any_interleaving_converges_on_sqlite(ops: list[tuple[str, int]], buffer: int) -> None:
+    """The same property on real SQLite files (its writer thread, its reader threads)."""
+    with tempfile.TemporaryDirectory() as directory:
+        trio.run(_converges, str(Path(directory) / "store.db"), ops, buffer)
