@@ -483,6 +483,8 @@ _OPS = st.lists(
         st.tuples(st.just("append"), st.integers(0, 9)),
         st.tuples(st.just("archive"), st.integers(0, 9)),
         st.tuples(st.just("delete"), st.integers(0, 9)),
+        st.tuples(st.just("rewind"), st.integers(0, 9)),
+        st.tuples(st.just("fork"), st.integers(0, 9)),
         st.tuples(st.just("read"), st.integers(0, 6)),
     ),
     max_size=40,
@@ -516,6 +518,10 @@ async def _converges(target: str, ops: list[tuple[str, int]], buffer: int) -> No
                     store.append_nowait(tid, Item.user_message(f"m{n}"))
                 elif op == "archive":
                     await store.archive_thread(tid)
+                elif op == "rewind":
+                    await store.rewind(tid, 0)
+                elif op == "fork":
+                    tids.append((await store.fork(tid)).id)
                 else:
                     await store.delete_thread(tid)
                     deleted.add(tid)
