@@ -28,6 +28,7 @@ from threadstore import (
     ThreadNotFoundError,
     open_store,
 )
+from threadstore.demo import list_all
 
 View = dict[str, ThreadMeta]
 
@@ -43,20 +44,8 @@ def apply(view: View, event: ThreadEvent) -> None:
         view[event.thread.id] = event.thread
 
 
-async def listing(store: Store) -> View:
-    """Every thread the store lists, archived or not, empty or not."""
-    found: View = {}
-    for archived in (False, True):
-        cursor = None
-        while True:
-            page = await store.list_threads(
-                limit=1000, cursor=cursor, archived=archived, include_empty=True
-            )
-            found.update((meta.id, meta) for meta in page.threads)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-    return found
+#: Every thread the store lists, archived or not, empty or not (the demo's sidebar check).
+listing = list_all
 
 
 def latest(store: Store) -> int:
