@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
@@ -31,8 +31,8 @@ from ._engine import (
     stored_item,
 )
 from ._errors import InvalidItemError, ThreadExistsError, ThreadNotFoundError, shorten
-from ._history import FORK_KIND, REWIND_KIND
 from ._items import (
+    Item,
     datetime_to_us,
     encode_item,
     validate_namespace,
@@ -40,7 +40,7 @@ from ._items import (
 )
 from ._meta import Patch, Projection, ThreadMeta
 from ._thread_state import ThreadState
-from ._transfer import ThreadRecord
+from ._transfer import ThreadRecord, check_edit
 
 if TYPE_CHECKING:
     from ._config import StoreConfig
@@ -115,16 +115,51 @@ def base_projection(meta: ThreadMeta) -> Projection:
     return base.with_archived_at(None if archived is None else datetime_to_us(archived))
 
 
-def check_dump(dump: ThreadDump, extra: Patch | None = None) -> ThreadMismatch | None:
+def carried_extra(
+    stored: ThreadMeta, folded: ThreadMeta, names: Collection[str] = ()
+) -> dict[str, Mapping[str, Any]]:
+    """The keys of ``stored.extra`` that its log does not produce (``folded``: the fold of
+    the log) and no projector in ``names`` recomputes: custom projectors' output (a
+    mapping under the projector's name), kept as it is by a rebuild, an export and a
+    check made without those projectors."""
+    return {
+        key: value
+        for key, value in stored.extra.items()
+        if key not in folded.extra and key not in names and isinstance(value, Mapping)
+    }
+
+
+def extra_patch(carried: Mapping[str, Mapping[str, Any]], then: Patch | None = None) -> Patch:
+    """The patch that sets each of ``carried``'s keys, then applies ``then``."""
+    patch = Patch.empty()
+    for name, mapping in carried.items():
+        patch = patch.merge(Patch.extra_update(name, mapping))
+    return patch if then is None else patch.merge(then)
+
+
+def rebuilt_extra(
+    meta: ThreadMeta, rows: Sequence[LogRow], extra: Patch | None, names: Collection[str]
+) -> Patch:
+    """What a rebuild of ``meta``'s thread from ``rows`` merges into the fold: the output
+    of projectors it cannot recompute (kept), then ``extra`` (of those it can)."""
+    folded = refold(base_projection(meta), rows)
+    return extra_patch(carried_extra(meta, folded.meta, names), extra)
+
+
+def check_dump(
+    dump: ThreadDump, extra: Patch | None = None, names: Collection[str] = ()
+) -> ThreadMismatch | None:
     """Compare a stored thread with the fold of its log through the seq its metadata
-    claims (``extra``: the custom projectors' output over those items)."""
+    claims (``extra``: the output of the projectors named ``names`` over those items;
+    other projectors' output is taken as it is stored, see :func:`carried_extra`)."""
     meta = dump.projection.meta
     rows = dump.rows
     if [row[0] for row in rows] != list(range(1, dump.last_seq + 1)):
         return ThreadMismatch(thread_id=meta.id, fields=("log",))
     if meta.seq > dump.last_seq:
         return ThreadMismatch(thread_id=meta.id, fields=("seq",))
-    expected = refold(base_projection(meta), rows[: meta.seq], extra)
+    through = rows[: meta.seq]
+    expected = refold(base_projection(meta), through, rebuilt_extra(meta, through, extra, names))
     fields = [
         field.name
         for field in attrs.fields(ThreadMeta)
@@ -155,32 +190,29 @@ def import_op(record: ThreadRecord, *, max_item_bytes: int) -> ImportThread:
         if item.seq != seq:
             raise InvalidItemError(f"{where}: item has seq {shorten(item.seq)}; seqs run 1, 2, …")
         text = encode_item(item, max_item_bytes=max_item_bytes)
-        _check_edit(where, item.kind, item.data, seq)
+        check_edit(where, item.kind, item.data, seq)
         rows.append((seq, _us(where, item.created_at), item.kind, text))
     where = f"thread {thread_id!r}"
     created = _us(where, record.created_at)
     archived = None if record.archived_at is None else _us(where, record.archived_at)
     base = Projection.new(thread_id, created, namespace).with_archived_at(archived)
-    return ImportThread(projection=refold(base, rows), rows=tuple(rows))
+    carried = extra_patch(_extra(where, record.extra))
+    return ImportThread(projection=refold(base, rows, carried), rows=tuple(rows))
+
+
+def _extra(where: str, extra: object) -> dict[str, Mapping[str, Any]]:
+    if not isinstance(extra, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, Mapping) for key, value in extra.items()
+    ):
+        raise InvalidItemError(f"{where}: extra must map projector names to mappings")
+    encode_item(Item(kind="metadata", data={"extra": dict(extra)}), max_item_bytes=1 << 62)
+    return dict(extra)
 
 
 def _us(where: str, value: object) -> int:
     if not hasattr(value, "tzinfo") or getattr(value, "tzinfo", None) is None:
         raise InvalidItemError(f"{where}: times must be aware datetimes, not {shorten(value)}")
     return datetime_to_us(value)  # type: ignore[arg-type]
-
-
-def _check_edit(where: str, kind: str, data: Any, seq: int) -> None:
-    if kind == REWIND_KIND:
-        to_seq = data.get("to_seq")
-        if type(to_seq) is not int or not 0 <= to_seq < seq:
-            raise InvalidItemError(f"{where}: a rewind needs 'to_seq' in 0..{seq - 1}")
-    elif kind == FORK_KIND:
-        at_seq = data.get("at_seq")
-        if seq != 1 or not isinstance(data.get("from"), str) or type(at_seq) is not int:
-            raise InvalidItemError(
-                f"{where}: a fork item comes first, with 'from' (a thread id) and 'at_seq'"
-            )
 
 
 async def projector_extra(
@@ -222,6 +254,10 @@ class Maintenance:
 
         def _live(self, thread_id: object) -> ThreadState: ...
 
+    @property
+    def _projector_names(self) -> frozenset[str]:
+        return frozenset(projector.name for projector in self._projectors)
+
     async def summary(self) -> StoreSummary:
         """Counts over the whole store, read in one snapshot: threads, log items, lagging
         threads, the engine and its schema version. Works read-only; one scan of the
@@ -252,7 +288,7 @@ class Maintenance:
                 extra = await projector_extra(
                     self._projectors, base_projection(meta).meta, dump.rows[: meta.seq]
                 )
-                mismatch = check_dump(dump, extra)
+                mismatch = check_dump(dump, extra, self._projector_names)
                 if mismatch is not None:
                     mismatched.append(mismatch)
                 elif meta.seq < dump.last_seq:
@@ -298,10 +334,13 @@ class Maintenance:
         for done, tid in enumerate(ids, 1):
             dump = await engine.dump_thread(tid)
             if dump is not None:
-                base = base_projection(dump.projection.meta)
-                extra = await projector_extra(self._projectors, base.meta, dump.rows)
+                stored = dump.projection.meta
+                extra = await projector_extra(
+                    self._projectors, base_projection(stored).meta, dump.rows
+                )
+                extra = rebuilt_extra(stored, dump.rows, extra, self._projector_names)
                 meta = await engine.rebuild_thread(
-                    RebuildThread(thread_id=tid, through=len(dump.rows), extra=extra or Patch())
+                    RebuildThread(thread_id=tid, through=len(dump.rows), extra=extra)
                 )
                 state = self._threads.get(tid)
                 if meta is not None:
@@ -325,7 +364,9 @@ class Maintenance:
         if dump is None:
             raise ThreadNotFoundError(tid)
         meta = dump.projection.meta
+        folded = refold(base_projection(meta), dump.rows[: meta.seq])
         return ThreadRecord(
+            extra=carried_extra(meta, folded.meta),
             id=meta.id,
             namespace=meta.namespace,
             created_at=meta.created_at,
@@ -356,7 +397,8 @@ class Maintenance:
             raise ThreadExistsError(meta.id)
         extra = await projector_extra(self._projectors, base_projection(meta).meta, op.rows)
         if extra is not None:
-            projection = refold(base_projection(meta), op.rows, extra)
+            carried = extra_patch(record.extra, extra)
+            projection = refold(base_projection(meta), op.rows, carried)
             op = attrs.evolve(op, projection=projection)
         if meta.id in self._threads:  # taken while the projectors ran
             if skip_existing:

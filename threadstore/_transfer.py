@@ -23,9 +23,10 @@ from typing import Any, Final
 import attrs
 
 from ._errors import ImportFormatError, InvalidItemError
+from ._history import FORK_KIND, REWIND_KIND
 from ._items import Item, StoredItem, encode_item, validate_namespace, validate_thread_id
 
-__all__ = ["EXPORT_FORMAT", "ThreadRecord", "read_records", "record_lines"]
+__all__ = ["EXPORT_FORMAT", "ThreadRecord", "check_edit", "read_records", "record_lines"]
 
 #: The ``format`` field of the header lines this code writes (and the only one it reads).
 EXPORT_FORMAT: Final = 1
@@ -44,6 +45,9 @@ class ThreadRecord:
     created_at: datetime
     archived_at: datetime | None
     items: tuple[StoredItem, ...]
+    #: Custom projectors' output as the thread's metadata holds it (``{name: mapping}``):
+    #: the part of ``ThreadMeta.extra`` its log does not produce.
+    extra: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
 
 def _time(value: datetime) -> str:
@@ -71,6 +75,7 @@ def record_lines(record: ThreadRecord) -> Iterator[str]:
             "created_at": _time(record.created_at),
             "archived_at": None if record.archived_at is None else _time(record.archived_at),
             "items": len(record.items),
+            "extra": _plain(record.extra),
         }
     )
     for item in record.items:
@@ -111,6 +116,7 @@ class _Reader:
             created_at=header["created_at"],
             archived_at=header["archived_at"],
             items=tuple(self.items),
+            extra=header["extra"],
         )
 
 
@@ -184,7 +190,11 @@ def _header(line: int, obj: Mapping[str, Any]) -> dict[str, Any]:
     if count < 0:
         raise ImportFormatError(line, f"field 'items' must be >= 0, not {count}")
     archived = None if obj.get("archived_at") is None else _parse_time(line, obj, "archived_at")
+    extra = obj.get("extra", {})
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise ImportFormatError(line, "field 'extra' must map projector names to objects")
     return {
+        "extra": extra,
         "id": thread_id,
         "namespace": namespace,
         "created_at": _parse_time(line, obj, "created_at"),
@@ -206,8 +216,24 @@ def _item(line: int, obj: Mapping[str, Any], thread_id: str, expected_seq: int) 
     )
     try:
         encode_item(item, max_item_bytes=_NO_SIZE_LIMIT)
+        check_edit(f"seq {seq}", item.kind, item.data, seq)
     except InvalidItemError as exc:
         raise ImportFormatError(line, str(exc)) from None
     return StoredItem(
         kind=item.kind, data=item.data, seq=seq, created_at=_parse_time(line, obj, "created_at")
     )
+
+
+def check_edit(where: str, kind: str, data: Any, seq: int) -> None:
+    """Refuse a history edit no store could have written: a ``rewind`` past its own
+    seq, a ``fork`` item after seq 1 or without its source."""
+    if kind == REWIND_KIND:
+        to_seq = data.get("to_seq")
+        if type(to_seq) is not int or not 0 <= to_seq < seq:
+            raise InvalidItemError(f"{where}: a rewind needs 'to_seq' in 0..{seq - 1}")
+    elif kind == FORK_KIND:
+        at_seq = data.get("at_seq")
+        if seq != 1 or not isinstance(data.get("from"), str) or type(at_seq) is not int:
+            raise InvalidItemError(
+                f"{where}: a fork item comes first, with 'from' (a thread id) and 'at_seq'"
+            )
