@@ -130,8 +130,12 @@ def _is_file_target(target: str) -> bool:
 
 def require_file(target: str) -> None:
     """Refuse a store file that does not exist (for commands that must not create one)."""
-    if _is_file_target(target) and not os.path.exists(target):
+    if not _is_file_target(target):
+        return
+    if not os.path.exists(target):
         raise CommandError(EXIT_STORE, f"no store at {target!r}: no such file")
+    if os.path.isdir(target):
+        raise CommandError(EXIT_STORE, f"{target!r} is a directory, not a store file")
 
 
 @asynccontextmanager
@@ -181,6 +185,8 @@ def error_exit(exc: BaseException, target: str) -> tuple[int, str]:
         return EXIT_STORE, f"{exc.strerror or exc}{where}"
     if isinstance(exc, ReadOnlyStoreError | ThreadStoreError):
         return EXIT_PROBLEMS, str(exc)
+    if isinstance(exc, Exception):  # not a user mistake we know: still one line
+        return EXIT_PROBLEMS, f"{type(exc).__name__}: {exc}"
     raise exc
 
 

@@ -131,15 +131,19 @@ def table(
         widths[flex] = max(8, min(widths[flex], width - others))
     lines = []
     for r, row in enumerate([list(headers), *rows]):
-        cells = []
+        plain, painted = [], []
         for i, cell in enumerate(row):
             text = _pad(fit(cell, widths[i]), widths[i], i in right)
-            if r and styles is not None and terminal is not None:
-                text = terminal.paint(text, styles[r - 1][i])
-            elif r == 0 and terminal is not None:
-                text = terminal.paint(text, "bold")
-            cells.append(text)
-        lines.append("  ".join(cells).rstrip())
+            plain.append(text)
+            if terminal is not None:
+                colour = "bold" if r == 0 else styles[r - 1][i] if styles is not None else None
+                text = terminal.paint(text, colour)
+            painted.append(text)
+        line = "  ".join(plain).rstrip()
+        if width is not None and display_width(line) > width:
+            lines.append(fit(line, width))  # narrower than the other columns: cut it all
+        else:
+            lines.append("  ".join(painted).rstrip())
     return lines
 
 
