@@ -219,8 +219,8 @@ async def projector_extra(
     projectors: Sequence[Projector], meta: ThreadMeta, rows: Sequence[LogRow]
 ) -> Patch | None:
     """The custom projectors' output over ``rows`` in one batch (None: no projectors)."""
+    await trio.lowlevel.checkpoint()
     if not projectors:
-        await trio.lowlevel.checkpoint()
         return None
     items = [stored_item(row) for row in rows]
     extra = Patch.empty()
@@ -329,7 +329,11 @@ class Maintenance:
         :class:`ThreadNotFoundError`. Cancelled, the threads rebuilt so far stay rebuilt.
         """
         engine = self._writable()
-        ids = await engine.thread_ids() if thread_id is None else [self._live(thread_id).id]
+        if thread_id is None:
+            ids = await engine.thread_ids()
+        else:
+            ids = [self._live(thread_id).id]
+            await trio.lowlevel.checkpoint()
         rebuilt = 0
         for done, tid in enumerate(ids, 1):
             dump = await engine.dump_thread(tid)
@@ -342,12 +346,12 @@ class Maintenance:
                 meta = await engine.rebuild_thread(
                     RebuildThread(thread_id=tid, through=len(dump.rows), extra=extra)
                 )
-                state = self._threads.get(tid)
+                live = self._threads.get(tid)
                 if meta is not None:
                     rebuilt += 1
-                    if state is not None:
-                        state.projected = max(state.projected, meta.seq)
-                        state.meta = None  # projectors read it again
+                    if live is not None:
+                        live.projected = max(live.projected, meta.seq)
+                        live.meta = None  # projectors read it again
             if progress is not None:
                 progress(done, len(ids))
         log.info("store.reprojected", path=self.path, threads=rebuilt)

@@ -29,7 +29,7 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _argv(args: tuple[str | os.PathLike[str], ...]) -> list[str]:
-    return [sys.executable, "-m", "threadstore", *map(os.fspath, args)]
+    return [sys.executable, "-m", "threadstore", *(os.fspath(arg) for arg in args)]
 
 
 def cli(

@@ -72,9 +72,12 @@ def test_list_prints_an_aligned_table_newest_first(filled: tuple[Path, Ids]) -> 
     order = [ids.report, ids.fork, ids.lisbon]
     assert [row.rsplit(None, 1)[1] for row in rows] == order
     # every column starts at the same place on every line (the report's title has an emoji)
-    id_column = {display_width(line[: line.index(tid)]) for line, tid in zip(rows, order)}
+    id_column = {
+        display_width(line[: line.index(tid)]) for line, tid in zip(rows, order, strict=False)
+    }
     assert len(id_column) == 1
-    assert "Quarterly report 📈" in rows[0] and "error" in rows[0]
+    assert "Quarterly report 📈" in rows[0]
+    assert "error" in rows[0]
     assert rows[1].startswith("Lisbon, plan B")
     assert "\033[" not in "".join(lines)  # no colour when not a terminal
 
@@ -170,7 +173,8 @@ def test_stats(filled: tuple[Path, Ids]) -> None:
     assert stats["lagging_threads"] == 0
     assert stats["files"][str(path)] == path.stat().st_size
     text = ok("stats", "--db", path)
-    assert "threads   5" in text and "schema version 2" in text
+    assert "threads   5" in text
+    assert "schema version 2" in text
 
 
 # -- doctor and reproject -----------------------------------------------------------------------
@@ -277,7 +281,8 @@ def test_export_of_one_thread_to_stdout_and_import_from_stdin(
     path, ids = filled
     out = ok("export", "--db", path, "--thread", ids.fork)
     lines = json_lines(out)
-    assert lines[0]["type"] == "thread" and lines[0]["id"] == ids.fork
+    assert lines[0]["type"] == "thread"
+    assert lines[0]["id"] == ids.fork
     assert lines[0]["items"] == len(lines) - 1
     assert lines[1]["kind"] == "fork"  # history edits travel too
     copy = tmp_path / "one.db"
