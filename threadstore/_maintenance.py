@@ -10,9 +10,8 @@ from the log alone, and a thread moves between stores as its log
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
@@ -115,17 +114,17 @@ def base_projection(meta: ThreadMeta) -> Projection:
     return base.with_archived_at(None if archived is None else datetime_to_us(archived))
 
 
-def carried_extra(
-    stored: ThreadMeta, folded: ThreadMeta, names: Collection[str] = ()
-) -> dict[str, Mapping[str, Any]]:
+def carried_extra(stored: ThreadMeta, folded: ThreadMeta) -> dict[str, Mapping[str, Any]]:
     """The keys of ``stored.extra`` that its log does not produce (``folded``: the fold of
-    the log) and no projector in ``names`` recomputes: custom projectors' output (a
-    mapping under the projector's name), kept as it is by a rebuild, an export and a
-    check made without those projectors."""
+    the log): custom projectors' output, a mapping under each projector's name.
+
+    It is not a fold of the log alone (projectors see items in whatever batches
+    coalesced, and not the items a thread was created or forked with), so a check takes
+    it as stored, and a rebuild, an export and an import keep it as it is."""
     return {
         key: value
         for key, value in stored.extra.items()
-        if key not in folded.extra and key not in names and isinstance(value, Mapping)
+        if key not in folded.extra and isinstance(value, Mapping)
     }
 
 
@@ -137,21 +136,16 @@ def extra_patch(carried: Mapping[str, Mapping[str, Any]], then: Patch | None = N
     return patch if then is None else patch.merge(then)
 
 
-def rebuilt_extra(
-    meta: ThreadMeta, rows: Sequence[LogRow], extra: Patch | None, names: Collection[str]
-) -> Patch:
-    """What a rebuild of ``meta``'s thread from ``rows`` merges into the fold: the output
-    of projectors it cannot recompute (kept), then ``extra`` (of those it can)."""
+def rebuilt_extra(meta: ThreadMeta, rows: Sequence[LogRow]) -> Patch:
+    """What a rebuild of ``meta``'s thread from ``rows`` merges into the fold: the custom
+    projectors' output as stored (see :func:`carried_extra`)."""
     folded = refold(base_projection(meta), rows)
-    return extra_patch(carried_extra(meta, folded.meta, names), extra)
+    return extra_patch(carried_extra(meta, folded.meta))
 
 
-def check_dump(
-    dump: ThreadDump, extra: Patch | None = None, names: Collection[str] = ()
-) -> ThreadMismatch | None:
+def check_dump(dump: ThreadDump) -> ThreadMismatch | None:
     """Compare a stored thread with the fold of its log through the seq its metadata
-    claims (``extra``: the output of the projectors named ``names`` over those items;
-    other projectors' output is taken as it is stored, see :func:`carried_extra`)."""
+    claims (custom projectors' output is taken as stored, see :func:`carried_extra`)."""
     meta = dump.projection.meta
     rows = dump.rows
     if [row[0] for row in rows] != list(range(1, dump.last_seq + 1)):
@@ -159,7 +153,7 @@ def check_dump(
     if meta.seq > dump.last_seq:
         return ThreadMismatch(thread_id=meta.id, fields=("seq",))
     through = rows[: meta.seq]
-    expected = refold(base_projection(meta), through, rebuilt_extra(meta, through, extra, names))
+    expected = refold(base_projection(meta), through, rebuilt_extra(meta, through))
     fields = [
         field.name
         for field in attrs.fields(ThreadMeta)
@@ -215,24 +209,6 @@ def _us(where: str, value: object) -> int:
     return datetime_to_us(value)  # type: ignore[arg-type]
 
 
-async def projector_extra(
-    projectors: Sequence[Projector], meta: ThreadMeta, rows: Sequence[LogRow]
-) -> Patch | None:
-    """The custom projectors' output over ``rows`` in one batch (None: no projectors)."""
-    await trio.lowlevel.checkpoint()
-    if not projectors:
-        return None
-    items = [stored_item(row) for row in rows]
-    extra = Patch.empty()
-    for projector in projectors:
-        out = projector.project(meta, items)
-        if inspect.isawaitable(out):
-            out = await out
-        if out is not None:
-            extra = extra.merge(Patch.extra_update(projector.name, out))
-    return extra
-
-
 # -- the store's maintenance operations ---------------------------------------------------
 
 
@@ -254,10 +230,6 @@ class Maintenance:
 
         def _live(self, thread_id: object) -> ThreadState: ...
 
-    @property
-    def _projector_names(self) -> frozenset[str]:
-        return frozenset(projector.name for projector in self._projectors)
-
     async def summary(self) -> StoreSummary:
         """Counts over the whole store, read in one snapshot: threads, log items, lagging
         threads, the engine and its schema version. Works read-only; one scan of the
@@ -266,8 +238,9 @@ class Maintenance:
 
     async def check(self, *, progress: Progress | None = None) -> StoreCheck:
         """Check the store: the engine's integrity check, then every thread's metadata
-        against the fold of its log through the seq it claims (with this store's
-        projectors), its context marks against its rewinds, and its lag.
+        against the fold of its log through the seq it claims (custom projectors' output
+        is taken as stored: it is not a fold of the log alone), its context marks against
+        its rewinds, and its lag.
 
         Works read-only beside a writer (each thread is read in one snapshot; a thread
         deleted meanwhile is skipped). Reads every item: O(store). ``progress(done,
@@ -285,10 +258,7 @@ class Maintenance:
                 threads += 1
                 items += len(dump.rows)
                 meta = dump.projection.meta
-                extra = await projector_extra(
-                    self._projectors, base_projection(meta).meta, dump.rows[: meta.seq]
-                )
-                mismatch = check_dump(dump, extra, self._projector_names)
+                mismatch = check_dump(dump)
                 if mismatch is not None:
                     mismatched.append(mismatch)
                 elif meta.seq < dump.last_seq:
@@ -320,10 +290,11 @@ class Maintenance:
         """Rebuild metadata from the log: ``thread_id``'s, or with None every thread's.
         Returns how many threads were rebuilt.
 
-        Each thread's metadata becomes the fold of its log as committed (with this store's
-        projectors) and its context marks those of its rewinds, in one transaction per
-        thread, in order with appends: projection of items appended meanwhile continues
-        from it. Explicit state (archived, namespace, creation time) is kept.
+        Each thread's metadata becomes the fold of its log as committed (custom
+        projectors' output is kept as it is) and its context marks those of its rewinds,
+        in one transaction per thread, in order with appends: projection of items
+        appended meanwhile continues from it. Explicit state (archived, namespace,
+        creation time) is kept.
         ``progress(done, total)`` is called after each thread. Raises
         :class:`ReadOnlyStoreError`, :class:`StoreClosedError`,
         :class:`ThreadNotFoundError`. Cancelled, the threads rebuilt so far stay rebuilt.
@@ -338,11 +309,7 @@ class Maintenance:
         for done, tid in enumerate(ids, 1):
             dump = await engine.dump_thread(tid)
             if dump is not None:
-                stored = dump.projection.meta
-                extra = await projector_extra(
-                    self._projectors, base_projection(stored).meta, dump.rows
-                )
-                extra = rebuilt_extra(stored, dump.rows, extra, self._projector_names)
+                extra = rebuilt_extra(dump.projection.meta, dump.rows)
                 meta = await engine.rebuild_thread(
                     RebuildThread(thread_id=tid, through=len(dump.rows), extra=extra)
                 )
@@ -383,8 +350,9 @@ class Maintenance:
     ) -> ThreadMeta | None:
         """Recreate an exported thread: its log written verbatim (ids, seqs, times, kinds
         and data, history edits included), its metadata and context folded from it, its
-        namespace and archived state kept. Returns its metadata once it is durable and
-        listed (None: skipped).
+        namespace, archived state and custom projectors' output (``record.extra``) kept;
+        like a creation, it is not run through this store's projectors. Returns its
+        metadata once it is durable and listed (None: skipped).
 
         Raises :class:`ThreadExistsError` if the id is taken (with ``skip_existing``,
         returns None instead), :class:`InvalidItemError` for an invalid record,
@@ -399,15 +367,6 @@ class Maintenance:
             if skip_existing:
                 return None
             raise ThreadExistsError(meta.id)
-        extra = await projector_extra(self._projectors, base_projection(meta).meta, op.rows)
-        if extra is not None:
-            carried = extra_patch(record.extra, extra)
-            projection = refold(base_projection(meta), op.rows, carried)
-            op = attrs.evolve(op, projection=projection)
-        if meta.id in self._threads:  # taken while the projectors ran
-            if skip_existing:
-                return None
-            raise ThreadExistsError(meta.id)
         last = len(op.rows)
         state = ThreadState(meta.id, last, last, op.projection.has_user_message, meta.namespace)
         self._threads[meta.id] = state
@@ -419,7 +378,7 @@ class Maintenance:
                 del self._threads[meta.id]
             raise
         if self._projectors:
-            state.meta = imported
+            state.meta = imported  # (the projectors' next input)
         log.info("thread.imported", thread_id=meta.id, items=last)
         return imported
 
