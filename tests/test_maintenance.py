@@ -84,7 +84,7 @@ async def test_a_sound_store_checks_clean_and_sums_up(store: Store, engine: str)
     check = await store.check()
     assert check.ok
     assert (check.threads, check.items) == (4, 11 + 8 + 5 + 0)
-    assert check.mismatched == check.lagging == check.integrity == ()
+    assert (check.mismatched, check.lagging, check.integrity) == ((), (), ())
     summary = await store.summary()
     assert (summary.engine, summary.threads, summary.items) == (engine, 4, 24)
     assert summary.lagging_threads == 0
