@@ -14,13 +14,13 @@ from _process import Child, child_env
 
 from threadstore import Item, open_store
 
-__all__ = ["Ids", "cli", "cli_async", "fill_store", "spawn_cli"]
+__all__ = ["Ids", "child_environment", "cli", "cli_async", "fill_store", "spawn_cli"]
 
 #: Not passed on to the command: no default store, no terminal width, no colour setting.
 _UNSET = ("THREADSTORE_DB", "COLUMNS", "NO_COLOR")
 
 
-def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
+def child_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = child_env()
     for name in _UNSET:
         env.pop(name, None)
@@ -43,7 +43,7 @@ def cli(
         input=stdin,
         capture_output=True,
         text=True,
-        env=_env(env),
+        env=child_environment(env),
         timeout=120,
         check=False,
     )
@@ -52,7 +52,11 @@ def cli(
 async def cli_async(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[bytes]:
     """:func:`cli` from a trio test (beside a child process that owns the store)."""
     return await trio.run_process(
-        _argv(args), capture_stdout=True, capture_stderr=True, check=False, env=_env(None)
+        _argv(args),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=child_environment(None),
     )
 
 
@@ -65,7 +69,7 @@ async def spawn_cli(*args: str | os.PathLike[str]) -> AsyncIterator[Child]:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_env(None),
+        env=child_environment(None),
     )
     child = Child(proc)
     try:

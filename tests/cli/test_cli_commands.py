@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
 import sqlite3
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from _cli import Ids, cli, fill_store
+from _cli import Ids, child_environment, cli, fill_store
 
 from threadstore import StoredItem, ThreadMeta, open_store
 from threadstore.cli import EXIT_CODES
@@ -337,3 +345,61 @@ def test_demo_runs_and_its_store_is_sound(tmp_path: Path) -> None:
     assert "no problems found" in ok("doctor", "--db", path)
     stats = json.loads(ok("stats", "--db", path, "--json"))
     assert stats["threads"] == 3 + 3
+
+
+# -- on a terminal ------------------------------------------------------------------------------
+
+
+def _on_terminal(args: list[str], *, columns: int, stream: str) -> tuple[int, str, str]:
+    """Run the command with ``stream`` ("stdout" or "stderr") on a pseudo-terminal
+    ``columns`` wide; its exit code, what the terminal showed and the other stream."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = child_environment(None)
+    env["TERM"] = "xterm"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "threadstore", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=slave if stream == "stdout" else subprocess.PIPE,
+            stderr=slave if stream == "stderr" else subprocess.PIPE,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    other = proc.stderr if stream == "stdout" else proc.stdout
+    return proc.returncode, shown.decode(), other.decode()
+
+
+def test_on_a_terminal_tables_fit_its_width_and_status_has_colour(
+    filled: tuple[Path, Ids],
+) -> None:
+    path, ids = filled
+    code, shown, _ = _on_terminal(["list", "--db", str(path)], columns=90, stream="stdout")
+    assert code == 0
+    lines = shown.replace("\r\n", "\n").splitlines()
+    assert "\033[31m" in lines[1]  # the report's status, "error", in red
+    plain = [re.sub(r"\033\[[0-9;]*m", "", line) for line in lines]
+    assert all(display_width(line) <= 90 for line in plain)
+    assert plain[1].startswith("Quarterly rep…")  # the title gave way, the id did not
+    assert plain[1].endswith(ids.report)
+
+
+def test_on_a_terminal_reproject_draws_a_progress_bar(filled: tuple[Path, Ids]) -> None:
+    path, _ = filled
+    code, shown, out = _on_terminal(["reproject", "--db", str(path)], columns=80, stream="stderr")
+    assert code == 0
+    assert "\rreprojected [" + "#" * 30 + "] 5/5" in shown
+    assert out == "rebuilt the metadata of 5 thread(s) from their logs\n"  # no plain lines
