@@ -25,6 +25,7 @@ bench-venv: $(BENCH_STAMP)
 test: $(STAMP)
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -m 'not soak' $(PYTEST_ARGS)
+	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)
 	$(BIN)/coverage report --include='workers/*' --fail-under=95
 

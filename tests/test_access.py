@@ -81,11 +81,17 @@ def _seqs(items: Collection[StoredItem]) -> list[int]:
 
 
 def _public_methods(cls: type) -> dict[str, Callable[..., Any]]:
-    return {
-        name: member
-        for name, member in vars(cls).items()
-        if not name.startswith("_") and callable(member)
-    }
+    """The class's public methods, its own and those of its threadstore base classes (the
+    store's maintenance operations live in a base class)."""
+    methods: dict[str, Callable[..., Any]] = {}
+    for klass in reversed(cls.__mro__):
+        if klass.__module__.startswith("threadstore"):
+            methods.update(
+                (name, member)
+                for name, member in vars(klass).items()
+                if not name.startswith("_") and callable(member)
+            )
+    return methods
 
 
 # -- the mirrors cannot drift ----------------------------------------------------------------

@@ -49,6 +49,11 @@ __all__ = [
     "Engine",
     "ForkThread",
     "EngineStatistics",
+    "ImportThread",
+    "RebuildThread",
+    "ThreadDump",
+    "context_marks",
+    "refold",
     "IndexEntry",
     "Lane",
     "LogRow",
@@ -56,6 +61,7 @@ __all__ = [
     "ProjectionWrite",
     "RewindThread",
     "SetArchived",
+    "StoreSummary",
     "fold_for_write",
     "fork_rows",
     "stored_item",
@@ -385,6 +391,41 @@ class Engine(Protocol):
 
     def statistics(self) -> EngineStatistics: ...
 
+    # -- maintenance (doctor, reproject, export and import, backup) -----------------------
+
+    async def summary(self) -> StoreSummary:
+        """Counts over the whole store, read in one snapshot (a scan of the thread rows)."""
+        ...
+
+    async def integrity_check(self) -> list[str]:
+        """The engine's own consistency check of its storage; an empty list: no problem."""
+        ...
+
+    async def thread_ids(self) -> list[str]:
+        """Every thread's id, in id order (a scan)."""
+        ...
+
+    async def dump_thread(self, thread_id: str) -> ThreadDump | None:
+        """The thread as stored, in one snapshot (None: no such thread)."""
+        ...
+
+    async def rebuild_thread(self, op: RebuildThread) -> ThreadMeta | None:
+        """Replace the thread's metadata by :func:`refold` of its log through ``op.through``
+        and its context marks by those of its whole log, in one transaction (writable
+        engines; None: the thread is gone)."""
+        ...
+
+    async def import_thread(self, op: ImportThread) -> ThreadMeta:
+        """Create the thread with its log written verbatim and ``op.projection`` as its
+        metadata, in one transaction (writable engines). Fails with
+        :class:`~threadstore.ThreadExistsError` if the id is taken."""
+        ...
+
+    async def backup(self, dest: str) -> None:
+        """Write a consistent copy of the store to the new file ``dest`` that opens as a
+        store (the copy is taken while writers go on)."""
+        ...
+
 
 def stored_item(row: LogRow) -> StoredItem:
     """The :class:`StoredItem` of a log row (decodes its JSON)."""
@@ -433,3 +474,73 @@ def fork_rows(op: ForkThread, log: Sequence[LogRow]) -> list[LogRow]:
     rows += [(2 + i, e.at, e.kind, e.text) for i, e in enumerate(copied)]
     rows += [(len(rows) + 1 + i, at, kind, text) for i, (at, kind, text) in enumerate(op.tail)]
     return rows
+
+
+# -- maintenance (doctor, reproject, export and import, backup) ---------------------------
+
+
+@attrs.frozen(kw_only=True)
+class StoreSummary:
+    """Counts over a whole store (``Store.summary()``): its engine (``"sqlite"``,
+    ``"memory"``), threads, log items, threads whose metadata lags their log, and the
+    storage schema version (None: the engine has none)."""
+
+    engine: str
+    threads: int
+    items: int
+    lagging_threads: int
+    schema_version: int | None
+
+
+@attrs.frozen(kw_only=True)
+class ThreadDump:
+    """One thread as stored, read in one snapshot: its metadata with the fold state, the
+    seq its log ends at as the thread row says, every log row, and the seqs the engine
+    marks as out of the context."""
+
+    projection: Projection
+    last_seq: int
+    rows: tuple[LogRow, ...]
+    hidden: frozenset[int]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RebuildThread:
+    """Refold the thread's metadata from its log through ``through`` with ``extra`` (the
+    custom projectors' output over those items), and its context marks from its log."""
+
+    thread_id: str
+    through: int
+    extra: Patch
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ImportThread:
+    """Create ``projection.meta.id`` with ``rows`` (dense from seq 1) as its log, verbatim,
+    and ``projection`` (their :func:`refold`) as its metadata."""
+
+    projection: Projection
+    rows: tuple[LogRow, ...]
+
+
+def refold(base: Projection, rows: Sequence[LogRow], extra: Patch | None = None) -> Projection:
+    """The metadata of a thread whose log is ``rows`` (dense from seq 1), folded from
+    scratch onto ``base`` (``Projection.new`` with the thread's id, creation time,
+    namespace and archived state), with ``extra`` (projectors' output) merged in.
+
+    What incremental projection reaches batch by batch (the fold is associative, and after
+    a rewind the context statistics are those of the context)."""
+    patch = fold_log_rows(rows)
+    if extra is not None:
+        patch = patch.merge(extra)
+    projection = base.apply(patch)
+    if patch.rewound:
+        projection = projection.with_context(fold_log_rows(context_rows(rows)))
+    return projection
+
+
+def context_marks(rows: Sequence[LogRow]) -> frozenset[int]:
+    """The seqs of ``rows`` (a thread's whole log) that are out of its context: history
+    edits themselves and every item a rewind took out."""
+    visible = {entry.seq for entry in context_rows(rows)}
+    return frozenset(row[0] for row in rows if row[0] not in visible)

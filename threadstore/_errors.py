@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AppendFailedError",
+    "ImportFormatError",
     "InvalidCursorError",
     "InvalidItemError",
     "ProjectionFailedError",
@@ -76,6 +77,17 @@ class ThreadExistsError(ThreadStoreError):
 
 class InvalidItemError(ThreadStoreError, ValueError):
     """An item, thread id or argument was rejected before anything was written."""
+
+
+class ImportFormatError(InvalidItemError):
+    """A line of an export (JSON Lines, see ``threadstore.read_records``) is malformed.
+
+    ``line`` is its number (from 1), ``reason`` what is wrong with it."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
 
 
 class InvalidCursorError(ThreadStoreError, ValueError):

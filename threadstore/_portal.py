@@ -80,6 +80,13 @@ MIRRORED_VIEW: Final[Mapping[str, str]] = {
 }
 MIRRORED: Final[Mapping[str, str]] = {
     **MIRRORED_VIEW,
+    # maintenance (the store only, not its views)
+    "backup": "async",
+    "check": "async",
+    "export_thread": "async",
+    "import_thread": "async",
+    "reproject": "async",
+    "summary": "async",
     "scoped": "view",
     "statistics": "sync",
 }

@@ -57,6 +57,7 @@ from ._items import (
     validate_namespace,
     validate_thread_id,
 )
+from ._maintenance import Maintenance
 from ._meta import Pending, ThreadMeta
 from ._page_token import CursorQuery, decode_cursor, encode_cursor
 from ._projection_driver import ProjectionDriver
@@ -150,7 +151,7 @@ class _Counters:
     items_appended: int = 0
 
 
-class Store:
+class Store(Maintenance):
     """A threadstore database opened by :func:`open_store`. See the module README.
 
     All methods run on the trio thread; storage work happens in the engine (for SQLite, on

@@ -22,6 +22,7 @@ the store as the trio store does (``shutdown_timeout``) without blocking the loo
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from collections import deque
@@ -35,13 +36,16 @@ import outcome
 
 from . import _store as trio_store
 from ._config import Limits
+from ._engine import StoreSummary
 from ._errors import StoreClosedError
 from ._feed import ThreadEvent
 from ._items import Item, StoredItem
+from ._maintenance import Progress, StoreCheck
 from ._meta import ThreadMeta
 from ._portal import Call, Done, Portal, Subscription, mirror_docs
 from ._scoped import ScopedStore as ScopedStoreView
 from ._store import OrderBy
+from ._transfer import ThreadRecord
 from ._values import UNSET, StoreStatistics, ThreadPage
 
 __all__ = ["Receipt", "ScopedStore", "Store", "open_store"]
@@ -349,6 +353,30 @@ class Store(_Handle):
 
     def statistics(self) -> StoreStatistics:
         return self._portal.run_sync(lambda s: s.statistics())
+
+    # -- maintenance (the store only) ------------------------------------------------------
+
+    async def summary(self) -> StoreSummary:
+        return await self._call(lambda s: s.summary())
+
+    async def check(self, *, progress: Progress | None = None) -> StoreCheck:
+        return await self._call(lambda s: s.check(progress=progress))
+
+    async def reproject(
+        self, thread_id: str | None = None, *, progress: Progress | None = None
+    ) -> int:
+        return await self._call(lambda s: s.reproject(thread_id, progress=progress))
+
+    async def export_thread(self, thread_id: str) -> ThreadRecord:
+        return await self._call(lambda s: s.export_thread(thread_id))
+
+    async def import_thread(
+        self, record: ThreadRecord, *, skip_existing: bool = False
+    ) -> ThreadMeta | None:
+        return await self._call(lambda s: s.import_thread(record, skip_existing=skip_existing))
+
+    async def backup(self, dest: str | os.PathLike[str]) -> None:
+        await self._call(lambda s: s.backup(dest))
 
 
 class ScopedStore(_Handle):

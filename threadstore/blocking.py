@@ -21,6 +21,7 @@ own thread (e.g. from a custom projector) raises ``RuntimeError`` instead of dea
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -32,13 +33,16 @@ import outcome
 
 from . import _store as trio_store
 from ._config import Limits
+from ._engine import StoreSummary
 from ._errors import StoreClosedError
 from ._feed import ThreadEvent
 from ._items import Item, StoredItem
+from ._maintenance import Progress, StoreCheck
 from ._meta import ThreadMeta
 from ._portal import Call, Done, Portal, Subscription, mirror_docs
 from ._scoped import ScopedStore as ScopedStoreView
 from ._store import OrderBy
+from ._transfer import ThreadRecord
 from ._values import UNSET, StoreStatistics, ThreadPage
 
 __all__ = ["Receipt", "ScopedStore", "Store", "open_store"]
@@ -274,6 +278,28 @@ class Store(_Handle):
 
     def statistics(self) -> StoreStatistics:
         return self._portal.run_sync(lambda s: s.statistics())
+
+    # -- maintenance (the store only) ------------------------------------------------------
+
+    def summary(self) -> StoreSummary:
+        return self._call(lambda s: s.summary())
+
+    def check(self, *, progress: Progress | None = None) -> StoreCheck:
+        return self._call(lambda s: s.check(progress=progress))
+
+    def reproject(self, thread_id: str | None = None, *, progress: Progress | None = None) -> int:
+        return self._call(lambda s: s.reproject(thread_id, progress=progress))
+
+    def export_thread(self, thread_id: str) -> ThreadRecord:
+        return self._call(lambda s: s.export_thread(thread_id))
+
+    def import_thread(
+        self, record: ThreadRecord, *, skip_existing: bool = False
+    ) -> ThreadMeta | None:
+        return self._call(lambda s: s.import_thread(record, skip_existing=skip_existing))
+
+    def backup(self, dest: str | os.PathLike[str]) -> None:
+        self._call(lambda s: s.backup(dest))
 
 
 class ScopedStore(_Handle):

@@ -28,18 +28,24 @@ from .._engine import (
     DeleteThread,
     EngineStatistics,
     ForkThread,
+    ImportThread,
     IndexEntry,
     LogRow,
     PageQuery,
     ProjectionWrite,
+    RebuildThread,
     RewindThread,
     SetArchived,
+    StoreSummary,
+    ThreadDump,
+    context_marks,
     fold_for_write,
     fork_rows,
+    refold,
     stored_item,
     tombstone_meta,
 )
-from .._errors import StoreClosedError, ThreadExistsError, ThreadNotFoundError
+from .._errors import StoreClosedError, ThreadExistsError, ThreadNotFoundError, ThreadStoreError
 from .._feed import EventType, ThreadEvent
 from .._history import context, context_start
 from .._items import StoredItem, datetime_to_us
@@ -521,6 +527,81 @@ class MemoryEngine:
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(log_commits=self.log_commits)
+
+    # -- maintenance (doctor, reproject, export and import, backup) -----------------------
+
+    async def summary(self) -> StoreSummary:
+        await self._readable()
+        threads = self._threads.values()
+        return StoreSummary(
+            engine="memory",
+            threads=len(self._threads),
+            items=sum(stored.last_seq for stored in threads),
+            lagging_threads=sum(stored.projection.meta.seq < stored.last_seq for stored in threads),
+            schema_version=None,
+        )
+
+    async def integrity_check(self) -> list[str]:
+        await self._readable()
+        return []  # nothing here can be damaged on disk
+
+    async def thread_ids(self) -> list[str]:
+        await self._readable()
+        return sorted(self._threads)
+
+    async def dump_thread(self, thread_id: str) -> ThreadDump | None:
+        await self._readable()
+        stored = self._threads.get(thread_id)
+        if stored is None:
+            return None
+        rows = tuple(stored.log)
+        # The context is computed from the log when read: the marks are always its own.
+        return ThreadDump(
+            projection=stored.projection,
+            last_seq=stored.last_seq,
+            rows=rows,
+            hidden=context_marks(rows),
+        )
+
+    async def rebuild_thread(self, op: RebuildThread) -> ThreadMeta | None:
+        job: _Job[ThreadMeta | None] = _Job(
+            partial_call(self._rebuild, op), self._emitting("updated")
+        )
+        self._submit(job, "now")
+        return await job.wait()
+
+    def _rebuild(self, op: RebuildThread) -> ThreadMeta | None:
+        stored = self._threads.get(op.thread_id)
+        if stored is None:
+            return None
+        meta = stored.projection.meta
+        base = Projection.new(meta.id, datetime_to_us(meta.created_at), meta.namespace)
+        archived = meta.archived_at
+        base = base.with_archived_at(None if archived is None else datetime_to_us(archived))
+        projection = refold(base, stored.log[: op.through], op.extra)
+        stored.projection = projection.with_change(self._next_change())
+        return stored.projection.meta
+
+    async def import_thread(self, op: ImportThread) -> ThreadMeta:
+        job: _Job[ThreadMeta] = _Job(
+            partial_call(self._import, op), self._emitting("created"), log=True
+        )
+        self._submit(job, "first")
+        return await job.wait()
+
+    def _import(self, op: ImportThread) -> ThreadMeta:
+        meta = op.projection.meta
+        if meta.id in self._threads:
+            raise ThreadExistsError(meta.id)
+        projection = op.projection.with_change(self._next_change())
+        self._threads[meta.id] = _StoredThread(projection, list(op.rows))
+        return projection.meta
+
+    async def backup(self, dest: str) -> None:
+        await self._readable()
+        raise ThreadStoreError(
+            f"a {MEMORY_TARGET!r} store has no file to back up; export its threads instead"
+        )
 
 
 def partial_call(fn: Callable[[Any], T], op: Any) -> Callable[[], T]:

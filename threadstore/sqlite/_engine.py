@@ -28,13 +28,19 @@ from .._engine import (
     DeleteThread,
     EngineStatistics,
     ForkThread,
+    ImportThread,
     IndexEntry,
     PageQuery,
     ProjectionWrite,
+    RebuildThread,
     RewindThread,
     SetArchived,
+    StoreSummary,
+    ThreadDump,
+    context_marks,
     fold_for_write,
     fork_rows,
+    refold,
     stored_item,
     tombstone_meta,
 )
@@ -358,6 +364,52 @@ class SqliteEngine:
             checkpoint_failures=checkpointer.failures if checkpointer else 0,
         )
 
+    # -- maintenance (doctor, reproject, export and import, backup) -----------------------
+
+    async def summary(self) -> StoreSummary:
+        threads, items, lagging, version = await self.readers.run(sql.store_summary)
+        return StoreSummary(
+            engine="sqlite",
+            threads=threads,
+            items=items,
+            lagging_threads=lagging,
+            schema_version=version,
+        )
+
+    async def integrity_check(self) -> list[str]:
+        return await self.readers.run(sql.integrity_check)
+
+    async def thread_ids(self) -> list[str]:
+        return await self.readers.run(sql.thread_ids)
+
+    async def dump_thread(self, thread_id: str) -> ThreadDump | None:
+        return await self.readers.run(partial(_dump_thread, thread_id))
+
+    async def rebuild_thread(self, op: RebuildThread) -> ThreadMeta | None:
+        job: Job[ThreadMeta | None] = Job(
+            partial(_rebuild_job, self._row_cache, self._counter, op),
+            on_done=partial(self._published, "updated"),
+        )
+        self._writer().submit(job)
+        return await job.wait()
+
+    async def import_thread(self, op: ImportThread) -> ThreadMeta:
+        job: Job[ThreadMeta] = Job(
+            partial(_import_job, self._counter, op),
+            on_done=partial(self._published, "created"),
+            log=True,
+            target="log",
+        )
+        self._writer().submit(job)
+        return await job.wait()
+
+    def _published(self, type: EventType, job: Job[ThreadMeta | None]) -> None:
+        if job.error is None and job.result is not None:
+            self._changed(type, job.result)
+
+    async def backup(self, dest: str) -> None:
+        await self.readers.run(partial(_backup, dest))
+
 
 def _write_failed(thread_id: str, operation: str, error: BaseException) -> WriteFailedError:
     failed = WriteFailedError(thread_id, operation, str(error))
@@ -554,6 +606,57 @@ def _read_context(
     if not sql.thread_exists(conn, thread_id):
         return None
     return [stored_item(row) for row in sql.read_context(conn, thread_id, limit)]
+
+
+# -- maintenance jobs (sync; writer or reader threads) ------------------------------------
+
+
+def _dump_thread(thread_id: str, conn: sqlite3.Connection) -> ThreadDump | None:
+    row = sql.read_projection_row(conn, thread_id)
+    if row is None:
+        return None
+    return ThreadDump(
+        projection=projection_from_row(row),
+        last_seq=int(row["last_seq"]),  # type: ignore[call-overload]
+        rows=tuple(sql.read_items(conn, thread_id, 0, None)),
+        hidden=sql.hidden_seqs(conn, thread_id),
+    )
+
+
+def _rebuild_job(
+    cache: RowCache, counter: ChangeCounter, op: RebuildThread, conn: sqlite3.Connection
+) -> ThreadMeta | None:
+    """Refold the thread's row from its log (as committed: this job's transaction sees
+    every earlier write) and mark its context again."""
+    cache.drop(op.thread_id)
+    row = sql.read_projection_row(conn, op.thread_id)
+    if row is None:
+        return None
+    meta = projection_from_row(row).meta
+    rows = sql.read_items(conn, op.thread_id, 0, None)
+    base = Projection.new(meta.id, int(row["created_at"]), meta.namespace)  # type: ignore[call-overload]
+    base = base.with_archived_at(row["archived_at"])  # type: ignore[arg-type]
+    projection = refold(base, [r for r in rows if r[0] <= op.through], op.extra)
+    projection = projection.with_change(counter.next())
+    sql.replace_projection(conn, projection_to_row(projection))
+    sql.set_hidden(conn, op.thread_id, context_marks(rows))
+    return projection.meta
+
+
+def _import_job(counter: ChangeCounter, op: ImportThread, conn: sqlite3.Connection) -> ThreadMeta:
+    thread_id = op.projection.meta.id
+    projection = op.projection.with_change(counter.next())
+    try:
+        sql.insert_thread(conn, projection_to_row(projection))
+    except sqlite3.IntegrityError as exc:
+        raise ThreadExistsError(thread_id) from exc
+    sql.append_items(conn, thread_id, op.rows, expected_last=0)
+    sql.set_hidden(conn, thread_id, context_marks(op.rows))
+    return projection.meta
+
+
+def _backup(dest: str, conn: sqlite3.Connection) -> None:
+    sql.backup_to(conn, dest)
 
 
 # -- opening ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ keyset pagination.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -68,6 +69,13 @@ __all__ = [
     "hide_items",
     "insert_hidden",
     "read_context",
+    "backup_to",
+    "hidden_seqs",
+    "integrity_check",
+    "replace_projection",
+    "set_hidden",
+    "store_summary",
+    "thread_ids",
 ]
 
 _log = workers.get_logger(__name__)
@@ -915,3 +923,78 @@ def is_transient(exc: BaseException) -> bool:
         return True
     message = str(exc).lower()
     return any(m in message for m in _TRANSIENT_MESSAGES)
+
+
+# --------------------------------------------------------------------------- maintenance
+
+
+def store_summary(conn: sqlite3.Connection) -> tuple[int, int, int, int]:
+    """``(threads, log items, lagging threads, schema version)`` in one snapshot (a scan of
+    the thread rows). Sync; writer/reader thread only."""
+    threads, items, lagging = conn.execute(
+        "SELECT count(*), coalesce(sum(last_seq), 0), coalesce(sum(seq < last_seq), 0) FROM threads"
+    ).fetchone()
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return int(threads), int(items), int(lagging), int(version)
+
+
+def integrity_check(conn: sqlite3.Connection, limit: int = 100) -> list[str]:
+    """SQLite's ``PRAGMA integrity_check`` (at most ``limit`` problems); an empty list when
+    the file is sound. Sync; writer/reader thread only; reads the whole file."""
+    rows = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+    return [] if rows == ["ok"] else rows
+
+
+def thread_ids(conn: sqlite3.Connection) -> list[str]:
+    """Every thread's id in id order. Sync; writer/reader thread only (a scan)."""
+    return [str(row[0]) for row in conn.execute("SELECT id FROM threads ORDER BY id")]
+
+
+def hidden_seqs(conn: sqlite3.Connection, thread_id: str) -> frozenset[int]:
+    """The seqs of the thread's items marked out of the context. Sync; writer/reader."""
+    cur = conn.execute("SELECT seq FROM items WHERE thread_id = ? AND hidden = 1", (thread_id,))
+    return frozenset(int(row[0]) for row in cur)
+
+
+def set_hidden(conn: sqlite3.Connection, thread_id: str, hidden: frozenset[int]) -> None:
+    """Mark exactly ``hidden`` (seqs) of the thread's items as out of the context. Sync;
+    writer thread only."""
+    conn.execute("UPDATE items SET hidden = 0 WHERE thread_id = ? AND hidden = 1", (thread_id,))
+    conn.executemany(
+        "UPDATE items SET hidden = 1 WHERE thread_id = ? AND seq = ?",
+        [(thread_id, seq) for seq in sorted(hidden)],
+    )
+
+
+def replace_projection(conn: sqlite3.Connection, row: Mapping[str, object]) -> bool:
+    """Overwrite every projected column of the thread's row (and ``archived_at`` and
+    ``change``) with ``row``'s; return whether the thread exists. Sync; writer thread only."""
+    columns = (*PROJECTED_COLUMNS, "archived_at", "change")
+    sets = ", ".join(f"{c} = :{c}" for c in columns)
+    params = {c: row[c] for c in columns}
+    params["id"] = row["id"]
+    return conn.execute(f"UPDATE threads SET {sets} WHERE id = :id", params).rowcount > 0
+
+
+def backup_to(conn: sqlite3.Connection, dest: str) -> None:
+    """Copy the database ``conn`` reads into the new file ``dest`` in one step (SQLite's
+    online backup: one consistent snapshot, taken while the writer goes on), as a
+    self-contained rollback-journal file that opens as a store. Sync; a reader thread.
+
+    Raises :class:`FileExistsError` if ``dest`` exists (nothing is overwritten); a failed
+    copy leaves no file behind.
+    """
+    fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    try:
+        target = sqlite3.connect(dest, isolation_level=None)
+        try:
+            conn.backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            target.close()
+    except BaseException:
+        for leftover in (dest, dest + "-journal", dest + "-wal", dest + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        raise
