@@ -1,0 +1,464 @@
+"""The PostgreSQL engine: :class:`threadstore._engine.Engine` over one PostgreSQL database.
+
+The store's operations become writer jobs (sync functions of the write connection, run on
+the writer thread inside a group transaction, :mod:`._writer`) and reader functions (run on
+a reader thread, :mod:`._readers`); this module holds both, and
+:func:`open_postgres_engine`, which connects, creates or checks the schema, loads the thread
+index and starts the writer and the readers.
+
+Phase 1 of the engine: one process writes a store at a time, as with SQLite (the store
+allocates seqs in memory; see ``docs/postgres.md``); several read-only stores may read it
+alongside. The metadata row codec is the SQLite engine's (:mod:`threadstore.sqlite._rows`:
+the same columns, integer microseconds, JSON text), as are its two decoded-row caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Final
+
+import psycopg
+
+import workers
+
+from .._config import Lanes
+from .._engine import (
+    AppendItems,
+    Completion,
+    CreateThread,
+    DeleteThread,
+    EngineStatistics,
+    ForkThread,
+    IndexEntry,
+    PageQuery,
+    ProjectionWrite,
+    RewindThread,
+    SetArchived,
+    fold_for_write,
+    fork_rows,
+    stored_item,
+)
+from .._errors import StoreFormatError, ThreadExistsError, ThreadNotFoundError, WriteFailedError
+from .._items import StoredItem
+from .._meta import Patch, Projection, ThreadMeta, fold_log_rows
+from ..sqlite._engine import ListedMetas, RowCache
+from ..sqlite._rows import projection_from_row, projection_to_row
+from . import _sql as sql
+from ._config import DEFAULTS, PostgresConfig
+from ._readers import ReaderPool
+from ._url import redact
+from ._writer import Job, LogAppend, Writer
+
+__all__ = ["PostgresEngine", "open_postgres_engine"]
+
+Connection = psycopg.Connection[Any]
+log = workers.get_logger(__name__)
+
+
+class PostgresEngine:
+    """The PostgreSQL engine of one open store (see :func:`open_postgres_engine`).
+
+    Every method runs on the trio thread and only queues work for the writer or reader
+    threads: no driver call is made on the trio thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        target: str,
+        readers: ReaderPool,
+        secret: bytes,
+        writer: Writer | None = None,
+        row_cache: RowCache | None = None,
+        index: Sequence[IndexEntry] = (),
+        config: PostgresConfig = DEFAULTS,
+    ) -> None:
+        self._target = target
+        self.readers = readers
+        #: The write side (None when read-only).
+        self.writer = writer
+        self._secret = secret
+        self.config = config
+        self._row_cache = row_cache or RowCache(config.row_cache_size)
+        self._listed = ListedMetas(config.listed_cache_size)
+        self._index = index
+
+    @property
+    def target(self) -> str:
+        """The store's URL without its password."""
+        return self._target
+
+    @property
+    def writable(self) -> bool:
+        return self.writer is not None
+
+    @property
+    def cursor_secret(self) -> bytes:
+        return self._secret
+
+    @property
+    def queued_bytes(self) -> int:
+        writer = self.writer
+        return writer.queued_bytes if writer is not None else 0
+
+    def _writer(self) -> Writer:
+        assert self.writer is not None
+        return self.writer
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def append(
+        self, op: AppendItems, on_done: Callable[[Completion[None]], None]
+    ) -> Completion[None]:
+        job = LogAppend(op.thread_id, op.rows, on_done=on_done, size=op.size)
+        self._writer().submit_now(job)
+        return job
+
+    def create(
+        self, op: CreateThread, on_done: Callable[[Completion[ThreadMeta]], None]
+    ) -> Completion[ThreadMeta]:
+        job: Job[ThreadMeta] = Job(
+            partial(_create_job, op), on_done=on_done, size=op.size, log=bool(op.rows)
+        )
+        self._writer().submit(job, first=True)
+        return job
+
+    def rewind(
+        self, op: RewindThread, on_done: Callable[[Completion[None]], None]
+    ) -> Completion[None]:
+        job: Job[None] = Job(partial(_rewind_job, op), on_done=on_done, size=op.append.size, log=True)
+        self._writer().submit_now(job)
+        return job
+
+    def fork(
+        self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
+    ) -> Completion[ThreadMeta]:
+        job: Job[ThreadMeta] = Job(partial(_fork_job, op), on_done=on_done, log=True)
+        self._writer().submit(job, first=True)
+        return job
+
+    def delete(
+        self, op: DeleteThread, on_done: Callable[[Completion[ThreadMeta | None]], None]
+    ) -> Completion[ThreadMeta | None]:
+        def done(job: Job[ThreadMeta | None]) -> None:
+            if isinstance(job.error, psycopg.Error):
+                job.error = _write_failed(op.thread_id, "delete", job.error)
+            on_done(job)
+
+        job: Job[ThreadMeta | None] = Job(
+            partial(_delete_job, self._row_cache, op.thread_id), on_done=done
+        )
+        self._writer().submit(job)
+        return job
+
+    async def set_archived(self, op: SetArchived) -> ThreadMeta | None:
+        try:
+            row = await self._writer().run(partial(_archive_job, self._row_cache, op))
+        except psycopg.Error as exc:
+            operation = "unarchive" if op.archived_at_us is None else "archive"
+            raise _write_failed(op.thread_id, operation, exc) from exc
+        return None if row is None else projection_from_row(row).meta
+
+    async def project(self, op: ProjectionWrite) -> ThreadMeta | None:
+        lane = op.lane
+        return await self._writer().run(
+            partial(_project_job, self._row_cache, op),
+            defer=lane == "deferred",
+            soon=lane == "soon",
+        )
+
+    async def wait_for_room(self, limit: int) -> None:
+        await self._writer().wait_for_room(limit)
+
+    def expedite(self) -> None:
+        self._writer().expedite()
+
+    async def drain(self) -> None:
+        await self._writer().drain()
+
+    def thread_index(self) -> Sequence[IndexEntry]:
+        return self._index
+
+    async def lagging_threads(self) -> list[tuple[str, int, int]]:
+        return await self.readers.run(sql.lagging_threads)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get_thread(self, thread_id: str) -> ThreadMeta | None:
+        return await self.readers.run(partial(_get_meta, thread_id))
+
+    async def read_items(
+        self, thread_id: str, after_seq: int, limit: int | None
+    ) -> list[StoredItem] | None:
+        return await self.readers.run(partial(_read_items, thread_id, after_seq, limit))
+
+    async def read_context(self, thread_id: str, limit: int | None) -> list[StoredItem] | None:
+        return await self.readers.run(partial(_read_context, thread_id, limit))
+
+    async def list_threads(
+        self, page: PageQuery
+    ) -> tuple[tuple[ThreadMeta, ...], tuple[int, str] | None]:
+        return await self.readers.run(partial(_list_page, self._listed, page))
+
+    async def projector_input(
+        self, thread_id: str, target: int
+    ) -> tuple[ThreadMeta | None, list[StoredItem]]:
+        return await self.readers.run(partial(_projector_input, thread_id, target))
+
+    # -- errors and statistics ------------------------------------------------------------
+
+    def retryable(self, error: BaseException) -> bool:
+        if isinstance(error, psycopg.Error):
+            return sql.is_transient(error)
+        return True
+
+    def statistics(self) -> EngineStatistics:
+        writer = self.writer
+        if writer is None:
+            return EngineStatistics()
+        return EngineStatistics(log_commits=writer.log_commits)
+
+
+def _write_failed(thread_id: str, operation: str, error: BaseException) -> WriteFailedError:
+    failed = WriteFailedError(thread_id, operation, str(error))
+    failed.__cause__ = error
+    return failed
+
+
+# -- writer jobs (sync; writer thread only) ---------------------------------------------
+
+
+def _rewind_job(op: RewindThread, conn: Connection) -> None:
+    thread_id, rows, _size = op.append
+    sql.append_items(conn, thread_id, rows, expected_last=rows[0][0] - 1)
+    sql.hide_items(conn, thread_id, op.to_seq, rows[0][0])
+
+
+def _fork_job(op: ForkThread, conn: Connection) -> ThreadMeta:
+    """Copy the source's context as it stood at ``op.through`` (the pure rule over its log)."""
+    if sql.thread_last_seq(conn, op.source_id) is None:
+        raise ThreadNotFoundError(op.source_id)
+    log_rows = sql.read_items(conn, op.source_id, 0, op.through)
+    rows = fork_rows(op, log_rows)
+    projection = Projection.new(op.thread_id, op.created_us, op.namespace)
+    projection = projection.apply(fold_log_rows(rows))
+    if not sql.insert_thread(conn, projection_to_row(projection)):
+        raise ThreadExistsError(op.thread_id)
+    sql.append_items(conn, op.thread_id, rows, expected_last=0)
+    sql.insert_hidden(conn, op.thread_id, rows[:1])
+    return projection.meta
+
+
+def _create_job(op: CreateThread, conn: Connection) -> ThreadMeta:
+    projection = Projection.new(op.thread_id, op.created_us, op.namespace)
+    if op.items:
+        projection = projection.apply(
+            Patch.from_rows(
+                [
+                    (seq, at, i.kind, i.data)
+                    for (seq, at, _k, _d), i in zip(op.rows, op.items, strict=True)
+                ]
+            )
+        )
+    if not sql.insert_thread(conn, projection_to_row(projection)):
+        raise ThreadExistsError(op.thread_id)
+    sql.append_items(conn, op.thread_id, op.rows, expected_last=0)
+    return projection.meta
+
+
+def _project_job(cache: RowCache, op: ProjectionWrite, conn: Connection) -> ThreadMeta | None:
+    """Fold the pending items (or, if they do not follow the row, the log itself) into the
+    row."""
+    thread_id = op.thread_id
+    cached = cache.get(thread_id)
+    if cached is not None:
+        row, projection = cached
+    else:
+        read = sql.read_projection_row(conn, thread_id)
+        if read is None:
+            return None  # deleted meanwhile
+        row, projection = read, projection_from_row(read)
+    folded = fold_for_write(
+        projection, op, lambda after, limit: sql.read_items(conn, thread_id, after, limit)
+    )
+    if folded is None:
+        return projection.meta
+    projection = folded
+    new_row = projection_to_row(projection)
+    if not sql.update_projection(conn, row, new_row):
+        cache.drop(thread_id)
+        return None  # deleted meanwhile
+    cache.put(thread_id, new_row, projection)
+    return projection.meta
+
+
+def _archive_job(cache: RowCache, op: SetArchived, conn: Connection) -> dict[str, object] | None:
+    cache.drop(op.thread_id)
+    return sql.set_archived(conn, op.thread_id, op.archived_at_us)
+
+
+def _delete_job(cache: RowCache, thread_id: str, conn: Connection) -> ThreadMeta | None:
+    """Delete the thread; its metadata as it was (None if it was gone already)."""
+    cache.drop(thread_id)
+    row = sql.delete_thread(conn, thread_id)
+    return None if row is None else projection_from_row(row).meta
+
+
+# -- reader functions (sync; reader threads only) ---------------------------------------
+
+
+def _projector_input(
+    thread_id: str, target: int, conn: Connection
+) -> tuple[ThreadMeta | None, list[StoredItem]]:
+    row = sql.read_projection_row(conn, thread_id)
+    if row is None:
+        return None, []
+    meta = projection_from_row(row).meta
+    rows = sql.read_items(conn, thread_id, meta.seq, max(0, target - meta.seq))
+    return meta, [stored_item(r) for r in rows]
+
+
+#: A column's index in the rows ``sql.list_threads`` returns.
+_COLUMN: Final = {name: index for index, name in enumerate(sql.THREAD_COLUMNS)}
+
+
+def _list_page(
+    metas_of: ListedMetas, page: PageQuery, conn: Connection
+) -> tuple[tuple[ThreadMeta, ...], tuple[int, str] | None]:
+    """One page of metadata, decoded here, and the cursor key of its last row if more
+    rows follow."""
+    query, limit = page.query, page.limit
+    rows = sql.list_threads(
+        conn,
+        order_by=query.order_by,
+        descending=query.descending,
+        archived=query.archived,
+        search=query.search,
+        include_empty=query.include_empty,
+        after=page.after,
+        limit=limit + 1,
+        namespace=query.namespace,
+    )
+    metas = metas_of.decode(rows[:limit])
+    if len(rows) <= limit:
+        return metas, None
+    last = rows[limit - 1]
+    return metas, (int(last[_COLUMN[query.order_by]]), str(last[0]))
+
+
+def _get_meta(thread_id: str, conn: Connection) -> ThreadMeta | None:
+    row = sql.read_projection_row(conn, thread_id)
+    return None if row is None else projection_from_row(row).meta
+
+
+def _read_items(
+    thread_id: str, after_seq: int, limit: int | None, conn: Connection
+) -> list[StoredItem] | None:
+    """The items, checked against the thread's ``last_seq`` read in the same statement: a
+    log with a hole raises :class:`StoreFormatError` instead of reading as shorter."""
+    last, rows = sql.read_items_checked(conn, thread_id, after_seq, limit)
+    if last is None:
+        return None
+    expected = max(0, min(last - after_seq, last if limit is None else limit))
+    if len(rows) != expected or any(r[0] != after_seq + 1 + i for i, r in enumerate(rows)):
+        raise StoreFormatError(
+            f"the log of thread {thread_id!r} is damaged: expected seqs "
+            f"{after_seq + 1}..{after_seq + expected}, read {len(rows)} items"
+        )
+    return [stored_item(row) for row in rows]
+
+
+def _read_context(thread_id: str, limit: int | None, conn: Connection) -> list[StoredItem] | None:
+    rows = sql.read_context(conn, thread_id, limit)
+    return None if rows is None else [stored_item(row) for row in rows]
+
+
+# -- opening ----------------------------------------------------------------------------
+
+
+def _connect_writer(url: str, config: PostgresConfig) -> Connection:
+    conn = sql.connect(
+        url, durability=config.durability, connect_timeout=config.connect_timeout
+    )
+    return conn
+
+
+def _open_writer_connection(url: str, config: PostgresConfig) -> Connection:
+    """The first write connection: connect, then create or check the schema."""
+    conn = _connect_writer(url, config)
+    try:
+        sql.ensure_schema(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _load_index(conn: Connection) -> tuple[list[IndexEntry], bytes]:
+    return sql.thread_index(conn), sql.cursor_secret(conn)
+
+
+def _check_read_only(conn: Connection) -> bytes:
+    sql.check_schema(conn)
+    return sql.cursor_secret(conn)
+
+
+@asynccontextmanager
+async def open_postgres_engine(
+    url: str,
+    *,
+    config: PostgresConfig = DEFAULTS,
+    lanes: Lanes | None = None,
+    read_only: bool = False,
+) -> AsyncIterator[PostgresEngine]:
+    """Open the PostgreSQL engine of the store database at ``url`` for the block.
+
+    Writable: connects the writer thread (``synchronous_commit`` for
+    ``config.durability``), creates or checks the schema
+    (:class:`~threadstore.StoreFormatError`), loads the thread index, and starts up to
+    ``config.reader_connections`` reader threads. Read-only: the readers only, after a
+    schema check. A server that cannot be reached raises
+    :class:`~threadstore.StoreUnavailableError` naming host and database. Leaving the
+    block closes the readers, commits what is queued and stops the writer, also on
+    cancellation.
+    """
+    target = redact(url)
+    connect_reader = partial(
+        sql.connect,
+        url,
+        durability=config.durability,
+        read_only=True,
+        connect_timeout=config.connect_timeout,
+    )
+    if read_only:
+        async with ReaderPool(target, connect_reader, config.reader_connections) as readers:
+            secret = await readers.run(_check_read_only)
+            yield PostgresEngine(target=target, readers=readers, secret=secret, config=config)
+        return
+    row_cache = RowCache(config.row_cache_size)
+    first = [True]
+
+    def connect() -> Connection:
+        if first[0]:
+            first[0] = False
+            return _open_writer_connection(url, config)
+        return _connect_writer(url, config)
+
+    writer = Writer(connect, on_rollback=row_cache.clear, lanes=lanes)
+    await writer.start()
+    try:
+        index, secret = await writer.run(_load_index)
+        async with ReaderPool(target, connect_reader, config.reader_connections) as readers:
+            yield PostgresEngine(
+                target=target,
+                readers=readers,
+                secret=secret,
+                writer=writer,
+                row_cache=row_cache,
+                index=index,
+                config=config,
+            )
+    finally:
+        await writer.aclose()
