@@ -4,8 +4,9 @@ The SQLite engine's reader pool (:mod:`threadstore.sqlite._readers`) over Postgr
 connections: up to ``size`` daemon threads started lazily, each with one connection opened
 on first use (read-only, autocommit: every statement sees one snapshot, and the reads of
 :mod:`._sql` are single statements where their parts must agree), one FIFO queue of reads,
-results handed back with ``run_sync_soon``. A connection that was lost is opened again for
-the next read on its thread; the read that found it lost raises.
+results handed back with ``run_sync_soon``. A read that finds its connection lost (the
+server restarted, an operator ended the session) is run once more on a new connection:
+reads change nothing, so that is safe.
 """
 
 from __future__ import annotations
@@ -93,13 +94,16 @@ class ReaderPool:
         try:
             while (read := self._reads.get()) is not None:
                 fn, task = read
+                result: outcome.Outcome[Any]
                 try:
-                    if conn is not None and (conn.closed or conn.broken):
-                        conn.close()
-                        conn = None
-                    if conn is None:
-                        conn = self._connect()
-                    result: outcome.Outcome[Any] = outcome.Value(fn(conn))
+                    conn = self._connected(conn)
+                    try:
+                        result = outcome.Value(fn(conn))
+                    except psycopg.OperationalError:
+                        if not conn.broken:
+                            raise
+                        conn = self._connected(conn)  # lost: once more on a new one
+                        result = outcome.Value(fn(conn))
                 except BaseException as exc:  # delivered to the caller, which re-raises it
                     result = outcome.Error(exc)
                 try:
@@ -111,6 +115,14 @@ class ReaderPool:
                 conn.close()
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._thread_ended)
+
+    def _connected(self, conn: Connection | None) -> Connection:
+        """``conn`` if it is usable, else a new connection (the old one closed)."""
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            conn.close()
+        return self._connect()
 
     def _thread_ended(self) -> None:
         self._running_threads -= 1
