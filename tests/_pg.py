@@ -17,6 +17,7 @@ Run as a script (``python tests/_pg.py watch FD BINDIR DIR RUNAS``) it is that w
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -187,17 +188,16 @@ def start_server(bindir: Path) -> PostgresServer:
 def _watch(fd: int, bindir: str, base: str, runas: str) -> None:
     """The watchdog: wait for end-of-file on ``fd`` (the test process is gone), then stop
     the server if it still runs and remove its directory."""
-    try:
+    with contextlib.suppress(OSError):
         while os.read(fd, 1):
             pass
-    except OSError:
-        pass
     data = os.path.join(base, "data")
     if os.path.exists(os.path.join(data, "postmaster.pid")):
-        try:
-            _run(runas or None, [os.path.join(bindir, "pg_ctl"), "-D", data, "stop", "-m", "immediate"])
-        except (OSError, subprocess.CalledProcessError):
-            pass
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            _run(
+                runas or None,
+                [os.path.join(bindir, "pg_ctl"), "-D", data, "stop", "-m", "immediate"],
+            )
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -263,8 +263,8 @@ class StoreMachine(RuleBasedStateMachine):
 
     base: ClassVar[Path]
     engine: ClassVar[str]
-    #: Makes a fresh database per example (``postgres``).
-    new_database: ClassVar[Callable[[], str] | None] = None
+    #: Makes a fresh database per example (``postgres``): one factory, or none.
+    new_database: ClassVar[tuple[Callable[[], str], ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -273,8 +273,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.target: str | Path = ":memory:"
         if self.engine == "sqlite":
             self.target = self.path
-        elif self.new_database is not None:
-            self.target = type(self).new_database()  # type: ignore[misc]
+        elif self.new_database:
+            self.target = self.new_database[0]()
         self.faults = Faults(probability=0.0)
         self.faults_on = False
         self.threads: dict[str, ModelThread] = {}  # live threads, by id
@@ -902,7 +902,7 @@ def _run(
 
     Machine.base = base
     Machine.engine = engine
-    Machine.new_database = new_database
+    Machine.new_database = () if new_database is None else (new_database,)
     before = EXAMPLES[0]
     SEEN.clear()
     EDITS.clear()

@@ -40,7 +40,7 @@ from threadstore.postgres import _sql
 
 def _query(url: str, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(query, params)  # type: ignore[call-overload]
+        cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
 
 
@@ -243,7 +243,8 @@ async def test_lost_connections_fail_one_append_then_the_store_reconnects(
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
             "WHERE datname = current_database() AND application_name = 'threadstore'",
         )
-        assert ended and all(row[0] for row in ended)
+        assert ended
+        assert all(row[0] for row in ended)
 
         with pytest.raises(AppendFailedError, match="connection"):
             await store.append(tid, Item.user_message("lost with the connection"))
@@ -303,8 +304,9 @@ async def test_text_postgres_cannot_hold_as_is_round_trips(postgres_url: str) ->
 )
 def test_text_escape_round_trips(text: str) -> None:
     escaped = _sql.escape_text(text)
-    assert escaped is not None and "\x00" not in escaped
-    row = [None] * len(_sql.THREAD_COLUMNS)
+    assert escaped is not None
+    assert "\x00" not in escaped
+    row: list[str | None] = [None] * len(_sql.THREAD_COLUMNS)
     row[_sql.THREAD_COLUMNS.index("preview")] = escaped
     assert _sql.unescape_row(row)[_sql.THREAD_COLUMNS.index("preview")] == text
     if "\x00" not in text and "\uffff" not in text:
@@ -377,6 +379,8 @@ def _pid_alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+_TESTS_DIR = str(Path(__file__).resolve().parent.parent)
+
 _CHILD = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
@@ -426,8 +430,7 @@ def _killed_run(tests_dir: str) -> tuple[str, int, int]:
 async def test_a_killed_test_run_still_stops_its_server(
     postgres_server: _pg.PostgresServer,
 ) -> None:
-    tests_dir = str(Path(__file__).resolve().parent.parent)
-    base, postmaster, watchdog = await trio.to_thread.run_sync(_killed_run, tests_dir)
+    base, postmaster, watchdog = await trio.to_thread.run_sync(_killed_run, _TESTS_DIR)
     assert not _pid_alive(watchdog)
     assert not _pid_alive(postmaster), "the server outlived the killed test run"
-    assert not Path(base).exists()
+    assert not await trio.Path(base).exists()

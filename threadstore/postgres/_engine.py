@@ -128,7 +128,9 @@ class PostgresEngine:
     def rewind(
         self, op: RewindThread, on_done: Callable[[Completion[None]], None]
     ) -> Completion[None]:
-        job: Job[None] = Job(partial(_rewind_job, op), on_done=on_done, size=op.append.size, log=True)
+        job: Job[None] = Job(
+            partial(_rewind_job, op), on_done=on_done, size=op.append.size, log=True
+        )
         self._writer().submit_now(job)
         return job
 
@@ -379,9 +381,7 @@ def _read_context(thread_id: str, limit: int | None, conn: Connection) -> list[S
 
 
 def _connect_writer(url: str, config: PostgresConfig) -> Connection:
-    conn = sql.connect(
-        url, durability=config.durability, connect_timeout=config.connect_timeout
-    )
+    conn = sql.connect(url, durability=config.durability, connect_timeout=config.connect_timeout)
     return conn
 
 

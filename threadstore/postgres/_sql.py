@@ -181,8 +181,7 @@ MIGRATIONS: Final[Mapping[int, Sequence[str]]] = {
         )
         """,
         *_ORDER_INDEXES,
-        "CREATE INDEX threadstore_threads_lagging ON threadstore_threads (id) "
-        "WHERE seq < last_seq",
+        "CREATE INDEX threadstore_threads_lagging ON threadstore_threads (id) WHERE seq < last_seq",
         """
         CREATE TABLE threadstore_items (
             thread_id text COLLATE "C" NOT NULL,
@@ -343,7 +342,9 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         start = _check_info(place, _read_info(conn), conn)
         if start == 0:
-            conn.execute("CREATE TABLE threadstore_info (key text PRIMARY KEY, value text NOT NULL)")
+            conn.execute(
+                "CREATE TABLE threadstore_info (key text PRIMARY KEY, value text NOT NULL)"
+            )
             conn.execute(
                 "INSERT INTO threadstore_info (key, value) VALUES "
                 "('format', %s), ('schema_version', '0'), ('cursor_secret', %s)",
@@ -351,7 +352,7 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
             )
         for version in range(start + 1, SCHEMA_VERSION + 1):
             for step in MIGRATIONS[version]:
-                conn.execute(step)  # type: ignore[call-overload]  # (constant SQL)
+                conn.execute(step)  # (constant SQL)
         if start < SCHEMA_VERSION:
             conn.execute(
                 "UPDATE threadstore_info SET value = %s WHERE key = 'schema_version'",
@@ -414,9 +415,7 @@ def _unescape(text: str) -> str:
 def unescape_row(row: Sequence[Any]) -> tuple[Any, ...]:
     """A row in :data:`THREAD_COLUMNS` order with its escaped text columns decoded."""
     values = tuple(row)
-    if not any(
-        isinstance(values[i], str) and _MARK in values[i] for i in _TEXT_POSITIONS
-    ):
+    if not any(isinstance(values[i], str) and _MARK in values[i] for i in _TEXT_POSITIONS):
         return values
     out = list(values)
     for i in _TEXT_POSITIONS:
@@ -479,7 +478,7 @@ def update_projection(
     params["id"] = new["id"]
     sets = ", ".join(f"{c} = %({c})s" for c in changed)
     query = f"UPDATE threadstore_threads SET {sets} WHERE id = %(id)s"
-    return conn.execute(query, params).rowcount > 0  # type: ignore[arg-type]
+    return conn.execute(query, params).rowcount > 0
 
 
 def set_archived(
@@ -573,7 +572,7 @@ def list_threads(
         f"{_SELECT_THREAD} WHERE {' AND '.join(where)} "
         f"ORDER BY {order_by} {direction}, id {direction} LIMIT %s"
     )
-    return [unescape_row(row) for row in conn.execute(query, params)]  # type: ignore[arg-type]
+    return [unescape_row(row) for row in conn.execute(query, params)]
 
 
 _SEARCHED: Final = ("title", "preview", "goal")
@@ -713,9 +712,7 @@ def read_items_checked(
     return last, [(int(s), int(c), str(k), str(d)) for _, s, c, k, d in fetched if s is not None]
 
 
-def hide_items(
-    conn: psycopg.Connection[Any], thread_id: str, to_seq: int, rewind_seq: int
-) -> None:
+def hide_items(conn: psycopg.Connection[Any], thread_id: str, to_seq: int, rewind_seq: int) -> None:
     """Take every item after ``to_seq`` up to the rewind at ``rewind_seq`` (itself
     included) out of the context."""
     conn.execute(

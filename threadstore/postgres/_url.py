@@ -8,6 +8,7 @@ the engine before anything imports psycopg, and every message, log event and
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Mapping
 from typing import Final
 
 __all__ = ["SCHEMES", "describe", "is_postgres_url", "redact"]
@@ -42,14 +43,14 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def describe(params: dict[str, str]) -> str:
+def describe(params: Mapping[str, object]) -> str:
     """``host H port P database D user U`` from libpq connection parameters (as psycopg's
     ``conninfo_to_dict`` gives them), for messages; never the password."""
-    host = params.get("host") or params.get("hostaddr") or "localhost (default socket)"
+    host = str(params.get("host") or params.get("hostaddr") or "localhost (default socket)")
     out = [f"host {host!r}"]
     if params.get("port"):
         out.append(f"port {params['port']}")
-    out.append(f"database {params.get('dbname') or params.get('user') or '(default)'!r}")
+    out.append(f"database {str(params.get('dbname') or params.get('user') or '(default)')!r}")
     if params.get("user"):
-        out.append(f"user {params['user']!r}")
+        out.append(f"user {str(params['user'])!r}")
     return " ".join(out)
