@@ -276,6 +276,7 @@ def _project_job(cache: RowCache, op: ProjectionWrite, conn: Connection) -> Thre
     thread_id = op.thread_id
     cached = cache.get(thread_id)
     if cached is not None:
+        # The writer's copy: the row exists (a delete, by this writer, drops it first).
         row, projection = cached
     else:
         read = sql.read_projection_row(conn, thread_id)
@@ -289,7 +290,7 @@ def _project_job(cache: RowCache, op: ProjectionWrite, conn: Connection) -> Thre
         return projection.meta
     projection = folded
     new_row = projection_to_row(projection)
-    if not sql.update_projection(conn, row, new_row):
+    if not sql.update_projection(conn, row, new_row, exists=cached is not None):
         cache.drop(thread_id)
         return None  # deleted meanwhile
     cache.put(thread_id, new_row, projection)

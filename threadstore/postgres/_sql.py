@@ -6,6 +6,9 @@ commits a transaction except :func:`ensure_schema` (which owns its own): the wri
 statements into its group-commit transaction, readers run single statements in autocommit
 mode (each sees one snapshot).
 
+Results are read with ``fetchone`` (never ``rowcount``, which pipeline mode fills in only
+once the pipeline syncs): the writer runs jobs in pipeline mode.
+
 Values cross this interface as in the SQLite engine: timestamps are integer microseconds,
 ``extra`` and item ``data`` are JSON text (kept verbatim in ``text`` columns, not ``jsonb``,
 so a fork copies the very JSON the log holds and ``\\u0000`` escapes survive), metadata rows
@@ -178,10 +181,9 @@ MIGRATIONS: Final[Mapping[int, Sequence[str]]] = {
             last_seq bigint NOT NULL DEFAULT 0,
             archived boolean GENERATED ALWAYS AS (archived_at IS NOT NULL) STORED,
             listed boolean GENERATED ALWAYS AS (preview IS NOT NULL OR title IS NOT NULL) STORED
-        )
+        ) WITH (fillfactor = 70)
         """,
         *_ORDER_INDEXES,
-        "CREATE INDEX threadstore_threads_lagging ON threadstore_threads (id) WHERE seq < last_seq",
         """
         CREATE TABLE threadstore_items (
             thread_id text COLLATE "C" NOT NULL,
@@ -442,14 +444,15 @@ def _row_dict(row: Sequence[object]) -> dict[str, object]:
 
 _INSERT_THREAD: Final = (
     f"INSERT INTO threadstore_threads ({', '.join(_INSERT_COLUMNS)}) "
-    f"VALUES ({', '.join('%(' + c + ')s' for c in _INSERT_COLUMNS)}) ON CONFLICT (id) DO NOTHING"
+    f"VALUES ({', '.join('%(' + c + ')s' for c in _INSERT_COLUMNS)}) "
+    "ON CONFLICT (id) DO NOTHING RETURNING 1"
 )
 
 
 def insert_thread(conn: psycopg.Connection[Any], row: Mapping[str, object]) -> bool:
     """Insert a new metadata row (every column but ``last_seq``); False if the id is taken.
     Sync; writer thread only."""
-    return conn.execute(_INSERT_THREAD, _escape_row(row)).rowcount == 1
+    return conn.execute(_INSERT_THREAD, _escape_row(row)).fetchone() is not None
 
 
 def thread_last_seq(conn: psycopg.Connection[Any], thread_id: str) -> int | None:
@@ -467,18 +470,29 @@ def read_projection_row(conn: psycopg.Connection[Any], thread_id: str) -> dict[s
 
 
 def update_projection(
-    conn: psycopg.Connection[Any], old: Mapping[str, object], new: Mapping[str, object]
+    conn: psycopg.Connection[Any],
+    old: Mapping[str, object],
+    new: Mapping[str, object],
+    *,
+    exists: bool = False,
 ) -> bool:
     """Write the projected columns of ``new`` that differ from ``old`` (the thread's current
-    row); whether the thread exists. Sync; writer thread only."""
+    row); whether the thread exists. Sync; writer thread only.
+
+    With ``exists`` (the caller knows the row is there) the result is not read: in pipeline
+    mode the statement then costs no round trip of its own.
+    """
     changed = [c for c in PROJECTED_COLUMNS if new[c] != old[c]]
     if not changed:
-        return thread_last_seq(conn, str(new["id"])) is not None
+        return exists or thread_last_seq(conn, str(new["id"])) is not None
     params = _escape_row({c: new[c] for c in changed})
     params["id"] = new["id"]
     sets = ", ".join(f"{c} = %({c})s" for c in changed)
     query = f"UPDATE threadstore_threads SET {sets} WHERE id = %(id)s"
-    return conn.execute(query, params).rowcount > 0
+    if exists:
+        conn.execute(query, params)
+        return True
+    return conn.execute(query + " RETURNING 1", params).fetchone() is not None
 
 
 def set_archived(
@@ -513,7 +527,9 @@ def thread_index(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int, int
 
 
 def lagging_threads(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int]]:
-    """``(id, seq, last_seq)`` of threads whose metadata lags their log (a partial index)."""
+    """``(id, seq, last_seq)`` of threads whose metadata lags their log. A full scan, for
+    recovery at open: ``last_seq`` is in no index, so the appends' updates of it are HOT
+    (they touch no index; the table's fillfactor leaves room for them)."""
     cur = conn.execute(
         "SELECT id, seq, last_seq FROM threadstore_threads WHERE seq < last_seq ORDER BY id"
     )
@@ -604,10 +620,11 @@ def append_items(
     if not rows:
         return
     cur = conn.execute(
-        "UPDATE threadstore_threads SET last_seq = %s WHERE id = %s AND last_seq = %s",
+        "UPDATE threadstore_threads SET last_seq = %s WHERE id = %s AND last_seq = %s "
+        "RETURNING 1",
         (rows[-1][0], thread_id, expected_last),
     )
-    if cur.rowcount == 0:
+    if cur.fetchone() is None:
         last = thread_last_seq(conn, thread_id)
         if last is None:
             raise ThreadNotFoundError(thread_id)

@@ -3,12 +3,14 @@
 As in the SQLite engine (:mod:`threadstore.sqlite._writer`), jobs are sync functions of the
 connection, or :class:`LogAppend` jobs the writer runs itself, and whatever is queued when
 the writer is free goes into one transaction, chosen by the write lanes
-(:mod:`threadstore._lanes`). A transaction of log appends only (the streaming case) is sent
-in pipeline mode as one statement and its COMMIT: one round trip to the server. Other
-transactions run their jobs' statements in turn and commit. If a job fails, the batch is
-redone with a savepoint per job, so the failing job rolls back alone while the others
-commit; if the transaction itself fails (a lost connection, a failed COMMIT) every job of
-it fails and nothing of it is stored.
+(:mod:`threadstore._lanes`). A transaction is sent in pipeline mode: each run of
+consecutive log appends is one statement (``threadstore_append``), metadata writes of rows
+the writer has cached are statements whose results nobody waits for, and the COMMIT goes
+with them, so a transaction of appends and such writes costs one round trip to the server
+(a job that must read, e.g. a row not cached, adds one). If a job fails, the batch is redone
+unpipelined with a savepoint per job, so the failing job rolls back alone while the others
+commit; if the transaction itself fails (a lost connection, a failed COMMIT) every job of it
+fails and nothing of it is stored.
 
 A lost connection fails the transaction that found it out; the writer connects again before
 the next one (failing that transaction's jobs if the server is still unreachable), so later
@@ -380,8 +382,6 @@ class Writer:
     def _transaction(self, conn: Connection, jobs: list[Job[Any]], *, savepoints: bool) -> bool:
         """Run ``jobs`` in one transaction and commit it; False (rolled back or to be) if a
         job failed without ``savepoints``. Raises if the transaction itself failed."""
-        if not savepoints and all(type(job) is LogAppend for job in jobs):
-            return self._pipelined_appends(conn, jobs)  # type: ignore[arg-type]
         if savepoints:
             for job in jobs:
                 conn.execute("SAVEPOINT job")
@@ -390,36 +390,38 @@ class Writer:
                 else:
                     conn.execute("ROLLBACK TO SAVEPOINT job")
                     conn.execute("RELEASE SAVEPOINT job")
-        else:
-            start, count = 0, len(jobs)
-            while start < count:
-                end = start + 1
-                if type(jobs[start]) is LogAppend:  # take the run of log appends
-                    while end < count and type(jobs[end]) is LogAppend:
-                        end += 1
-                if not (
-                    self._run_appends(conn, jobs[start:end])  # type: ignore[arg-type]
-                    if end - start > 1
-                    else self._run_job(conn, jobs[start])
-                ):
-                    return False
-                start = end
-        conn.commit()
-        return True
-
-    def _pipelined_appends(self, conn: Connection, jobs: list[LogAppend]) -> bool:
-        """The streaming case: one statement and the COMMIT, sent together (one round
-        trip). False if the statement refused a gap (the batch is redone)."""
+            conn.commit()
+            return True
+        # Pipelined: statements whose results no job reads are sent without waiting, and
+        # the COMMIT with them. An error may surface at a later job's read or at the end
+        # (not at the job that caused it): any error redoes the batch with savepoints,
+        # unpipelined, where each job's error is its own.
         try:
             with conn.pipeline():
-                sql.append_runs(conn, [(job.thread_id, job.rows) for job in jobs])
+                if not self._run_jobs(conn, jobs):
+                    return False
                 conn.commit()
-        except sql.SeqGapError:
+        except psycopg.Error:
+            if conn.broken or conn.closed:
+                raise
             return False
-        except psycopg.Error as exc:
-            if sql.is_gap(exc) and not conn.broken:
+        return True
+
+    def _run_jobs(self, conn: Connection, jobs: list[Job[Any]]) -> bool:
+        """Every job, runs of log appends as one statement; False at the first failure."""
+        start, count = 0, len(jobs)
+        while start < count:
+            end = start + 1
+            if type(jobs[start]) is LogAppend:  # take the run of log appends
+                while end < count and type(jobs[end]) is LogAppend:
+                    end += 1
+            if not (
+                self._run_appends(conn, jobs[start:end])  # type: ignore[arg-type]
+                if type(jobs[start]) is LogAppend
+                else self._run_job(conn, jobs[start])
+            ):
                 return False
-            raise
+            start = end
         return True
 
     def _run_job(self, conn: Connection, job: Job[Any]) -> bool:
