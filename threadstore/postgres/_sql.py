@@ -620,8 +620,7 @@ def append_items(
     if not rows:
         return
     cur = conn.execute(
-        "UPDATE threadstore_threads SET last_seq = %s WHERE id = %s AND last_seq = %s "
-        "RETURNING 1",
+        "UPDATE threadstore_threads SET last_seq = %s WHERE id = %s AND last_seq = %s RETURNING 1",
         (rows[-1][0], thread_id, expected_last),
     )
     if cur.fetchone() is None:
