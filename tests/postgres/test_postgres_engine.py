@@ -29,6 +29,7 @@ from threadstore import (
     ReadOnlyStoreError,
     StoredItem,
     StoreFormatError,
+    StoreLockedError,
     StoreUnavailableError,
     ThreadMeta,
     open_store,
@@ -96,17 +97,35 @@ async def test_open_creates_a_versioned_schema_and_reopens_it(postgres_url: str)
     assert dict(await query(postgres_url, "SELECT key, value FROM threadstore_info")) == info
 
 
-async def test_two_stores_opening_a_new_database_at_once_create_the_schema_once(
-    postgres_url: str,
-) -> None:
-    async def open_one() -> None:
-        async with open_store(postgres_url, read_only=False):
-            pass
+def _ensure_schema(url: str) -> None:
+    conn = _sql.connect(url, durability="normal")
+    try:
+        _sql.ensure_schema(conn)
+    finally:
+        conn.close()
 
+
+async def test_connections_creating_the_schema_at_once_create_it_once(postgres_url: str) -> None:
     async with trio.open_nursery() as nursery:
-        for _ in range(3):
-            nursery.start_soon(open_one)
+        for _ in range(4):
+            nursery.start_soon(trio.to_thread.run_sync, _ensure_schema, postgres_url)
     assert await query(postgres_url, "SELECT count(*) FROM threadstore_info") == [(3,)]
+    async with open_store(postgres_url) as store:
+        await store.create_thread(goal="works")
+
+
+async def test_a_second_writer_is_refused_naming_the_holder(postgres_url: str) -> None:
+    async with open_store(postgres_url) as store:
+        tid = (await store.create_thread(goal="first writer")).id
+        with pytest.raises(StoreLockedError, match="is locked for writing by threadstore ") as info:
+            async with open_store(postgres_url):
+                pytest.fail("opened a second writer")
+        assert f":{os.getpid()} (server backend pid " in str(info.value)
+        async with open_store(postgres_url, read_only=True) as reader:
+            assert (await reader.get_thread(tid)).goal == "first writer"
+        await store.append(tid, Item.user_message("still the writer"))
+    async with open_store(postgres_url) as store:  # released on close
+        assert [i.seq for i in await store.read_items(tid)] == [1, 2]
 
 
 @pytest.mark.parametrize(
@@ -227,7 +246,7 @@ async def test_durability_sets_synchronous_commit(
         sessions = await query(
             postgres_url,
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'threadstore'",
+            "AND application_name LIKE 'threadstore %%'",
         )
         assert sessions[0][0] >= 1
 
@@ -241,7 +260,7 @@ async def test_lost_connections_fail_one_append_then_the_store_reconnects(
         ended = await query(
             postgres_url,
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = 'threadstore'",
+            "WHERE datname = current_database() AND application_name LIKE 'threadstore %%'",
         )
         assert ended
         assert all(row[0] for row in ended)

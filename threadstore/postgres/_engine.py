@@ -7,9 +7,12 @@ a reader thread, :mod:`._readers`); this module holds both, and
 index and starts the writer and the readers.
 
 Phase 1 of the engine: one process writes a store at a time, as with SQLite (the store
-allocates seqs in memory; see ``docs/postgres.md``); several read-only stores may read it
-alongside. The metadata row codec is the SQLite engine's (:mod:`threadstore.sqlite._rows`:
-the same columns, integer microseconds, JSON text), as are its two decoded-row caches.
+allocates seqs in memory), enforced by a session advisory lock on the write connection
+(:class:`~threadstore.StoreLockedError` names the holder); read-only stores may read it
+alongside, from any process. See ``docs/postgres.md``.
+
+The metadata row codec is the SQLite engine's (:mod:`threadstore.sqlite._rows`: the same
+columns, integer microseconds, JSON text), as are its two decoded-row caches.
 """
 
 from __future__ import annotations
@@ -382,12 +385,19 @@ def _read_context(thread_id: str, limit: int | None, conn: Connection) -> list[S
 
 
 def _connect_writer(url: str, config: PostgresConfig) -> Connection:
+    """A write connection holding the store's writer lock (also after a reconnect: a
+    writer that lost its session lost the lock with it)."""
     conn = sql.connect(url, durability=config.durability, connect_timeout=config.connect_timeout)
+    try:
+        sql.take_writer_lock(conn, redact(url))
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
 def _open_writer_connection(url: str, config: PostgresConfig) -> Connection:
-    """The first write connection: connect, then create or check the schema."""
+    """The first write connection: connect and lock, then create or check the schema."""
     conn = _connect_writer(url, config)
     try:
         sql.ensure_schema(conn)

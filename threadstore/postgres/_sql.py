@@ -25,8 +25,10 @@ schema, chosen with the URL's ``options=-csearch_path=...``) with an application
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
@@ -35,7 +37,12 @@ from psycopg import sql as pgsql
 
 import workers
 
-from .._errors import StoreFormatError, StoreUnavailableError, ThreadNotFoundError
+from .._errors import (
+    StoreFormatError,
+    StoreLockedError,
+    StoreUnavailableError,
+    ThreadNotFoundError,
+)
 from ._config import SYNCHRONOUS_COMMIT, Durability
 from ._url import describe, redact
 
@@ -63,6 +70,7 @@ __all__ = [
     "read_items_checked",
     "read_projection_row",
     "set_archived",
+    "take_writer_lock",
     "thread_index",
     "thread_last_seq",
     "unescape_row",
@@ -76,6 +84,10 @@ ItemRow: TypeAlias = tuple[int, int, str, str]
 
 SCHEMA_VERSION: Final = 1
 """The schema version this code writes (``threadstore_info.schema_version``)."""
+
+#: The sessions' ``application_name``: which process on which host (what a
+#: :class:`StoreLockedError` shows of the holder).
+APPLICATION_NAME: Final = f"threadstore {socket.gethostname()}:{os.getpid()}"[:63]
 
 #: What ``threadstore_info.format`` holds in a threadstore database.
 FORMAT: Final = "threadstore"
@@ -254,7 +266,7 @@ def connect(
             url,
             autocommit=read_only,
             connect_timeout=connect_timeout,
-            application_name="threadstore",
+            application_name=APPLICATION_NAME,
         )
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -284,6 +296,41 @@ def where(conn: psycopg.Connection[Any]) -> str:
     """``database 'x' on host 'y'`` for messages about this connection's database."""
     info = conn.info
     return f"database {info.dbname!r} on host {info.host!r}"
+
+
+# --------------------------------------------------------------------------- writer lock
+
+#: The session advisory lock (two-key form) the writing process holds on its write
+#: connection: one writer per store database at a time (phase 1, see docs/postgres.md).
+_WRITER_LOCK: Final = (0x54535452, 1)
+
+
+def take_writer_lock(conn: psycopg.Connection[Any], target: str) -> None:
+    """Take the store's writer lock for this session, or raise :class:`StoreLockedError`
+    naming the session that holds it. The server releases it when the session ends (the
+    process exits or dies, or its connection is lost). Leaves no transaction open."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", _WRITER_LOCK).fetchone()
+    if row is not None and row[0]:
+        conn.commit()
+        return
+    holder = conn.execute(
+        "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
+        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = %s AND l.objid = %s AND l.objsubid = 2",
+        _WRITER_LOCK,
+    ).fetchone()
+    conn.rollback()
+    if holder is None:
+        text = "another session (gone by now: try again)"
+    else:
+        pid, name, addr, since = holder
+        text = (
+            f"{name or 'a session'} (server backend pid {pid}, from "
+            f"{addr or 'a local socket'}, connected since {since:%Y-%m-%d %H:%M:%S %Z})"
+        )
+    raise StoreLockedError(target, text)
 
 
 # --------------------------------------------------------------------------- schema
