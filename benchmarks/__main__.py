@@ -11,6 +11,7 @@ Scenarios (each also runs alone: ``--only S2``):
 - S7 the asyncio and thread access layers against the trio store (sequential and burst)
 - S8 history edits on a 10,000-item thread: fork, read_context, rewind
 - S9 ADK sessions: list_sessions at 2,000 (10,000 with ``--full``) against ADK's own SQLite
+- S10 the change feed: catch-up replay rate vs listing, delay to a subscriber in another process
 
 Quick by default (about 2-3 minutes on 2 cores), ``--full`` for the larger scales,
 ``--smoke`` for tiny ones (CI, under 30 s). Results go to ``benchmarks/results/`` as

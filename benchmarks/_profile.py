@@ -47,6 +47,9 @@ class Profile:
     s9_sessions: int
     s9_users: int
     s9_calls: int
+    #: S10: threads a subscriber replays from the change index; cross-process events timed.
+    s10_threads: int
+    s10_events: int
     #: A scenario still running after this many seconds fails (a hang must not stall CI).
     timeout_s: float
 
@@ -75,6 +78,8 @@ SMOKE: Final = Profile(
     s9_sessions=500,
     s9_users=10,
     s9_calls=3,
+    s10_threads=500,
+    s10_events=5,
     timeout_s=120,
 )
 
@@ -102,6 +107,8 @@ QUICK: Final = Profile(
     s9_sessions=2000,
     s9_users=10,
     s9_calls=10,
+    s10_threads=10_000,
+    s10_events=40,
     timeout_s=600,
 )
 
@@ -129,6 +136,8 @@ FULL: Final = Profile(
     s9_sessions=10000,
     s9_users=10,
     s9_calls=20,
+    s10_threads=100_000,
+    s10_events=200,
     timeout_s=3_600,
 )
 

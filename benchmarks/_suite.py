@@ -23,6 +23,7 @@ from . import (
     s7_access,
     s8_history,
     s9_adk,
+    s10_feed,
 )
 from ._burst import burst, make_threads
 from ._figures import ScenarioResult
@@ -51,6 +52,7 @@ SCENARIOS: Final = {
         s7_access,
         s8_history,
         s9_adk,
+        s10_feed,
     )
 }
 

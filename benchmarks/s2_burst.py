@@ -86,6 +86,8 @@ async def _urgent_visibility(path: Path, items: list[list[Item]]) -> Summary:
 
             async def watch() -> None:
                 async for event in events:
+                    if event.thread is None:  # a reset: only after a restart
+                        continue
                     queue = waiting.get(event.thread.id)
                     now = time.perf_counter()
                     while queue and queue[0][0] <= event.thread.seq:

@@ -32,7 +32,7 @@ async def main(path: Path) -> None:
             async with store.subscribe() as events:
                 following.set()
                 async for event in events:
-                    if event.type == "created":
+                    if event.type == "created" and event.thread is not None:
                         created.append(event.thread.title or "")
                         if len(created) == 2:
                             return

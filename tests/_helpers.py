@@ -9,7 +9,7 @@ from typing import Any, Literal
 import trio
 
 import workers
-from threadstore import Store, StoredItem, ThreadMeta
+from threadstore import Store, StoredItem, ThreadEvent, ThreadMeta
 from threadstore._meta import LAST_MESSAGE_CHARS, PREVIEW_CHARS
 
 #: Generous guard against a hung barrier; never a timing assertion.
@@ -225,3 +225,9 @@ def fold_log(
         forked_at=forked_at,
     )
     return meta, first_user is not None
+
+
+def meta_of(event: ThreadEvent) -> ThreadMeta:
+    """The metadata an event carries (every event but a ``reset`` carries one)."""
+    assert event.thread is not None, f"{event.type} event without a thread"
+    return event.thread

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import structlog
 import trio
+from _helpers import meta_of
 
 import threadstore
 from threadstore import (
@@ -321,7 +322,7 @@ def test_aio_subscription_sees_changes_and_ends_when_the_store_closes(tmp_path: 
                 async with store.subscribe(buffer=16) as events:
                     subscribed.set()
                     async for event in events:
-                        seen.append((event.type, event.thread.id))
+                        seen.append((event.type, meta_of(event).id))
 
             follower = asyncio.create_task(follow())
             await subscribed.wait()
@@ -453,6 +454,31 @@ def test_blocking_subscription_iterates_and_ends_with_the_store(tmp_path: Path) 
     assert seen == ["created", "archived"]
 
 
+def test_blocking_and_aio_subscriptions_resume_from_a_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    with blocking.open_store(path) as store:
+        first = store.create_thread(goal="first")
+        second = store.create_thread(goal="second")
+        store.delete_thread(first.id)
+        with store.subscribe(first.change, buffer=1) as events:  # replay, one at a time
+            replayed = [(e.type, meta_of(e).id) for _, e in zip(range(2), events, strict=False)]
+    assert replayed == [("updated", second.id), ("deleted", first.id)]
+
+    async def resume() -> tuple[list[str], str]:
+        async with aio.open_store(path) as store:
+            third = await store.create_thread(goal="third")
+            async with store.subscribe(second.change) as events:
+                seen = []
+                async for event in events:
+                    seen.append(meta_of(event).id)
+                    if event.change == third.change:
+                        return seen, third.id
+        raise AssertionError("the subscription ended early")  # pragma: no cover
+
+    seen, third = asyncio.run(resume())
+    assert seen == [first.id, third]  # the deletion, then the new thread
+
+
 def test_ctrl_c_in_a_blocked_thread_cancels_only_the_wait(tmp_path: Path) -> None:
     """SIGINT while the main thread waits for visibility: KeyboardInterrupt reaches the
     caller, the append it made is still committed and projected, the store keeps working."""
@@ -577,8 +603,8 @@ def test_a_scoped_asyncio_subscription_sees_its_namespace_only(tmp_path: Path) -
                 await store.create_thread(goal="theirs", namespace="b")
                 created = await view.create_thread(goal="mine")
                 async for event in events:
-                    mine.append(event.thread.id)
-                    if event.thread.id == created.id:
+                    mine.append(meta_of(event).id)
+                    if meta_of(event).id == created.id:
                         break
             assert mine == [created.id]
             assert (await view.append_and_flush(created.id, Item.user_message("x"))).seq == 2

@@ -56,6 +56,7 @@ from threadstore import (
     ThreadStoreError,
     open_store,
 )
+from threadstore.sqlite._sql import SCHEMA_VERSION
 
 MAX_ITEM_BYTES: Final = 2048
 GUARD_S: Final = 10
@@ -575,13 +576,13 @@ async def _foreign_database(path: Path) -> None:
 def _bump_schema_version(path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
-        conn.execute("PRAGMA user_version = 3")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     finally:
         conn.close()
 
 
 async def _newer_schema(path: Path) -> None:
-    """A real store with data, as a future threadstore (schema version 2) would leave it."""
+    """A real store with data, as a future threadstore (a newer schema version) would leave it."""
     async with open_store(path) as store:
         await store.create_thread(thread_id="t", goal="written by the future")
     await trio.to_thread.run_sync(_bump_schema_version, path)
@@ -600,8 +601,18 @@ FILES: list[tuple[str, Callable[[Path], Awaitable[None]], str, bool]] = [
     ("random-bytes", _random_bytes, f"{NOT_A_STORE}: file is not a database", True),
     ("foreign-sqlite-database", _foreign_database, f"{NOT_A_STORE} (application_id 0x0", False),
     ("foreign-sqlite-database", _foreign_database, f"{NOT_A_STORE} (application_id 0x0", True),
-    ("newer-schema", _newer_schema, "was created by a newer threadstore (schema 3 > 2)", False),
-    ("newer-schema", _newer_schema, "was created by a newer threadstore (schema 3 > 2)", True),
+    (
+        "newer-schema",
+        _newer_schema,
+        f"was created by a newer threadstore (schema {SCHEMA_VERSION + 1} > {SCHEMA_VERSION})",
+        False,
+    ),
+    (
+        "newer-schema",
+        _newer_schema,
+        f"was created by a newer threadstore (schema {SCHEMA_VERSION + 1} > {SCHEMA_VERSION})",
+        True,
+    ),
     ("empty-file", _empty_file, f"{PATH} is empty: no threadstore schema", True),
 ]
 

@@ -18,13 +18,16 @@ def test_demo_streams_sessions_and_prints_the_list_and_summary(
     Path(path).write_bytes(b"")  # a leftover file is replaced, not reused
     # --verbose keeps the demo from configuring structlog for the rest of the test run (its
     # logging.basicConfig does nothing here: pytest's log handlers are on the root logger).
-    main(["--path", path, "--sessions", "3", "--turns", "2", "--pace", "0.002", "--verbose"])
+    args = ["--path", path, "--sessions", "3", "--turns", "2", "--pace", "0.002"]
+    main([*args, "--verbose", "--redraw", "0.001"])
     out = capsys.readouterr().out
 
     assert "summary" in out
     assert "3 x 2 turns" in out
     assert "(3/3 listed at once)" in out
     assert "(generated)" in out  # the slow titler's output reached the list
+    assert "equals list_threads: yes" in out  # the sidebar built from events alone
+    assert "-- live sidebar:" in out  # redrawn while the sessions streamed
 
     async def check() -> None:
         async with open_store(path, read_only=True) as store:

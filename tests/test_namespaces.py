@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+from _helpers import meta_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -119,8 +120,8 @@ async def test_a_scoped_subscription_sees_only_its_namespace(store: Store) -> No
         await store.create_thread(goal="theirs", namespace="b")
         mine = await store.create_thread(goal="mine", namespace="a")
         async for event in events:
-            seen.append(event.thread.id)
-            if event.thread.id == mine.id:
+            seen.append(meta_of(event).id)
+            if meta_of(event).id == mine.id:
                 break
     assert seen == [mine.id]
 

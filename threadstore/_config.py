@@ -63,9 +63,9 @@ class Timeouts:
     #: Projection work whose retries ran out is tried again this often (None: only on the
     #: thread's next append or flush).
     retry_interval: float | None = 30.0
-    #: A must-deliver feed event waits this long for room in a full subscriber's buffer
-    #: before it is dropped (and counted).
-    must_deliver_wait: float = 0.25
+    #: A deleted thread's tombstone is kept this long, so a change-feed subscriber can
+    #: replay its deletion (``subscribe(since=...)``); an older cursor gets a ``reset``.
+    tombstone_retention: float = 7 * 24 * 3600.0
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +112,9 @@ class StoreConfig:
     def __attrs_post_init__(self) -> None:
         if self.projection_delay < 0 or self.timeouts.shutdown < 0:
             raise ValueError("projection_delay and shutdown_timeout must be >= 0")
+        retention = self.timeouts.tombstone_retention
+        if not isinstance(retention, int | float) or not retention >= 0:
+            raise ValueError(f"tombstone_retention must be a number >= 0, not {retention!r}")
         for projector in self.projectors:
             if not isinstance(projector, Projector):
                 raise TypeError(f"projector {projector!r} has no name/project()")
@@ -127,6 +130,7 @@ class StoreConfig:
         max_pending_bytes: int,
         retry: workers.RetryPolicy | None,
         retry_interval: float | None,
+        tombstone_retention: float = Timeouts().tombstone_retention,
     ) -> StoreConfig:
         """The configuration ``open_store``'s keyword arguments describe (validated)."""
         return cls(
@@ -134,5 +138,9 @@ class StoreConfig:
             projectors=tuple(projectors),
             retry=retry,
             limits=Limits(max_item_bytes=max_item_bytes, max_pending_bytes=max_pending_bytes),
-            timeouts=Timeouts(shutdown=shutdown_timeout, retry_interval=retry_interval),
+            timeouts=Timeouts(
+                shutdown=shutdown_timeout,
+                retry_interval=retry_interval,
+                tombstone_retention=tombstone_retention,
+            ),
         )

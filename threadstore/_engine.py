@@ -11,9 +11,15 @@ id becomes :class:`~threadstore.ThreadExistsError`, a failed archive or delete
 says which of its errors are transient (:meth:`Engine.retryable`). No module outside an
 engine package imports a database driver.
 
-Per-thread ownership and change notifications join this interface with the first engine
-that has them (PostgreSQL, where several processes write one database); an embedded engine
-owns every thread of its store.
+Every write that changes a thread's listed state (a creation or fork, a projection write
+that changed the row, an archive flag, a deletion) gets the next store-wide change number,
+in commit order, stored with the thread (a deletion leaves a tombstone): :meth:`Engine.changes`
+reads "what changed after N" from that index, and the engine hands each of its own commits to
+the store's change listener (:meth:`Engine.set_change_listener`) on the trio thread, in change
+order. An engine whose store other processes write says so (:attr:`Engine.external_changes`)
+and wakes subscribers with :meth:`Engine.wait_for_changes` instead. Per-thread ownership joins
+this interface with the first engine that has it (PostgreSQL, where several processes write
+one database); an embedded engine owns every thread of its store.
 
 Writes are queued with a callback that runs on the trio thread, in commit order, before
 anyone waiting on the write wakes: the store advances its watermarks there. Appends are
@@ -27,6 +33,7 @@ from typing import Literal, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import attrs
 
+from ._feed import ThreadEvent
 from ._history import context_rows
 from ._items import Item, StoredItem, decode_data, us_to_datetime
 from ._meta import Patch, Pending, Projection, ThreadMeta, fold_log_rows
@@ -34,6 +41,8 @@ from ._page_token import CursorQuery
 
 __all__ = [
     "AppendItems",
+    "Change",
+    "ChangePage",
     "Completion",
     "CreateThread",
     "DeleteThread",
@@ -50,6 +59,7 @@ __all__ = [
     "fold_for_write",
     "fork_rows",
     "stored_item",
+    "tombstone_meta",
 ]
 
 T = TypeVar("T")
@@ -141,9 +151,35 @@ class SetArchived:
 
 @attrs.frozen(kw_only=True, slots=True)
 class DeleteThread:
-    """Delete the thread's items and metadata."""
+    """Delete the thread's items and metadata, leaving a tombstone stamped ``deleted_us``;
+    prune the tombstones of deletions before ``prune_before_us`` (the feed's retention)."""
 
     thread_id: str
+    deleted_us: int = 0
+    prune_before_us: int = 0
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Change:
+    """One entry of the change index: a thread as it is now (``deleted``: a tombstone, whose
+    ``thread`` has only id, namespace, the deletion time as ``updated_at``, and ``change``)."""
+
+    change: int
+    thread: ThreadMeta
+    deleted: bool = False
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ChangePage:
+    """What :meth:`Engine.changes` read, from one snapshot.
+
+    ``floor``: tombstones of changes up to it were pruned, so a cursor below it cannot be
+    replayed; ``last``: the newest change number of the store (at least ``floor``).
+    """
+
+    changes: tuple[Change, ...]
+    floor: int
+    last: int
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -217,6 +253,17 @@ class Engine(Protocol):
     @property
     def queued_bytes(self) -> int:
         """Item bytes queued and not committed yet (the store bounds it)."""
+        ...
+
+    @property
+    def external_changes(self) -> bool:
+        """Whether other processes commit to this store (then this engine does not see
+        every change itself: subscribers use :meth:`wait_for_changes`)."""
+        ...
+
+    def set_change_listener(self, listener: Callable[[ThreadEvent], None]) -> None:
+        """Have ``listener`` called with the event of each listed-state change this engine
+        commits, on the trio thread, in change order, before the write's waiters wake."""
         ...
 
     # -- writes (writable engines only) -------------------------------------------------
@@ -317,6 +364,18 @@ class Engine(Protocol):
         projectors' input when it is not in memory)."""
         ...
 
+    async def changes(self, after: int, limit: int, namespace: str | None) -> ChangePage:
+        """The first ``limit`` entries of the change index after change ``after`` (in
+        ``namespace`` only, unless None), in change order: threads by their latest change,
+        tombstones by their deletion."""
+        ...
+
+    async def wait_for_changes(self, after: int) -> None:
+        """Block until the store may hold a change after ``after`` committed by another
+        process (an engine without :attr:`external_changes` never returns). Cheap: a poll
+        or a notification; cancel to stop waiting."""
+        ...
+
     # -- errors and statistics ------------------------------------------------------------
 
     def retryable(self, error: BaseException) -> bool:
@@ -331,6 +390,12 @@ def stored_item(row: LogRow) -> StoredItem:
     """The :class:`StoredItem` of a log row (decodes its JSON)."""
     seq, at, kind, data = row
     return StoredItem(kind=kind, data=decode_data(data), seq=seq, created_at=us_to_datetime(at))
+
+
+def tombstone_meta(thread_id: str, namespace: str, change: int, deleted_us: int) -> ThreadMeta:
+    """What a tombstone tells of a deleted thread, as metadata: its id and namespace, the
+    deletion time (as every time field) and change; nothing else."""
+    return Projection.new(thread_id, deleted_us, namespace).with_change(change).meta
 
 
 def fold_for_write(

@@ -96,6 +96,11 @@ class ThreadMeta:
     #: For a thread made by ``Store.fork``: the source thread and the seq it was forked at.
     forked_from: str | None = None
     forked_at: int | None = None
+    #: The store-wide change number of the thread's latest listed change (see
+    #: :meth:`threadstore.Store.subscribe`): strictly increasing in commit order, so a
+    #: list and a feed can be lined up. Not part of equality (0 on values the store did
+    #: not read or write).
+    change: int = attrs.field(default=0, eq=False)
 
 
 def _compose(first: _Transition, then: _Transition) -> _Transition:
@@ -591,6 +596,12 @@ class Projection:
                     merged[key] = value
             extra[name] = merged
         return extra
+
+    def with_change(self, change: int) -> Projection:
+        """This projection stamped with the change number its write was given."""
+        return Projection(
+            meta=attrs.evolve(self.meta, change=change), has_user_message=self.has_user_message
+        )
 
     def with_archived_at(self, archived_at_us: int | None) -> Projection:
         """This projection archived at ``archived_at_us`` (``None``: not archived)."""

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
-import trio
-
 import workers
 
 from ._config import Lanes, StoreConfig
@@ -48,6 +46,8 @@ async def open_store(
     retry: workers.RetryPolicy | None = None,
     retry_interval: float | None = _DEFAULT.timeouts.retry_interval,
     reader_connections: int = SQLITE.reader_connections,
+    feed_poll_interval: float = SQLITE.feed_poll_interval,
+    tombstone_retention: float = _DEFAULT.timeouts.tombstone_retention,
     faults: Faults | None = None,
 ) -> AsyncIterator[Store]:
     """Open (creating if needed) the store at ``path`` for the duration of the block.
@@ -66,12 +66,19 @@ async def open_store(
     lock — also on cancellation and KeyboardInterrupt.
 
     ``reader_connections`` bounds the reader threads, each with one read-only connection
-    (reads beyond it wait their turn, in order). ``faults`` is a test seam
+    (reads beyond it wait their turn, in order). ``feed_poll_interval``: how often a
+    read-only store's change-feed subscribers look for the writer's commits (seconds);
+    ``tombstone_retention``: how long a deleted thread's tombstone is kept for subscribers
+    resuming with ``subscribe(since=...)`` (seconds). ``faults`` is a test seam
     (:class:`threadstore.testing.Faults`): it injects SQLite errors into log commits and
     projection writes.
     """
     path = os.fspath(path)
-    engine_config = SqliteConfig(durability=durability, reader_connections=reader_connections)
+    engine_config = SqliteConfig(
+        durability=durability,
+        reader_connections=reader_connections,
+        feed_poll_interval=feed_poll_interval,
+    )
     config = StoreConfig.from_options(
         projectors=projectors,
         projection_delay=projection_delay,
@@ -80,6 +87,7 @@ async def open_store(
         max_pending_bytes=max_pending_bytes,
         retry=retry,
         retry_interval=retry_interval,
+        tombstone_retention=tombstone_retention,
     )
     engines: AbstractAsyncContextManager[Engine]
     if path == MEMORY_TARGET:
@@ -126,9 +134,12 @@ async def _running(path: str, engine: Engine, config: StoreConfig) -> AsyncItera
     """The store on an open ``engine``: its threads loaded, its projection actors running
     and recovery done; drained on the way out."""
     store = Store(path=path, engine=engine, config=config)
+    store._feed.last = (await engine.changes(0, 0, None)).last  # the feed starts here
     if not engine.writable:
-        await trio.lowlevel.checkpoint()
-        yield store
+        try:
+            yield store
+        finally:
+            store._feed.close()
         return
     index = engine.thread_index()
     for tid, last_seq, seq, has_user, namespace in index:

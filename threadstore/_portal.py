@@ -505,7 +505,7 @@ class Subscription:
         subscribe: Callable[[Store], AbstractAsyncContextManager[AsyncIterator[ThreadEvent]]],
     ) -> Callable[[Store], Awaitable[Subscription]]:
         """The portal call that subscribes with ``subscribe(store)`` (e.g.
-        ``lambda s: s.subscribe(buffer)``)."""
+        ``lambda s: s.subscribe(since, buffer=buffer)``)."""
 
         async def open_(store: Store) -> Subscription:
             subscription: Subscription = cls(portal)

@@ -4,7 +4,8 @@ The store feeds each thread's pending items to a :mod:`workers` actor pool (key:
 work: :class:`~threadstore._meta.Pending`); the pool calls :meth:`ProjectionDriver.project`
 with whatever coalesced while the thread's previous write was in flight. The driver runs the
 custom projectors, chooses the write's lane (:func:`choose_lane`), has the engine write the
-metadata, advances the thread's ``projected`` watermark and publishes the change.
+metadata (the engine publishes the change to the feed as it commits) and advances the
+thread's ``projected`` watermark.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import trio
 import workers
 
 from ._engine import Engine, Lane, ProjectionWrite, stored_item
-from ._feed import Feed, ThreadEvent
 from ._meta import Patch, Pending
 from ._thread_state import ThreadState
 from ._values import Projector
@@ -58,12 +58,10 @@ class ProjectionDriver:
         engine: Engine,
         threads: dict[str, ThreadState],
         projectors: Sequence[Projector],
-        feed: Feed,
     ) -> None:
         self._engine = engine
         self._threads = threads
         self._projectors = tuple(projectors)
-        self._feed = feed
         self.pool: workers.ActorPool[str, Pending] | None = None
         self.barriers = 0
         self.closing = False
@@ -94,7 +92,7 @@ class ProjectionDriver:
                     out = await out
                 if out is not None:
                     extra = extra.merge(Patch.extra_update(projector.name, out))
-        urgent = state.hurry or patch.urgent  # caused by urgent items: must-deliver events
+        urgent = state.hurry or patch.urgent  # caused by urgent items: published at once
         waited = self.barriers > 0 or self.closing  # a barrier or shutdown waits: at once
         state.hurry = False
         meta = await self._engine.project(
@@ -112,9 +110,6 @@ class ProjectionDriver:
         state.projected = max(state.projected, meta.seq)
         if self._projectors:
             state.meta = meta if state.archives == archives else None
-        if self._feed.subscribers:
-            # Bounded: a full subscriber costs a must-deliver update at most the feed's wait.
-            await self._feed.publish(ThreadEvent(type="updated", thread=meta), must_deliver=urgent)
         if log.is_enabled_for(logging.DEBUG):  # (one metadata write each: skip the fields)
             context = structlog.contextvars.get_contextvars()
             log.debug(

@@ -163,8 +163,9 @@ class ScopedStore:
 
     @asynccontextmanager
     async def subscribe(
-        self, buffer: int = _LIMITS.feed_buffer
+        self, since: int | None = None, *, buffer: int = _LIMITS.feed_buffer
     ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
-        """:meth:`Store.subscribe <threadstore.Store.subscribe>`: this namespace's events."""
-        async with self._store._subscribe(buffer, self.namespace) as events:
+        """:meth:`Store.subscribe <threadstore.Store.subscribe>`: this namespace's events
+        (change numbers are the store's: a cursor skips other namespaces' changes)."""
+        async with self._store._subscribe(since, buffer, self.namespace) as events:
             yield events

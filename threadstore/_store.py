@@ -176,11 +176,12 @@ class Store:
         self._pool: workers.ActorPool[str, Pending] | None = None
         self._times = Timestamps()
         self._closing = False
-        self._feed = Feed(config.timeouts.must_deliver_wait)
+        self._feed = Feed(engine)  # ``open_store`` sets where it starts
+        engine.set_change_listener(self._feed.publish)
         self._n = _Counters()
         #: The body of the projection actors (the pool is opened by ``open_store``).
         self._driver = ProjectionDriver(
-            engine=engine, threads=self._threads, projectors=config.projectors, feed=self._feed
+            engine=engine, threads=self._threads, projectors=config.projectors
         )
 
     # -- guards -------------------------------------------------------------------------
@@ -254,8 +255,6 @@ class Store:
         state.last_job = job
         meta = await job.wait()
         log.info("thread.created", thread_id=tid, items=len(items))
-        if self._feed.subscribers:
-            await self._feed.publish(ThreadEvent(type="created", thread=meta), must_deliver=True)
         return meta
 
     def _created(self, state: ThreadState, job: Completion[ThreadMeta]) -> None:
@@ -524,9 +523,6 @@ class Store:
         if meta is None:
             raise ThreadNotFoundError(state.id)
         log.info("thread.archived" if archived else "thread.unarchived", thread_id=state.id)
-        if self._feed.subscribers:
-            event = ThreadEvent(type="archived" if archived else "unarchived", thread=meta)
-            await self._feed.publish(event, must_deliver=True)
         return meta
 
     async def delete_thread(self, thread_id: str) -> None:
@@ -543,12 +539,11 @@ class Store:
         state.deleted = True
         with trio.CancelScope(shield=True):
             await self._actors.discard(state.id)
-            job = engine.delete(DeleteThread(thread_id=state.id), partial(self._deleted, state))
-            meta = await job.wait()  # WriteFailedError if the commit failed
-            if meta is not None and self._feed.subscribers:
-                await self._feed.publish(
-                    ThreadEvent(type="deleted", thread=meta), must_deliver=True
-                )
+            now = self._times.next_us()
+            retention = int(self._config.timeouts.tombstone_retention * 1_000_000)
+            op = DeleteThread(thread_id=state.id, deleted_us=now, prune_before_us=now - retention)
+            job = engine.delete(op, partial(self._deleted, state))
+            await job.wait()  # WriteFailedError if the commit failed
         await trio.lowlevel.checkpoint()
         log.info("thread.deleted", thread_id=state.id)
 
@@ -642,8 +637,6 @@ class Store:
         job = engine.fork(op, partial(self._forked, tid, state.namespace))
         meta = await job.wait()
         log.info("thread.forked", thread_id=tid, source=state.id, at_seq=at)
-        if self._feed.subscribers:
-            await self._feed.publish(ThreadEvent(type="created", thread=meta), must_deliver=True)
         return meta
 
     def _forked(self, thread_id: str, namespace: str, job: Completion[ThreadMeta]) -> None:
@@ -705,32 +698,43 @@ class Store:
 
     @asynccontextmanager
     async def subscribe(
-        self, buffer: int = _LIMITS.feed_buffer
+        self, since: int | None = None, *, buffer: int = _LIMITS.feed_buffer
     ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
-        """Receive a :class:`ThreadEvent` for each thread change, after it committed.
+        """Follow every committed change to a thread's listed state, in change order.
 
-        ``async with store.subscribe() as events: async for event in events: ...``. Events
-        of one thread arrive in commit order. Ordinary ``updated`` events are dropped for
-        this subscriber while its ``buffer`` is full (``statistics().feed_drops``);
-        ``created``, ``deleted``, ``archived``, ``unarchived`` and updates caused by urgent
-        items wait a bounded time for room, then are dropped and counted in
-        ``feed_must_deliver_drops``. Iteration ends when the store closes. Raises
-        :class:`StoreClosedError` once the store is closing or closed,
-        :class:`ReadOnlyStoreError` on a read-only store (it sees no changes) and
-        ``ValueError`` for a ``buffer`` below 1.
+        ``async with store.subscribe() as events: async for event in events: ...``. Each
+        :class:`ThreadEvent` carries the thread's metadata as committed and its ``change``
+        number. Apply them in order (upsert; remove on ``deleted``; clear on ``reset``) and
+        the view equals ``list_threads(include_empty=True)`` over archived and unarchived
+        threads. Lossless for the final state: a subscriber is never handed more than
+        ``buffer`` events at a time; one that falls behind catches up from the store
+        (each thread changed since, once, as it is now) and follows live again — it never
+        stalls projection and costs no memory beyond its buffer.
+
+        ``since``: None follows from now on; a change number (the last one you applied)
+        replays what changed after it, e.g. after a restart; if the store pruned deletions
+        that replay needs (``tombstone_retention``) or does not know the number, the first
+        event is ``reset``. A read-only store follows its writer process (polled every
+        ``feed_poll_interval`` seconds, without taking its lock).
+
+        Leaving the block or cancelling the reader unsubscribes; iteration ends, after the
+        buffered events, when the store closes. Raises :class:`StoreClosedError` once the
+        store is closing, ``ValueError`` for a ``buffer`` below 1 or a bad ``since``.
         """
-        async with self._subscribe(buffer, None) as events:
+        async with self._subscribe(since, buffer, None) as events:
             yield events
 
     @asynccontextmanager
     async def _subscribe(
-        self, buffer: int, namespace: str | None
+        self, since: int | None, buffer: int, namespace: str | None
     ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
-        if self.read_only:
-            raise ReadOnlyStoreError(f"store {self.path!r} is open read-only: it has no feed")
-        if self._closing:
+        if not is_int(buffer) or buffer < 1:
+            raise ValueError(f"buffer must be an int >= 1, not {shorten(buffer)}")
+        if since is not None and (not is_int(since) or since < 0):
+            raise ValueError(f"since must be None or an int >= 0, not {shorten(since)}")
+        if self._closing or self._feed.closed:
             raise StoreClosedError(f"store {self.path!r} is closed")
-        async with self._feed.subscribe(buffer, namespace) as events:
+        async with self._feed.subscribe(since=since, buffer=buffer, namespace=namespace) as events:
             yield events
 
     # -- reads --------------------------------------------------------------------------
@@ -824,9 +828,9 @@ class Store:
             live_actors=pool.live_actors if pool else 0,
             lagging_threads=pool.pending_keys if pool else 0,
             max_lag=pool.max_lag if pool else 0,
-            feed_drops=self._feed.drops,
-            feed_must_deliver_drops=self._feed.must_deliver_drops,
             subscribers=self._feed.subscribers,
+            feed_events=self._feed.events_published,
+            feed_catch_ups=self._feed.catch_ups,
             checkpoints=engine.checkpoints,
             checkpoint_failures=engine.checkpoint_failures,
         )

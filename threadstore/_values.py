@@ -36,9 +36,10 @@ class StoreStatistics:
     metadata writes;
     ``patches_coalesced`` appends whose patch merged into one already queued;
     ``lagging_threads``/``max_lag`` threads whose metadata is behind their log, and by how
-    many items at most; ``feed_drops`` ordinary events dropped for full subscribers,
-    ``feed_must_deliver_drops`` must-deliver events dropped after their bounded wait,
-    ``subscribers`` open subscriptions; ``checkpoints``/``checkpoint_failures`` WAL
+    many items at most; ``subscribers`` open change-feed subscriptions, ``feed_events``
+    changes published to them, ``feed_catch_ups`` reads of the change index by
+    subscriptions catching up (behind, resuming, or following another process; the feed
+    drops nothing, so there is no drop counter); ``checkpoints``/``checkpoint_failures`` WAL
     checkpoints run off the commit path that succeeded and failed (a failed one loses
     nothing: it is tried again).
     """
@@ -53,9 +54,9 @@ class StoreStatistics:
     live_actors: int
     lagging_threads: int
     max_lag: int
-    feed_drops: int
-    feed_must_deliver_drops: int
     subscribers: int
+    feed_events: int
+    feed_catch_ups: int
     checkpoints: int
     checkpoint_failures: int
 

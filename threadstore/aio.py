@@ -276,10 +276,10 @@ class _Handle:
 
     @asynccontextmanager
     async def subscribe(
-        self, buffer: int = _LIMITS.feed_buffer
+        self, since: int | None = None, *, buffer: int = _LIMITS.feed_buffer
     ) -> AsyncIterator[AsyncIterator[ThreadEvent]]:
         subscription = await self._call(
-            Subscription.opener(self._portal, lambda s: self._on(s).subscribe(buffer))
+            Subscription.opener(self._portal, lambda s: self._on(s).subscribe(since, buffer=buffer))
         )
         try:
             yield _Events(self, subscription)

@@ -200,9 +200,11 @@ class _Handle:
         return self._call(lambda s: self._on(s).fork(source_id, at_seq, thread_id, title))
 
     @contextmanager
-    def subscribe(self, buffer: int = _LIMITS.feed_buffer) -> Iterator[Iterator[ThreadEvent]]:
+    def subscribe(
+        self, since: int | None = None, *, buffer: int = _LIMITS.feed_buffer
+    ) -> Iterator[Iterator[ThreadEvent]]:
         subscription = self._call(
-            Subscription.opener(self._portal, lambda s: self._on(s).subscribe(buffer))
+            Subscription.opener(self._portal, lambda s: self._on(s).subscribe(since, buffer=buffer))
         )
         try:
             yield _Events(self, subscription)

@@ -3,8 +3,12 @@
 About 20 sessions stream turns concurrently (user message, reasoning, a tool call and its
 result, an assistant message in chunks, token usage, turn completed); a few goal-first
 threads are created mid-run; a slow custom projector (~100 ms, standing in for an LLM
-title generator) runs in the projection actors, never on the append path. At the end it
-prints the thread list as a sidebar would show it, and a summary of the figures.
+title generator) runs in the projection actors, never on the append path.
+
+A sidebar follows the change feed with a small buffer (so it falls behind and catches up
+from the store) and redraws the live thread list while the sessions stream. At the end it
+prints the list as ``list_threads`` shows it, checks that the sidebar's view (built from
+events alone) is exactly that list, and prints a summary of the figures.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import structlog
 import trio
 
-from . import Item, StoredItem, ThreadMeta, open_store
+from . import Item, Store, StoredItem, ThreadEvent, ThreadMeta, open_store
 
 TOPICS = (
     "the flaky integration test in CI",
@@ -143,33 +147,118 @@ def display_title(meta: ThreadMeta) -> str:
     return meta.preview or "(empty)"
 
 
+class Sidebar:
+    """A thread list kept from change events alone (upsert; remove on deleted)."""
+
+    def __init__(self) -> None:
+        self.view: dict[str, ThreadMeta] = {}
+        self.events = 0
+        self.frames = 0
+        self.dirty = False
+        self.changed = trio.Event()
+
+    def apply(self, event: ThreadEvent) -> None:
+        self.events += 1
+        if event.type == "reset":
+            self.view.clear()
+        elif event.thread is not None and event.type == "deleted":
+            self.view.pop(event.thread.id, None)
+        elif event.thread is not None:
+            self.view[event.thread.id] = event.thread
+        self.dirty = True
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def frame(self, rows: int) -> str:
+        listed = [m for m in self.view.values() if m.archived_at is None and m.preview]
+        listed.sort(key=lambda m: (m.updated_at, m.id), reverse=True)
+        lines = [f"-- live sidebar: {len(listed)} threads, {self.events} events --"]
+        for meta in listed[:rows]:
+            title = display_title(meta)
+            title = title if len(title) <= 48 else title[:47] + "…"
+            lines.append(f"  {title:48} {meta.status:8} {meta.item_count:4d} items")
+        return "\n".join(lines)
+
+
+async def follow(
+    store: Store, sidebar: Sidebar, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The sidebar's subscription: a small buffer, so a busy run shows it catching up."""
+    async with store.subscribe(buffer=16) as events:
+        task_status.started()
+        async for event in events:
+            sidebar.apply(event)
+
+
+async def redraw(sidebar: Sidebar, every: float, rows: int) -> None:
+    """Print the sidebar whenever it changed, at most every ``every`` seconds (a UI's
+    frame rate; plain lines, so it reads the same in a log)."""
+    while True:
+        await trio.sleep(every)
+        if sidebar.dirty:
+            sidebar.dirty = False
+            sidebar.frames += 1
+            print(sidebar.frame(rows), flush=True)
+
+
+async def list_all(store: Store) -> dict[str, ThreadMeta]:
+    found: dict[str, ThreadMeta] = {}
+    for archived in (False, True):
+        cursor = None
+        while True:
+            page = await store.list_threads(
+                limit=1000, cursor=cursor, archived=archived, include_empty=True
+            )
+            found.update((meta.id, meta) for meta in page.threads)
+            if (cursor := page.next_cursor) is None:
+                break
+    return found
+
+
+async def converged(store: Store, sidebar: Sidebar) -> bool:
+    """Wait (bounded) until the sidebar's view equals what the store lists."""
+    with trio.move_on_after(10):
+        while sidebar.view != await list_all(store):
+            await sidebar.changed.wait()
+        return True
+    return False
+
+
 def remove_store(path: str) -> None:
     for suffix in ("", "-wal", "-shm", ".lock"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
 
 
-async def run(path: str, sessions: int, turns: int, pace: float, seed: int) -> None:
+async def run(
+    path: str, sessions: int, turns: int, pace: float, seed: int, redraw_every: float
+) -> None:
     rng = random.Random(seed)
     figures = Figures()
     titler = TitleGenerator(delay=0.1)
+    sidebar = Sidebar()
     started = time.perf_counter()
     async with open_store(path, projectors=[titler], projection_delay=0.033) as store:
-        async with trio.open_nursery() as nursery:
-            for _ in range(sessions):
-                nursery.start_soon(
-                    session, store, figures, random.Random(rng.random()), turns, pace
-                )
-            for goal in (
-                "Ship the v2 onboarding flow by Friday",
-                "Cut CI time below ten minutes",
-                "Write the incident report for the outage",
-            ):
-                await trio.sleep(pace * 2)  # mid-run
-                nursery.start_soon(goal_first, store, figures, goal)
-        streamed = time.perf_counter()
-        await store.flush_all()
-        drained = time.perf_counter()
+        async with trio.open_nursery() as feed:
+            await feed.start(follow, store, sidebar)
+            feed.start_soon(redraw, sidebar, redraw_every, 6)
+            async with trio.open_nursery() as nursery:
+                for _ in range(sessions):
+                    nursery.start_soon(
+                        session, store, figures, random.Random(rng.random()), turns, pace
+                    )
+                for goal in (
+                    "Ship the v2 onboarding flow by Friday",
+                    "Cut CI time below ten minutes",
+                    "Write the incident report for the outage",
+                ):
+                    await trio.sleep(pace * 2)  # mid-run
+                    nursery.start_soon(goal_first, store, figures, goal)
+            streamed = time.perf_counter()
+            await store.flush_all()
+            drained = time.perf_counter()
+            matches = await converged(store, sidebar)
+            feed.cancel_scope.cancel()
         page = await store.list_threads(limit=10)
         stats = store.statistics()
 
@@ -198,6 +287,11 @@ async def run(path: str, sessions: int, turns: int, pace: float, seed: int) -> N
     )
     print(f"  titles generated (100 ms)    {titler.calls}")
     print(
+        f"  live sidebar                 {sidebar.events} events, {stats.feed_catch_ups} "
+        f"catch-ups from the store, {sidebar.frames} redraws; equals list_threads: "
+        f"{'yes' if matches else 'NO'}"
+    )
+    print(
         f"  goal-first time-to-listed    p50 {percentile(figures.listed_ms, 0.5):.2f} ms, "
         f"max {max(figures.listed_ms, default=float('nan')):.2f} ms "
         f"({len(figures.listed_ms)}/{figures.goal_threads} listed at once)"
@@ -216,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pace", type=float, default=0.25, help="seconds per tool call, max")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--redraw", type=float, default=0.5, help="seconds between sidebar redraws, at most"
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="print the store's log events (debug included) on stderr",
@@ -233,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             cache_logger_on_first_use=True,
         )
     remove_store(args.path)  # the demo starts from a fresh store each run
-    trio.run(run, args.path, args.sessions, args.turns, args.pace, args.seed)
+    trio.run(run, args.path, args.sessions, args.turns, args.pace, args.seed, args.redraw)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ import threadstore
 from threadstore import Item, StoredItem, ThreadMeta, ThreadNotFoundError, ThreadStoreError
 from threadstore._engine import ForkThread, RewindThread
 from threadstore.sqlite import _engine, _sql
+from threadstore.sqlite._engine import ChangeCounter
 from threadstore.testing import Faults, Target
 
 #: Texts over the preview bound (240 characters) and odd characters exercise the fold.
@@ -204,9 +205,9 @@ class EditGate(Faults):
             rewind_job(op, conn)
             self.halt("rewind", "job")
 
-        def fork(op: ForkThread, conn: sqlite3.Connection) -> ThreadMeta:
+        def fork(counter: ChangeCounter, op: ForkThread, conn: sqlite3.Connection) -> ThreadMeta:
             self.started("fork", f"{op.thread_id} 0 {op.source_id}")
-            meta = fork_job(op, conn)
+            meta = fork_job(counter, op, conn)
             self.halt("fork", "job")
             return meta
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from _helpers import GatedProjector
+from _helpers import GatedProjector, meta_of
 
 import workers
 from threadstore import Item, ProjectionFailedError, open_store
-from threadstore._config import Lanes, Timeouts
+from threadstore._config import Lanes
 from threadstore.testing import Faults
 
 WINDOW = 2.0
@@ -63,10 +63,10 @@ async def test_projection_window_is_exact_on_a_fake_clock(
         start = trio.current_time()
         await store.append(tid, Item.user_message("first: urgent"))
         event = await anext(events)
-        assert (event.thread.seq, trio.current_time()) == (1, start)  # no window for it
+        assert (meta_of(event).seq, trio.current_time()) == (1, start)  # no window for it
         await store.append(tid, Item.assistant_message("ordinary"))
         event = await anext(events)
-        assert (event.thread.last_message, event.thread.seq) == ("ordinary", 2)
+        assert (meta_of(event).last_message, meta_of(event).seq) == ("ordinary", 2)
         assert trio.current_time() - start == pytest.approx(WINDOW)
 
 
@@ -81,7 +81,7 @@ async def test_deferred_metadata_writes_wait_for_a_quiet_log(
         # The projection write goes to the deferred lane; with no appends behind it, it
         # commits once the log has been quiet for the lanes' interval, on the fake clock.
         event = await anext(events)
-        assert event.thread.seq == 2
+        assert meta_of(event).seq == 2
         assert trio.current_time() - committed == pytest.approx(Lanes().quiet)
 
 
@@ -105,12 +105,14 @@ async def test_retry_backoff_is_deterministic_on_a_fake_clock(
         assert trio.current_time() - start == pytest.approx(3.0)
 
 
-async def test_must_deliver_wait_comes_from_the_configuration(
+async def test_a_full_subscriber_costs_the_writers_no_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_store(":memory:") as store, store.subscribe(buffer=1):
-        await store.create_thread(goal="fills the buffer")
+    async with open_store(":memory:") as store, store.subscribe(buffer=1) as events:
         start = trio.current_time()
-        await store.create_thread(goal="waits, then is dropped")
-        assert trio.current_time() - start == pytest.approx(Timeouts().must_deliver_wait)
-        assert store.statistics().feed_must_deliver_drops == 1
+        tids = [(await store.create_thread(goal=f"goal {n}")).id for n in range(5)]
+        assert trio.current_time() == start  # nobody waited for the subscriber
+        first = await anext(events)  # buffered before the buffer filled
+        caught_up = [meta_of(await anext(events)).id for _ in tids[1:]]
+        assert [meta_of(first).id, *caught_up] == tids
+        assert store.statistics().feed_catch_ups >= 1

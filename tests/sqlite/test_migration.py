@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import trio
 
 from threadstore import StoreFormatError, open_store
 from threadstore.sqlite._sql import SCHEMA_VERSION
@@ -64,4 +65,14 @@ async def test_a_version_1_store_migrates_and_keeps_everything(v1_path: Path) ->
         assert (await store.list_threads(namespace="acme")).threads == ()
     async with open_store(v1_path, read_only=True) as reader:  # migrated: readers open it
         assert len(await reader.read_items("goal-first")) == 4
+        # Old threads got change numbers: a replay from the start lists every one of them.
+        async with reader.subscribe(since=0) as events:
+            replayed: dict[str, int] = {}
+            with trio.fail_after(10):
+                while len(replayed) < 4:
+                    event = await anext(events)
+                    assert event.thread is not None
+                    replayed[event.thread.id] = event.change
+        assert set(replayed) == {"chat", "goal-first", "archived", "branch"}
+        assert min(replayed.values()) > 0
         assert [i.kind for i in await reader.read_context("goal-first")] == ["goal"]

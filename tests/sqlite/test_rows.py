@@ -36,6 +36,7 @@ ROW_COLUMNS = {
     "namespace",
     "forked_from",
     "forked_at",
+    "change",
     "has_user_message",
 }
 
@@ -79,6 +80,7 @@ def test_row_values() -> None:
         "namespace": "",
         "forked_from": None,
         "forked_at": None,
+        "change": 0,
         "has_user_message": 1,
     }
     archived = projection_from_row(row).meta.archived_at

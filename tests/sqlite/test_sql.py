@@ -21,6 +21,11 @@ from threadstore.sqlite._readers import ReaderPool
 ORDERS = sorted(_sqlite.ORDER_COLUMNS)
 
 
+NEWER_SCHEMA = (
+    rf"newer threadstore \(schema {_sqlite.SCHEMA_VERSION + 1} > {_sqlite.SCHEMA_VERSION}\)"
+)
+
+
 def thread_row(thread_id: str, **overrides: object) -> dict[str, object]:
     row: dict[str, object] = {
         "id": thread_id,
@@ -42,6 +47,7 @@ def thread_row(thread_id: str, **overrides: object) -> dict[str, object]:
         "namespace": "",
         "forked_from": None,
         "forked_at": None,
+        "change": 0,
         "has_user_message": 0,
     }
     row.update(overrides)
@@ -148,11 +154,17 @@ def test_non_database_file_is_rejected(path: str, content: bytes, read_only: boo
 
 def test_newer_schema_is_rejected(db: sqlite3.Connection, path: str) -> None:
     db.execute(f"PRAGMA user_version = {_sqlite.SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreFormatError, match=r"newer threadstore \(schema 3 > 2\)"):
+    with pytest.raises(
+        StoreFormatError,
+        match=NEWER_SCHEMA,
+    ):
         _sqlite.ensure_schema(db)
     reader = _sqlite.connect(path, durability="normal", read_only=True)
     try:
-        with pytest.raises(StoreFormatError, match=r"newer threadstore \(schema 3 > 2\)"):
+        with pytest.raises(
+            StoreFormatError,
+            match=NEWER_SCHEMA,
+        ):
             _sqlite.check_schema(reader)
     finally:
         reader.close()

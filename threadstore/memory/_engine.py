@@ -21,6 +21,8 @@ import trio
 from .._config import Lanes
 from .._engine import (
     AppendItems,
+    Change,
+    ChangePage,
     Completion,
     CreateThread,
     DeleteThread,
@@ -35,8 +37,10 @@ from .._engine import (
     fold_for_write,
     fork_rows,
     stored_item,
+    tombstone_meta,
 )
 from .._errors import StoreClosedError, ThreadExistsError, ThreadNotFoundError
+from .._feed import EventType, ThreadEvent
 from .._history import context, context_start
 from .._items import StoredItem, datetime_to_us
 from .._lanes import LaneName, WriteLanes
@@ -128,6 +132,12 @@ class MemoryEngine:
         self._queued_bytes = 0
         self._closed = False
         self.log_commits = 0
+        #: The change index: the last change number given, deleted threads' tombstones
+        #: ``(namespace, change, deleted_us)`` and the newest change pruned from them.
+        self._last_change = 0
+        self._tombstones: dict[str, tuple[str, int, int]] = {}
+        self._floor = 0
+        self._listener: Callable[[ThreadEvent], None] | None = None
 
     @property
     def target(self) -> str:
@@ -144,6 +154,34 @@ class MemoryEngine:
     @property
     def queued_bytes(self) -> int:
         return self._queued_bytes
+
+    @property
+    def external_changes(self) -> bool:
+        return False
+
+    def set_change_listener(self, listener: Callable[[ThreadEvent], None]) -> None:
+        self._listener = listener
+
+    def _next_change(self) -> int:
+        self._last_change += 1
+        return self._last_change
+
+    def _emitting(
+        self, type: EventType, on_done: Callable[[Any], None] | None = None
+    ) -> Callable[[_Job[Any]], None]:
+        """An ``on_done`` that publishes the job's change (if it made one), then calls
+        ``on_done``."""
+
+        def done(job: _Job[Any]) -> None:
+            result = job.result
+            if job.error is None and result is not None and self._listener is not None:
+                meta, changed = result if isinstance(result, tuple) else (result, True)
+                if changed:
+                    self._listener(ThreadEvent(type=type, thread=meta, change=meta.change))
+            if on_done is not None:
+                on_done(job)
+
+        return done
 
     # -- queueing -----------------------------------------------------------------------
 
@@ -228,7 +266,9 @@ class MemoryEngine:
     def fork(
         self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
-        job: _Job[ThreadMeta] = _Job(partial_call(self._fork, op), on_done, log=True)
+        job: _Job[ThreadMeta] = _Job(
+            partial_call(self._fork, op), self._emitting("created", on_done), log=True
+        )
         self._submit(job, "first")
         return job
 
@@ -241,7 +281,7 @@ class MemoryEngine:
         log = source.log[: op.through]
         rows = fork_rows(op, log)
         projection = Projection.new(op.thread_id, op.created_us, op.namespace)
-        projection = projection.apply(fold_log_rows(rows))
+        projection = projection.apply(fold_log_rows(rows)).with_change(self._next_change())
         self._threads[op.thread_id] = _StoredThread(projection, rows)
         return projection.meta
 
@@ -249,7 +289,10 @@ class MemoryEngine:
         self, op: CreateThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
         job: _Job[ThreadMeta] = _Job(
-            partial_call(self._create, op), on_done, size=op.size, log=bool(op.rows)
+            partial_call(self._create, op),
+            self._emitting("created", on_done),
+            size=op.size,
+            log=bool(op.rows),
         )
         self._submit(job, "first")
         return job
@@ -267,22 +310,40 @@ class MemoryEngine:
                     ]
                 )
             )
+        projection = projection.with_change(self._next_change())
         self._threads[op.thread_id] = _StoredThread(projection, list(op.rows))
         return projection.meta
 
     def delete(
         self, op: DeleteThread, on_done: Callable[[Completion[ThreadMeta | None]], None]
     ) -> Completion[ThreadMeta | None]:
-        job: _Job[ThreadMeta | None] = _Job(partial_call(self._delete, op), on_done)
+        job: _Job[ThreadMeta | None] = _Job(
+            partial_call(self._delete, op), self._emitting("deleted", on_done)
+        )
         self._submit(job, "now")
         return job
 
     def _delete(self, op: DeleteThread) -> ThreadMeta | None:
         stored = self._threads.pop(op.thread_id, None)
-        return None if stored is None else stored.projection.meta
+        if stored is None:
+            return None
+        meta = stored.projection.with_change(self._next_change()).meta
+        self._tombstones[op.thread_id] = (meta.namespace, meta.change, op.deleted_us)
+        pruned = [
+            (tid, change)
+            for tid, (_ns, change, at) in self._tombstones.items()
+            if at < op.prune_before_us
+        ]
+        for tid, change in pruned:
+            del self._tombstones[tid]
+            self._floor = max(self._floor, change)
+        return meta
 
     async def set_archived(self, op: SetArchived) -> ThreadMeta | None:
-        job: _Job[ThreadMeta | None] = _Job(partial_call(self._set_archived, op))
+        type: EventType = "unarchived" if op.archived_at_us is None else "archived"
+        job: _Job[ThreadMeta | None] = _Job(
+            partial_call(self._set_archived, op), self._emitting(type)
+        )
         self._submit(job, "now")
         return await job.wait()
 
@@ -290,15 +351,19 @@ class MemoryEngine:
         stored = self._threads.get(op.thread_id)
         if stored is None:
             return None
-        stored.projection = stored.projection.with_archived_at(op.archived_at_us)
+        projection = stored.projection.with_archived_at(op.archived_at_us)
+        stored.projection = projection.with_change(self._next_change())
         return stored.projection.meta
 
     async def project(self, op: ProjectionWrite) -> ThreadMeta | None:
-        job: _Job[ThreadMeta | None] = _Job(partial_call(self._project, op))
+        job: _Job[tuple[ThreadMeta, bool] | None] = _Job(
+            partial_call(self._project, op), self._emitting("updated")
+        )
         self._submit(job, op.lane)
-        return await job.wait()
+        result = await job.wait()
+        return None if result is None else result[0]
 
-    def _project(self, op: ProjectionWrite) -> ThreadMeta | None:
+    def _project(self, op: ProjectionWrite) -> tuple[ThreadMeta, bool] | None:
         stored = self._threads.get(op.thread_id)
         if stored is None:
             return None  # deleted meanwhile
@@ -306,9 +371,11 @@ class MemoryEngine:
             stored.projection, op, lambda after, limit: stored.log[after : after + limit]
         )
         if folded is None:
-            return stored.projection.meta
-        stored.projection = folded
-        return folded.meta
+            return stored.projection.meta, False
+        if folded == stored.projection:  # nothing listed changed: no change number
+            return stored.projection.meta, False
+        stored.projection = folded.with_change(self._next_change())
+        return stored.projection.meta, True
 
     async def wait_for_room(self, limit: int) -> None:
         while self._queued_bytes >= limit:
@@ -422,6 +489,30 @@ class MemoryEngine:
             return None, []
         meta = stored.projection.meta
         return meta, [stored_item(row) for row in stored.log[meta.seq : max(meta.seq, target)]]
+
+    async def changes(self, after: int, limit: int, namespace: str | None) -> ChangePage:
+        """The change index by a scan and a sort: O(threads)."""
+        await self._readable()
+        entries = [
+            Change(change=stored.projection.meta.change, thread=stored.projection.meta)
+            for stored in self._threads.values()
+            if stored.projection.meta.change > after
+            and namespace in (None, stored.projection.meta.namespace)
+        ]
+        entries += [
+            Change(change=change, thread=tombstone_meta(tid, ns, change, at), deleted=True)
+            for tid, (ns, change, at) in self._tombstones.items()
+            if change > after and namespace in (None, ns)
+        ]
+        entries.sort(key=lambda entry: entry.change)
+        return ChangePage(
+            changes=tuple(entries[:limit]),
+            floor=self._floor,
+            last=max(self._last_change, self._floor),
+        )
+
+    async def wait_for_changes(self, after: int) -> None:
+        await trio.sleep_forever()  # every change of this store is committed here
 
     # -- errors and statistics ------------------------------------------------------------
 

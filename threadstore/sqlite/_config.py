@@ -37,6 +37,9 @@ class SqliteConfig:
     #: Metadata rows the writer keeps decoded, and listed rows the readers keep decoded.
     row_cache_size: int = 1024
     listed_cache_size: int = 1024
+    #: A read-only store's subscribers look for the writer's commits this often (seconds):
+    #: one indexed ``max(change)`` read per poll, without the writer's lock.
+    feed_poll_interval: float = 0.05
 
     def __attrs_post_init__(self) -> None:
         if self.durability not in ("normal", "full"):
@@ -44,6 +47,12 @@ class SqliteConfig:
         if not is_int(self.reader_connections) or self.reader_connections < 1:
             raise ValueError(
                 f"reader_connections must be an int >= 1, not {self.reader_connections!r}"
+            )
+        if not isinstance(self.feed_poll_interval, int | float) or not (
+            0 < self.feed_poll_interval <= 60
+        ):
+            raise ValueError(
+                f"feed_poll_interval must be a number in (0, 60], not {self.feed_poll_interval!r}"
             )
 
 

@@ -16,9 +16,13 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final
 
+import trio
+
 from .._config import Lanes
 from .._engine import (
     AppendItems,
+    Change,
+    ChangePage,
     Completion,
     CreateThread,
     DeleteThread,
@@ -32,8 +36,10 @@ from .._engine import (
     fold_for_write,
     fork_rows,
     stored_item,
+    tombstone_meta,
 )
 from .._errors import StoreFormatError, ThreadExistsError, ThreadNotFoundError, WriteFailedError
+from .._feed import EventType, ThreadEvent
 from .._items import StoredItem
 from .._meta import Patch, Projection, ThreadMeta, fold_log_rows
 from . import _sql as sql
@@ -45,7 +51,20 @@ from ._rows import meta_from_values, projection_from_row, projection_to_row
 from ._wal_checkpointer import WalCheckpointer
 from ._writer import Job, LogAppend, Writer
 
-__all__ = ["ListedMetas", "RowCache", "SqliteEngine", "open_sqlite_engine"]
+__all__ = ["ChangeCounter", "ListedMetas", "RowCache", "SqliteEngine", "open_sqlite_engine"]
+
+
+class ChangeCounter:
+    """The store-wide change numbers, handed out by writer jobs in commit order. Writer
+    thread only. A number given in a transaction that rolled back is never reused (a gap is
+    harmless: the numbers only have to increase)."""
+
+    def __init__(self, last: int = 0) -> None:
+        self.last = last
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
 
 
 class RowCache:
@@ -121,6 +140,7 @@ class SqliteEngine:
         secret: bytes,
         writer: Writer | None = None,
         row_cache: RowCache | None = None,
+        counter: ChangeCounter | None = None,
         index: Sequence[IndexEntry] = (),
         config: SqliteConfig = DEFAULTS,
     ) -> None:
@@ -135,6 +155,8 @@ class SqliteEngine:
         self._row_cache = row_cache or RowCache(config.row_cache_size)
         self._listed = ListedMetas(config.listed_cache_size)
         self._index = index
+        self._counter = counter or ChangeCounter()
+        self._listener: Callable[[ThreadEvent], None] | None = None
 
     @property
     def target(self) -> str:
@@ -153,6 +175,19 @@ class SqliteEngine:
         writer = self.writer
         return writer.queued_bytes if writer is not None else 0
 
+    @property
+    def external_changes(self) -> bool:
+        return self.writer is None  # read-only: the writer is another process
+
+    def set_change_listener(self, listener: Callable[[ThreadEvent], None]) -> None:
+        self._listener = listener
+
+    def _changed(self, type: EventType, meta: ThreadMeta) -> None:
+        """Trio thread, from a job's ``on_done``: commit (so change) order."""
+        listener = self._listener
+        if listener is not None:
+            listener(ThreadEvent(type=type, thread=meta, change=meta.change))
+
     def _writer(self) -> Writer:
         assert self.writer is not None
         return self.writer
@@ -170,14 +205,21 @@ class SqliteEngine:
         self, op: CreateThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
         job: Job[ThreadMeta] = Job(
-            partial(_create_job, op),
-            on_done=on_done,
+            partial(_create_job, self._counter, op),
+            on_done=partial(self._created, on_done),
             size=op.size,
             log=bool(op.rows),
             target="log",
         )
         self._writer().submit(job, first=True)  # a goal-first thread is listed without queueing
         return job
+
+    def _created(
+        self, on_done: Callable[[Completion[ThreadMeta]], None], job: Job[ThreadMeta]
+    ) -> None:
+        if job.error is None and job.result is not None:
+            self._changed("created", job.result)
+        on_done(job)
 
     def rewind(
         self, op: RewindThread, on_done: Callable[[Completion[None]], None]
@@ -192,7 +234,12 @@ class SqliteEngine:
     def fork(
         self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
-        job: Job[ThreadMeta] = Job(partial(_fork_job, op), on_done=on_done, log=True, target="log")
+        job: Job[ThreadMeta] = Job(
+            partial(_fork_job, self._counter, op),
+            on_done=partial(self._created, on_done),
+            log=True,
+            target="log",
+        )
         self._writer().submit(job, first=True)  # listed without queueing, like a creation
         return job
 
@@ -202,30 +249,47 @@ class SqliteEngine:
         def done(job: Job[ThreadMeta | None]) -> None:
             if isinstance(job.error, sqlite3.Error):
                 job.error = _write_failed(op.thread_id, "delete", job.error)
+            elif job.error is None and job.result is not None:
+                self._changed("deleted", job.result)
             on_done(job)
 
         job: Job[ThreadMeta | None] = Job(
-            partial(_delete_job, self._row_cache, op.thread_id), on_done=done
+            partial(_delete_job, self._row_cache, self._counter, op), on_done=done
         )
         self._writer().submit(job)
         return job
 
     async def set_archived(self, op: SetArchived) -> ThreadMeta | None:
+        type: EventType = "unarchived" if op.archived_at_us is None else "archived"
+
+        def done(job: Job[ThreadMeta | None]) -> None:
+            if job.error is None and job.result is not None:
+                self._changed(type, job.result)
+
+        job: Job[ThreadMeta | None] = Job(
+            partial(_archive_job, self._row_cache, self._counter, op), on_done=done
+        )
+        self._writer().submit(job)
         try:
-            row = await self._writer().run(partial(_archive_job, self._row_cache, op))
+            return await job.wait()
         except sqlite3.Error as exc:
-            operation = "unarchive" if op.archived_at_us is None else "archive"
-            raise _write_failed(op.thread_id, operation, exc) from exc
-        return None if row is None else projection_from_row(row).meta
+            raise _write_failed(op.thread_id, type.removesuffix("d"), exc) from exc
 
     async def project(self, op: ProjectionWrite) -> ThreadMeta | None:
         lane = op.lane
-        return await self._writer().run(
-            partial(_project_job, self._row_cache, op),
+        job: Job[tuple[ThreadMeta, bool] | None] = Job(
+            partial(_project_job, self._row_cache, self._counter, op),
+            on_done=self._projected,
             target="projection",
-            defer=lane == "deferred",
-            soon=lane == "soon",
         )
+        self._writer().submit(job, defer=lane == "deferred", soon=lane == "soon")
+        result = await job.wait()
+        return None if result is None else result[0]
+
+    def _projected(self, job: Job[tuple[ThreadMeta, bool] | None]) -> None:
+        result = job.result
+        if job.error is None and result is not None and result[1]:
+            self._changed("updated", result[0])
 
     async def wait_for_room(self, limit: int) -> None:
         await self._writer().wait_for_room(limit)
@@ -265,6 +329,17 @@ class SqliteEngine:
     ) -> tuple[ThreadMeta | None, list[StoredItem]]:
         return await self.readers.run(partial(_projector_input, thread_id, target))
 
+    async def changes(self, after: int, limit: int, namespace: str | None) -> ChangePage:
+        return await self.readers.run(partial(_changes, after, limit, namespace))
+
+    async def wait_for_changes(self, after: int) -> None:
+        if self.writer is not None:
+            await trio.sleep_forever()  # every change of this store is committed here
+        # A poll: another process's commits cannot set a trio.Event here.
+        interval = self.config.feed_poll_interval
+        while await self.readers.run(sql.last_change) <= after:  # noqa: ASYNC110
+            await trio.sleep(interval)
+
     # -- errors and statistics ------------------------------------------------------------
 
     def retryable(self, error: BaseException) -> bool:
@@ -299,7 +374,7 @@ def _rewind_job(op: RewindThread, conn: sqlite3.Connection) -> None:
     sql.hide_items(conn, thread_id, op.to_seq, rows[0][0])
 
 
-def _fork_job(op: ForkThread, conn: sqlite3.Connection) -> ThreadMeta:
+def _fork_job(counter: ChangeCounter, op: ForkThread, conn: sqlite3.Connection) -> ThreadMeta:
     """Copy the source's context as it stood at ``op.through`` (the pure rule over its log,
     not the ``hidden`` marks, which later rewinds may have changed)."""
     if sql.thread_last_seq(conn, op.source_id) is None:
@@ -307,7 +382,7 @@ def _fork_job(op: ForkThread, conn: sqlite3.Connection) -> ThreadMeta:
     log = sql.read_items(conn, op.source_id, 0, op.through)
     rows = fork_rows(op, log)
     projection = Projection.new(op.thread_id, op.created_us, op.namespace)
-    projection = projection.apply(fold_log_rows(rows))
+    projection = projection.apply(fold_log_rows(rows)).with_change(counter.next())
     try:
         sql.insert_thread(conn, projection_to_row(projection))
     except sqlite3.IntegrityError as exc:
@@ -317,7 +392,7 @@ def _fork_job(op: ForkThread, conn: sqlite3.Connection) -> ThreadMeta:
     return projection.meta
 
 
-def _create_job(op: CreateThread, conn: sqlite3.Connection) -> ThreadMeta:
+def _create_job(counter: ChangeCounter, op: CreateThread, conn: sqlite3.Connection) -> ThreadMeta:
     projection = Projection.new(op.thread_id, op.created_us, op.namespace)
     if op.items:
         projection = projection.apply(
@@ -328,6 +403,7 @@ def _create_job(op: CreateThread, conn: sqlite3.Connection) -> ThreadMeta:
                 ]
             )
         )
+    projection = projection.with_change(counter.next())
     try:
         sql.insert_thread(conn, projection_to_row(projection))
     except sqlite3.IntegrityError as exc:
@@ -337,10 +413,10 @@ def _create_job(op: CreateThread, conn: sqlite3.Connection) -> ThreadMeta:
 
 
 def _project_job(
-    cache: RowCache, op: ProjectionWrite, conn: sqlite3.Connection
-) -> ThreadMeta | None:
+    cache: RowCache, counter: ChangeCounter, op: ProjectionWrite, conn: sqlite3.Connection
+) -> tuple[ThreadMeta, bool] | None:
     """Fold the pending items (or, if they do not follow the row, the log itself) into the
-    row."""
+    row; the metadata and whether the row changed (then it has a new change number)."""
     thread_id = op.thread_id
     cached = cache.get(thread_id)
     if cached is not None:
@@ -354,29 +430,42 @@ def _project_job(
         projection, op, lambda after, limit: sql.read_items(conn, thread_id, after, limit)
     )
     if folded is None:
-        return projection.meta
-    projection = folded
-    new_row = projection_to_row(projection)
+        return projection.meta, False
+    new_row = projection_to_row(folded)
+    changed = bool(sql.changed_columns(row, new_row))
+    if changed:
+        folded = folded.with_change(counter.next())
+        new_row["change"] = folded.meta.change
     if not sql.update_projection(conn, row, new_row):
         cache.drop(thread_id)
         return None  # deleted meanwhile
-    cache.put(thread_id, new_row, projection)
-    return projection.meta
+    cache.put(thread_id, new_row, folded)
+    return folded.meta, changed
 
 
 def _archive_job(
-    cache: RowCache, op: SetArchived, conn: sqlite3.Connection
-) -> dict[str, object] | None:
+    cache: RowCache, counter: ChangeCounter, op: SetArchived, conn: sqlite3.Connection
+) -> ThreadMeta | None:
     cache.drop(op.thread_id)
-    return sql.set_archived(conn, op.thread_id, op.archived_at_us)
+    row = sql.set_archived(conn, op.thread_id, op.archived_at_us, counter.next())
+    return None if row is None else projection_from_row(row).meta
 
 
-def _delete_job(cache: RowCache, thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
-    """Delete the thread; return its metadata as it was (None if it was gone already)."""
+def _delete_job(
+    cache: RowCache, counter: ChangeCounter, op: DeleteThread, conn: sqlite3.Connection
+) -> ThreadMeta | None:
+    """Delete the thread, leaving a tombstone, and prune tombstones past their retention;
+    return its metadata as it was, with the deletion's change (None if it was gone)."""
+    thread_id = op.thread_id
     cache.drop(thread_id)
     row = sql.read_projection_row(conn, thread_id)
+    if row is None:
+        return None
     sql.delete_thread(conn, thread_id)
-    return None if row is None else projection_from_row(row).meta
+    meta = projection_from_row(row).with_change(counter.next()).meta
+    sql.insert_tombstone(conn, thread_id, meta.namespace, meta.change, op.deleted_us)
+    sql.prune_tombstones(conn, op.prune_before_us)
+    return meta
 
 
 # -- reader functions (sync; reader threads only) ---------------------------------------
@@ -419,6 +508,20 @@ def _list_page(
 
 #: A column's index in the rows ``sql.list_threads`` returns.
 _COLUMN: Final = {name: index for index, name in enumerate(sql.THREAD_COLUMNS)}
+
+
+def _changes(after: int, limit: int, namespace: str | None, conn: sqlite3.Connection) -> ChangePage:
+    """The change index after ``after``: threads and tombstones merged in change order."""
+    threads, tombstones = sql.changes_since(conn, after, limit, namespace)
+    entries = [Change(change=meta.change, thread=meta) for meta in map(meta_from_values, threads)]
+    entries += [
+        Change(change=change, thread=tombstone_meta(tid, ns, change, at), deleted=True)
+        for tid, ns, change, at in tombstones
+    ]
+    entries.sort(key=lambda entry: entry.change)
+    return ChangePage(
+        changes=tuple(entries[:limit]), floor=sql.feed_floor(conn), last=sql.last_change(conn)
+    )
 
 
 def _get_meta(thread_id: str, conn: sqlite3.Connection) -> ThreadMeta | None:
@@ -466,7 +569,8 @@ def _connect_writer(path: str, durability: Durability, busy_ms: int) -> sqlite3.
     return conn
 
 
-def _load_index(conn: sqlite3.Connection) -> tuple[list[IndexEntry], bytes]:
+def _load_index(counter: ChangeCounter, conn: sqlite3.Connection) -> tuple[list[IndexEntry], bytes]:
+    counter.last = sql.last_change(conn)
     return sql.thread_index(conn), sql.cursor_secret(conn)
 
 
@@ -502,6 +606,7 @@ async def open_sqlite_engine(
     try:
         durability, busy_ms = config.durability, config.busy_timeout_ms
         row_cache = RowCache(config.row_cache_size)
+        counter = ChangeCounter()
         checkpointer = WalCheckpointer(
             partial(sql.connect, path, durability=durability, busy_timeout_ms=busy_ms),
             interval=config.checkpoint_interval,
@@ -517,7 +622,7 @@ async def open_sqlite_engine(
         )
         await writer.start()
         try:
-            index, secret = await writer.run(_load_index)
+            index, secret = await writer.run(partial(_load_index, counter))
             async with ReaderPool(
                 path, config.reader_connections, config.busy_timeout_ms
             ) as readers:
@@ -527,6 +632,7 @@ async def open_sqlite_engine(
                     secret=secret,
                     writer=writer,
                     row_cache=row_cache,
+                    counter=counter,
                     index=index,
                     config=config,
                 )

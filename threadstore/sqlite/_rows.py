@@ -47,6 +47,7 @@ def projection_to_row(projection: Projection) -> dict[str, object]:
         "namespace": m.namespace,
         "forked_from": m.forked_from,
         "forked_at": m.forked_at,
+        "change": m.change,
         "has_user_message": int(projection.has_user_message),
     }
 
@@ -75,7 +76,8 @@ def meta_from_values(values: Sequence[Any]) -> ThreadMeta:
         namespace,
         forked_from,
         forked_at,
-    ) = values[:19]
+        change,
+    ) = values[:20]
     if status not in _STATUSES:
         raise ValueError(f"invalid thread status in storage: {status!r}")
     return ThreadMeta(
@@ -98,6 +100,7 @@ def meta_from_values(values: Sequence[Any]) -> ThreadMeta:
         namespace=namespace,
         forked_from=forked_from,
         forked_at=forked_at,
+        change=change,
     )
 
 

@@ -49,6 +49,12 @@ __all__ = [
     "connect",
     "cursor_secret",
     "delete_thread",
+    "changed_columns",
+    "changes_since",
+    "feed_floor",
+    "insert_tombstone",
+    "last_change",
+    "prune_tombstones",
     "ensure_schema",
     "insert_thread",
     "is_transient",
@@ -71,7 +77,7 @@ MINIMUM_SQLITE: Final = (3, 31, 0)
 APPLICATION_ID: Final = 0x54535452  # "TSTR"
 """Written to the database header (``PRAGMA application_id``) to mark a threadstore file."""
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this code writes (``PRAGMA user_version``)."""
 
 ItemRow: TypeAlias = tuple[int, int, str, str]
@@ -156,6 +162,24 @@ MIGRATIONS: Final[Mapping[int, Sequence[Migration]]] = {
         *_NAMESPACE_INDEXES,
         "CREATE INDEX items_compactions ON items (thread_id, seq) WHERE kind = 'compaction'",
     ),
+    # The change feed: each thread's latest listed change, store-wide and in commit order
+    # (existing threads are numbered in table order), and deleted threads' tombstones.
+    3: (
+        "ALTER TABLE threads ADD COLUMN change INTEGER NOT NULL DEFAULT 0",
+        "UPDATE threads SET change = rowid",
+        "CREATE INDEX threads_change ON threads (change)",
+        "CREATE INDEX threads_ns_change ON threads (namespace, change)",
+        """
+        CREATE TABLE tombstones (
+            id TEXT PRIMARY KEY NOT NULL,
+            namespace TEXT NOT NULL,
+            change INTEGER NOT NULL,
+            deleted_at INTEGER NOT NULL
+        )
+        """,
+        "CREATE INDEX tombstones_change ON tombstones (change)",
+        "CREATE INDEX tombstones_deleted_at ON tombstones (deleted_at)",
+    ),
 }
 """Schema migrations: ``MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``.
 
@@ -184,6 +208,7 @@ THREAD_COLUMNS: Final = (
     "namespace",
     "forked_from",
     "forked_at",
+    "change",
     "has_user_message",
     "last_seq",
 )
@@ -209,7 +234,8 @@ PROJECTED_COLUMNS: Final = (
     "forked_at",
     "has_user_message",
 )
-"""The columns :func:`update_projection` may write (not id, created_at, archived_at, last_seq)."""
+"""The columns a projection write may change (not id, created_at, archived_at, last_seq; it
+stamps ``change`` when one of these changed)."""
 
 ORDER_COLUMNS: Final = frozenset({"updated_at", "created_at", "recency_at"})
 """The columns :func:`list_threads` can order by; each has its two listing indexes."""
@@ -507,15 +533,23 @@ def read_projection_row(conn: sqlite3.Connection, thread_id: str) -> dict[str, o
     return None if row is None else _row_dict(row)
 
 
+def changed_columns(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
+    """The projected columns whose values differ between two rows of one thread."""
+    return [c for c in PROJECTED_COLUMNS if new[c] != old[c]]
+
+
 def update_projection(
     conn: sqlite3.Connection, old: Mapping[str, object], new: Mapping[str, object]
 ) -> bool:
     """Write the projected columns of ``new`` that differ from ``old`` (the thread's current
-    row). Sync; writer thread only. Returns whether the thread exists.
+    row), and its ``change`` if that differs. Sync; writer thread only. Returns whether the
+    thread exists.
 
     Only changed columns are SET, so list indexes over unchanged columns are left alone.
     """
-    changed = [c for c in PROJECTED_COLUMNS if new[c] != old[c]]
+    changed = changed_columns(old, new)
+    if new.get("change", 0) != old.get("change", 0):
+        changed.append("change")
     if not changed:
         return thread_exists(conn, str(new["id"]))
     params = {c: new[c] for c in changed}
@@ -525,14 +559,14 @@ def update_projection(
 
 
 def set_archived(
-    conn: sqlite3.Connection, thread_id: str, archived_at_us: int | None
+    conn: sqlite3.Connection, thread_id: str, archived_at_us: int | None, change: int = 0
 ) -> dict[str, object] | None:
-    """Set (or with ``None`` clear) ``archived_at``; return the updated row or ``None``.
-
-    Sync; writer thread only.
+    """Set (or with ``None`` clear) ``archived_at``, stamped with ``change``; return the
+    updated row or ``None``. Sync; writer thread only.
     """
     cur = conn.execute(
-        "UPDATE threads SET archived_at = ? WHERE id = ?", (archived_at_us, thread_id)
+        "UPDATE threads SET archived_at = ?, change = ? WHERE id = ?",
+        (archived_at_us, change, thread_id),
     )
     if cur.rowcount == 0:
         return None
@@ -546,6 +580,78 @@ def delete_thread(conn: sqlite3.Connection, thread_id: str) -> bool:
     """
     conn.execute("DELETE FROM items WHERE thread_id = ?", (thread_id,))
     return conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount > 0
+
+
+# --------------------------------------------------------------------------- change index
+
+
+def insert_tombstone(
+    conn: sqlite3.Connection, thread_id: str, namespace: str, change: int, deleted_us: int
+) -> None:
+    """Record the deletion of a thread (replacing an older tombstone of the same id).
+
+    Sync; writer thread only."""
+    conn.execute(
+        "INSERT OR REPLACE INTO tombstones (id, namespace, change, deleted_at) VALUES (?, ?, ?, ?)",
+        (thread_id, namespace, change, deleted_us),
+    )
+
+
+def prune_tombstones(conn: sqlite3.Connection, before_us: int) -> int:
+    """Delete the tombstones of deletions before ``before_us`` and raise the feed floor to
+    the newest change among them; return how many went. Sync; writer thread only. An index
+    range: nothing to prune costs one lookup."""
+    (newest,) = conn.execute(
+        "SELECT max(change) FROM tombstones WHERE deleted_at < ?", (before_us,)
+    ).fetchone()
+    if newest is None:
+        return 0
+    pruned = conn.execute("DELETE FROM tombstones WHERE deleted_at < ?", (before_us,)).rowcount
+    conn.execute(
+        "INSERT INTO store_info (key, value) VALUES ('feed_floor', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+        (int(newest),),
+    )
+    return int(pruned)
+
+
+def feed_floor(conn: sqlite3.Connection) -> int:
+    """The newest change whose tombstone was pruned (0: none). Sync; any thread."""
+    row = conn.execute("SELECT value FROM store_info WHERE key = 'feed_floor'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def last_change(conn: sqlite3.Connection) -> int:
+    """The newest change number the store has given (its index maxima and the floor).
+
+    Sync; any thread. Three index lookups: cheap enough to poll."""
+    (last,) = conn.execute(
+        "SELECT max(coalesce((SELECT max(change) FROM threads), 0),"
+        " coalesce((SELECT max(change) FROM tombstones), 0),"
+        " coalesce((SELECT value FROM store_info WHERE key = 'feed_floor'), 0))"
+    ).fetchone()
+    return int(last)
+
+
+def changes_since(
+    conn: sqlite3.Connection, after: int, limit: int, namespace: str | None
+) -> tuple[list[tuple[object, ...]], list[tuple[str, str, int, int]]]:
+    """Up to ``limit`` threads (rows in :data:`THREAD_COLUMNS` order) and up to ``limit``
+    tombstones ``(id, namespace, change, deleted_at)`` with a change after ``after``, each in
+    change order (the caller merges them). Sync; reader thread only. Index walks."""
+    where = "change > ?"
+    params: tuple[object, ...] = (after,)
+    if namespace is not None:
+        where, params = "namespace = ? AND change > ?", (namespace, after)
+    threads = conn.execute(
+        f"{_SELECT_THREAD} WHERE {where} ORDER BY change LIMIT ?", (*params, limit)
+    ).fetchall()
+    tombstones = conn.execute(
+        f"SELECT id, namespace, change, deleted_at FROM tombstones WHERE {where} "
+        "ORDER BY change LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return threads, tombstones
 
 
 def thread_index(conn: sqlite3.Connection) -> list[tuple[str, int, int, int, str]]:
