@@ -101,6 +101,7 @@ async def open_store(
             path,
             durability=durability,
             reader_connections=reader_connections,
+            feed_poll_interval=feed_poll_interval,
             lanes=config.lanes,
             read_only=read_only,
         )
@@ -113,7 +114,13 @@ async def open_store(
 
 
 def _open_postgres(
-    url: str, *, durability: Durability, reader_connections: int, lanes: Lanes, read_only: bool
+    url: str,
+    *,
+    durability: Durability,
+    reader_connections: int,
+    feed_poll_interval: float,
+    lanes: Lanes,
+    read_only: bool,
 ) -> AbstractAsyncContextManager[Engine]:
     """The PostgreSQL engine, imported only now (psycopg is an optional extra)."""
     try:
@@ -125,7 +132,11 @@ def _open_postgres(
             "PostgreSQL stores need psycopg 3: pip install 'threadstore[postgres]'",
             name=exc.name,
         ) from exc
-    config = PostgresConfig(durability=durability, reader_connections=reader_connections)
+    config = PostgresConfig(
+        durability=durability,
+        reader_connections=reader_connections,
+        feed_poll_interval=feed_poll_interval,
+    )
     return open_postgres_engine(url, config=config, lanes=lanes, read_only=read_only)
 
 

@@ -34,6 +34,8 @@ class PostgresConfig:
     #: Metadata rows the writer keeps decoded, and listed rows the readers keep decoded.
     row_cache_size: int = 1024
     listed_cache_size: int = 1024
+    #: A read-only store's subscribers look for the writer's commits this often (seconds).
+    feed_poll_interval: float = 0.05
 
     def __attrs_post_init__(self) -> None:
         if self.durability not in SYNCHRONOUS_COMMIT:

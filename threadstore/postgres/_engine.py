@@ -23,12 +23,15 @@ from functools import partial
 from typing import Any, Final
 
 import psycopg
+import trio
 
 import workers
 
 from .._config import Lanes
 from .._engine import (
     AppendItems,
+    Change,
+    ChangePage,
     Completion,
     CreateThread,
     DeleteThread,
@@ -42,12 +45,14 @@ from .._engine import (
     fold_for_write,
     fork_rows,
     stored_item,
+    tombstone_meta,
 )
 from .._errors import StoreFormatError, ThreadExistsError, ThreadNotFoundError, WriteFailedError
+from .._feed import EventType, ThreadEvent
 from .._items import StoredItem
 from .._meta import Patch, Projection, ThreadMeta, fold_log_rows
-from ..sqlite._engine import ListedMetas, RowCache
-from ..sqlite._rows import projection_from_row, projection_to_row
+from ..sqlite._engine import ChangeCounter, ListedMetas, RowCache
+from ..sqlite._rows import meta_from_values, projection_from_row, projection_to_row
 from . import _sql as sql
 from ._config import DEFAULTS, PostgresConfig
 from ._readers import ReaderPool
@@ -75,6 +80,7 @@ class PostgresEngine:
         secret: bytes,
         writer: Writer | None = None,
         row_cache: RowCache | None = None,
+        counter: ChangeCounter | None = None,
         index: Sequence[IndexEntry] = (),
         config: PostgresConfig = DEFAULTS,
     ) -> None:
@@ -87,6 +93,8 @@ class PostgresEngine:
         self._row_cache = row_cache or RowCache(config.row_cache_size)
         self._listed = ListedMetas(config.listed_cache_size)
         self._index = index
+        self._counter = counter or ChangeCounter()
+        self._listener: Callable[[ThreadEvent], None] | None = None
 
     @property
     def target(self) -> str:
@@ -106,6 +114,28 @@ class PostgresEngine:
         writer = self.writer
         return writer.queued_bytes if writer is not None else 0
 
+    @property
+    def external_changes(self) -> bool:
+        # Phase 1: one writer per database, which numbers every change itself; a
+        # read-only store follows it by polling the change index.
+        return self.writer is None
+
+    def set_change_listener(self, listener: Callable[[ThreadEvent], None]) -> None:
+        self._listener = listener
+
+    def _changed(self, type: EventType, meta: ThreadMeta) -> None:
+        """Trio thread, from a job's ``on_done``: commit (so change) order."""
+        listener = self._listener
+        if listener is not None:
+            listener(ThreadEvent(type=type, thread=meta, change=meta.change))
+
+    def _created(
+        self, on_done: Callable[[Completion[ThreadMeta]], None], job: Job[ThreadMeta]
+    ) -> None:
+        if job.error is None and job.result is not None:
+            self._changed("created", job.result)
+        on_done(job)
+
     def _writer(self) -> Writer:
         assert self.writer is not None
         return self.writer
@@ -123,7 +153,10 @@ class PostgresEngine:
         self, op: CreateThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
         job: Job[ThreadMeta] = Job(
-            partial(_create_job, op), on_done=on_done, size=op.size, log=bool(op.rows)
+            partial(_create_job, self._counter, op),
+            on_done=partial(self._created, on_done),
+            size=op.size,
+            log=bool(op.rows),
         )
         self._writer().submit(job, first=True)
         return job
@@ -140,7 +173,11 @@ class PostgresEngine:
     def fork(
         self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
-        job: Job[ThreadMeta] = Job(partial(_fork_job, op), on_done=on_done, log=True)
+        job: Job[ThreadMeta] = Job(
+            partial(_fork_job, self._counter, op),
+            on_done=partial(self._created, on_done),
+            log=True,
+        )
         self._writer().submit(job, first=True)
         return job
 
@@ -150,29 +187,45 @@ class PostgresEngine:
         def done(job: Job[ThreadMeta | None]) -> None:
             if isinstance(job.error, psycopg.Error):
                 job.error = _write_failed(op.thread_id, "delete", job.error)
+            elif job.error is None and job.result is not None:
+                self._changed("deleted", job.result)
             on_done(job)
 
         job: Job[ThreadMeta | None] = Job(
-            partial(_delete_job, self._row_cache, op.thread_id), on_done=done
+            partial(_delete_job, self._row_cache, self._counter, op), on_done=done
         )
         self._writer().submit(job)
         return job
 
     async def set_archived(self, op: SetArchived) -> ThreadMeta | None:
+        type: EventType = "unarchived" if op.archived_at_us is None else "archived"
+
+        def done(job: Job[ThreadMeta | None]) -> None:
+            if job.error is None and job.result is not None:
+                self._changed(type, job.result)
+
+        job: Job[ThreadMeta | None] = Job(
+            partial(_archive_job, self._row_cache, self._counter, op), on_done=done
+        )
+        self._writer().submit(job)
         try:
-            row = await self._writer().run(partial(_archive_job, self._row_cache, op))
+            return await job.wait()
         except psycopg.Error as exc:
-            operation = "unarchive" if op.archived_at_us is None else "archive"
-            raise _write_failed(op.thread_id, operation, exc) from exc
-        return None if row is None else projection_from_row(row).meta
+            raise _write_failed(op.thread_id, type.removesuffix("d"), exc) from exc
 
     async def project(self, op: ProjectionWrite) -> ThreadMeta | None:
         lane = op.lane
-        return await self._writer().run(
-            partial(_project_job, self._row_cache, op),
-            defer=lane == "deferred",
-            soon=lane == "soon",
+        job: Job[tuple[ThreadMeta, bool] | None] = Job(
+            partial(_project_job, self._row_cache, self._counter, op), on_done=self._projected
         )
+        self._writer().submit(job, defer=lane == "deferred", soon=lane == "soon")
+        result = await job.wait()
+        return None if result is None else result[0]
+
+    def _projected(self, job: Job[tuple[ThreadMeta, bool] | None]) -> None:
+        result = job.result
+        if job.error is None and result is not None and result[1]:
+            self._changed("updated", result[0])
 
     async def wait_for_room(self, limit: int) -> None:
         await self._writer().wait_for_room(limit)
@@ -212,6 +265,17 @@ class PostgresEngine:
     ) -> tuple[ThreadMeta | None, list[StoredItem]]:
         return await self.readers.run(partial(_projector_input, thread_id, target))
 
+    async def changes(self, after: int, limit: int, namespace: str | None) -> ChangePage:
+        return await self.readers.run(partial(_changes, after, limit, namespace))
+
+    async def wait_for_changes(self, after: int) -> None:
+        if self.writer is not None:
+            await trio.sleep_forever()  # the one writer: every change is committed here
+        # A poll of the index (LISTEN/NOTIFY joins with several writers per database).
+        interval = self.config.feed_poll_interval
+        while await self.readers.run(sql.last_change) <= after:  # noqa: ASYNC110
+            await trio.sleep(interval)
+
     # -- errors and statistics ------------------------------------------------------------
 
     def retryable(self, error: BaseException) -> bool:
@@ -241,14 +305,14 @@ def _rewind_job(op: RewindThread, conn: Connection) -> None:
     sql.hide_items(conn, thread_id, op.to_seq, rows[0][0])
 
 
-def _fork_job(op: ForkThread, conn: Connection) -> ThreadMeta:
+def _fork_job(counter: ChangeCounter, op: ForkThread, conn: Connection) -> ThreadMeta:
     """Copy the source's context as it stood at ``op.through`` (the pure rule over its log)."""
     if sql.thread_last_seq(conn, op.source_id) is None:
         raise ThreadNotFoundError(op.source_id)
     log_rows = sql.read_items(conn, op.source_id, 0, op.through)
     rows = fork_rows(op, log_rows)
     projection = Projection.new(op.thread_id, op.created_us, op.namespace)
-    projection = projection.apply(fold_log_rows(rows))
+    projection = projection.apply(fold_log_rows(rows)).with_change(counter.next())
     if not sql.insert_thread(conn, projection_to_row(projection)):
         raise ThreadExistsError(op.thread_id)
     sql.append_items(conn, op.thread_id, rows, expected_last=0)
@@ -256,7 +320,7 @@ def _fork_job(op: ForkThread, conn: Connection) -> ThreadMeta:
     return projection.meta
 
 
-def _create_job(op: CreateThread, conn: Connection) -> ThreadMeta:
+def _create_job(counter: ChangeCounter, op: CreateThread, conn: Connection) -> ThreadMeta:
     projection = Projection.new(op.thread_id, op.created_us, op.namespace)
     if op.items:
         projection = projection.apply(
@@ -267,15 +331,18 @@ def _create_job(op: CreateThread, conn: Connection) -> ThreadMeta:
                 ]
             )
         )
+    projection = projection.with_change(counter.next())
     if not sql.insert_thread(conn, projection_to_row(projection)):
         raise ThreadExistsError(op.thread_id)
     sql.append_items(conn, op.thread_id, op.rows, expected_last=0)
     return projection.meta
 
 
-def _project_job(cache: RowCache, op: ProjectionWrite, conn: Connection) -> ThreadMeta | None:
+def _project_job(
+    cache: RowCache, counter: ChangeCounter, op: ProjectionWrite, conn: Connection
+) -> tuple[ThreadMeta, bool] | None:
     """Fold the pending items (or, if they do not follow the row, the log itself) into the
-    row."""
+    row; the metadata and whether the row changed (then it has a new change number)."""
     thread_id = op.thread_id
     cached = cache.get(thread_id)
     if cached is not None:
@@ -290,26 +357,40 @@ def _project_job(cache: RowCache, op: ProjectionWrite, conn: Connection) -> Thre
         projection, op, lambda after, limit: sql.read_items(conn, thread_id, after, limit)
     )
     if folded is None:
-        return projection.meta
-    projection = folded
-    new_row = projection_to_row(projection)
+        return projection.meta, False
+    new_row = projection_to_row(folded)
+    changed = bool(sql.changed_columns(row, new_row))
+    if changed:
+        folded = folded.with_change(counter.next())
+        new_row["change"] = folded.meta.change
     if not sql.update_projection(conn, row, new_row, exists=cached is not None):
         cache.drop(thread_id)
         return None  # deleted meanwhile
-    cache.put(thread_id, new_row, projection)
-    return projection.meta
+    cache.put(thread_id, new_row, folded)
+    return folded.meta, changed
 
 
-def _archive_job(cache: RowCache, op: SetArchived, conn: Connection) -> dict[str, object] | None:
+def _archive_job(
+    cache: RowCache, counter: ChangeCounter, op: SetArchived, conn: Connection
+) -> ThreadMeta | None:
     cache.drop(op.thread_id)
-    return sql.set_archived(conn, op.thread_id, op.archived_at_us)
-
-
-def _delete_job(cache: RowCache, thread_id: str, conn: Connection) -> ThreadMeta | None:
-    """Delete the thread; its metadata as it was (None if it was gone already)."""
-    cache.drop(thread_id)
-    row = sql.delete_thread(conn, thread_id)
+    row = sql.set_archived(conn, op.thread_id, op.archived_at_us, counter.next())
     return None if row is None else projection_from_row(row).meta
+
+
+def _delete_job(
+    cache: RowCache, counter: ChangeCounter, op: DeleteThread, conn: Connection
+) -> ThreadMeta | None:
+    """Delete the thread, leaving a tombstone, and prune tombstones past their retention;
+    its metadata as it was, with the deletion's change (None if it was gone already)."""
+    cache.drop(op.thread_id)
+    row = sql.delete_thread(conn, op.thread_id)
+    if row is None:
+        return None
+    meta = projection_from_row(row).with_change(counter.next()).meta
+    sql.insert_tombstone(conn, op.thread_id, meta.namespace, meta.change, op.deleted_us)
+    sql.prune_tombstones(conn, op.prune_before_us)
+    return meta
 
 
 # -- reader functions (sync; reader threads only) ---------------------------------------
@@ -352,6 +433,20 @@ def _list_page(
         return metas, None
     last = rows[limit - 1]
     return metas, (int(last[_COLUMN[query.order_by]]), str(last[0]))
+
+
+def _changes(after: int, limit: int, namespace: str | None, conn: Connection) -> ChangePage:
+    """The change index after ``after``: threads and tombstones merged in change order."""
+    threads, tombstones = sql.changes_since(conn, after, limit, namespace)
+    entries = [Change(change=meta.change, thread=meta) for meta in map(meta_from_values, threads)]
+    entries += [
+        Change(change=change, thread=tombstone_meta(tid, ns, change, at), deleted=True)
+        for tid, ns, change, at in tombstones
+    ]
+    entries.sort(key=lambda entry: entry.change)
+    return ChangePage(
+        changes=tuple(entries[:limit]), floor=sql.feed_floor(conn), last=sql.last_change(conn)
+    )
 
 
 def _get_meta(thread_id: str, conn: Connection) -> ThreadMeta | None:
@@ -407,7 +502,8 @@ def _open_writer_connection(url: str, config: PostgresConfig) -> Connection:
     return conn
 
 
-def _load_index(conn: Connection) -> tuple[list[IndexEntry], bytes]:
+def _load_index(counter: ChangeCounter, conn: Connection) -> tuple[list[IndexEntry], bytes]:
+    counter.last = sql.last_change(conn)
     return sql.thread_index(conn), sql.cursor_secret(conn)
 
 
@@ -449,6 +545,7 @@ async def open_postgres_engine(
             yield PostgresEngine(target=target, readers=readers, secret=secret, config=config)
         return
     row_cache = RowCache(config.row_cache_size)
+    counter = ChangeCounter()
     first = [True]
 
     def connect() -> Connection:
@@ -460,7 +557,7 @@ async def open_postgres_engine(
     writer = Writer(connect, on_rollback=row_cache.clear, lanes=lanes)
     await writer.start()
     try:
-        index, secret = await writer.run(_load_index)
+        index, secret = await writer.run(partial(_load_index, counter))
         async with ReaderPool(target, connect_reader, config.reader_connections) as readers:
             yield PostgresEngine(
                 target=target,
@@ -468,6 +565,7 @@ async def open_postgres_engine(
                 secret=secret,
                 writer=writer,
                 row_cache=row_cache,
+                counter=counter,
                 index=index,
                 config=config,
             )

@@ -53,12 +53,18 @@ __all__ = [
     "SeqGapError",
     "append_items",
     "append_runs",
+    "changed_columns",
+    "changes_since",
     "check_schema",
     "connect",
     "cursor_secret",
     "delete_thread",
     "escape_text",
     "ensure_schema",
+    "feed_floor",
+    "insert_tombstone",
+    "last_change",
+    "prune_tombstones",
     "hide_items",
     "insert_hidden",
     "insert_thread",
@@ -116,6 +122,7 @@ THREAD_COLUMNS: Final = (
     "namespace",
     "forked_from",
     "forked_at",
+    "change",
     "has_user_message",
     "last_seq",
 )
@@ -144,7 +151,8 @@ PROJECTED_COLUMNS: Final = (
     "forked_at",
     "has_user_message",
 )
-"""The columns :func:`update_projection` may write (not id, created_at, archived_at, last_seq)."""
+"""The columns a projection write may change (not id, created_at, archived_at, last_seq; it
+stamps ``change`` when one of these changed)."""
 
 ORDER_COLUMNS: Final = frozenset({"updated_at", "created_at", "recency_at"})
 
@@ -189,6 +197,7 @@ MIGRATIONS: Final[Mapping[int, Sequence[str]]] = {
             namespace text COLLATE "C" NOT NULL DEFAULT '',
             forked_from text,
             forked_at bigint,
+            change bigint NOT NULL DEFAULT 0,
             has_user_message smallint NOT NULL DEFAULT 0,
             last_seq bigint NOT NULL DEFAULT 0,
             archived boolean GENERATED ALWAYS AS (archived_at IS NOT NULL) STORED,
@@ -196,6 +205,21 @@ MIGRATIONS: Final[Mapping[int, Sequence[str]]] = {
         ) WITH (fillfactor = 70)
         """,
         *_ORDER_INDEXES,
+        # The change feed: each thread's latest listed change (store-wide, commit order),
+        # deleted threads' tombstones, and the newest change pruned from them.
+        "CREATE INDEX threadstore_threads_change ON threadstore_threads (change)",
+        "CREATE INDEX threadstore_threads_ns_change ON threadstore_threads (namespace, change)",
+        """
+        CREATE TABLE threadstore_tombstones (
+            id text COLLATE "C" PRIMARY KEY,
+            namespace text COLLATE "C" NOT NULL,
+            change bigint NOT NULL,
+            deleted_at bigint NOT NULL
+        )
+        """,
+        "CREATE INDEX threadstore_tombstones_change ON threadstore_tombstones (change)",
+        "CREATE INDEX threadstore_tombstones_deleted_at ON threadstore_tombstones (deleted_at)",
+        "INSERT INTO threadstore_info (key, value) VALUES ('feed_floor', '0')",
         """
         CREATE TABLE threadstore_items (
             thread_id text COLLATE "C" NOT NULL,
@@ -516,6 +540,11 @@ def read_projection_row(conn: psycopg.Connection[Any], thread_id: str) -> dict[s
     return None if row is None else _row_dict(row)
 
 
+def changed_columns(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
+    """The projected columns whose values differ between two rows of one thread."""
+    return [c for c in PROJECTED_COLUMNS if new[c] != old[c]]
+
+
 def update_projection(
     conn: psycopg.Connection[Any],
     old: Mapping[str, object],
@@ -529,7 +558,9 @@ def update_projection(
     With ``exists`` (the caller knows the row is there) the result is not read: in pipeline
     mode the statement then costs no round trip of its own.
     """
-    changed = [c for c in PROJECTED_COLUMNS if new[c] != old[c]]
+    changed = changed_columns(old, new)
+    if new.get("change", 0) != old.get("change", 0):
+        changed.append("change")
     if not changed:
         return exists or thread_last_seq(conn, str(new["id"])) is not None
     params = _escape_row({c: new[c] for c in changed})
@@ -543,13 +574,14 @@ def update_projection(
 
 
 def set_archived(
-    conn: psycopg.Connection[Any], thread_id: str, archived_at_us: int | None
+    conn: psycopg.Connection[Any], thread_id: str, archived_at_us: int | None, change: int = 0
 ) -> dict[str, object] | None:
-    """Set (or with None clear) ``archived_at``; the updated row, or None if no thread."""
+    """Set (or with None clear) ``archived_at``, stamped with ``change``; the updated row,
+    or None if no thread."""
     row = conn.execute(
-        f"UPDATE threadstore_threads SET archived_at = %s WHERE id = %s "
+        f"UPDATE threadstore_threads SET archived_at = %s, change = %s WHERE id = %s "
         f"RETURNING {', '.join(THREAD_COLUMNS)}",
-        (archived_at_us, thread_id),
+        (archived_at_us, change, thread_id),
     ).fetchone()
     return None if row is None else _row_dict(row)
 
@@ -562,6 +594,74 @@ def delete_thread(conn: psycopg.Connection[Any], thread_id: str) -> dict[str, ob
     ).fetchone()
     conn.execute("DELETE FROM threadstore_items WHERE thread_id = %s", (thread_id,))
     return None if row is None else _row_dict(row)
+
+
+# --------------------------------------------------------------------------- change index
+
+
+def insert_tombstone(
+    conn: psycopg.Connection[Any], thread_id: str, namespace: str, change: int, deleted_us: int
+) -> None:
+    """Record the deletion of a thread (replacing an older tombstone of the same id)."""
+    conn.execute(
+        "INSERT INTO threadstore_tombstones (id, namespace, change, deleted_at) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET namespace = "
+        "excluded.namespace, change = excluded.change, deleted_at = excluded.deleted_at",
+        (thread_id, namespace, change, deleted_us),
+    )
+
+
+def prune_tombstones(conn: psycopg.Connection[Any], before_us: int) -> None:
+    """Delete the tombstones of deletions before ``before_us`` and raise the feed floor to
+    the newest change among them, in one statement. Sync; writer thread only."""
+    conn.execute(
+        "WITH pruned AS (DELETE FROM threadstore_tombstones WHERE deleted_at < %s "
+        "RETURNING change) UPDATE threadstore_info SET value = greatest(value::bigint, "
+        "(SELECT max(change) FROM pruned))::text "
+        "WHERE key = 'feed_floor' AND EXISTS (SELECT 1 FROM pruned)",
+        (before_us,),
+    )
+
+
+def feed_floor(conn: psycopg.Connection[Any]) -> int:
+    """The newest change whose tombstone was pruned (0: none)."""
+    row = conn.execute("SELECT value FROM threadstore_info WHERE key = 'feed_floor'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def last_change(conn: psycopg.Connection[Any]) -> int:
+    """The newest change number the store has given (its index maxima and the floor)."""
+    row = conn.execute(
+        "SELECT greatest("
+        "coalesce((SELECT max(change) FROM threadstore_threads), 0),"
+        " coalesce((SELECT max(change) FROM threadstore_tombstones), 0),"
+        " coalesce((SELECT value::bigint FROM threadstore_info WHERE key = 'feed_floor'), 0))"
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def changes_since(
+    conn: psycopg.Connection[Any], after: int, limit: int, namespace: str | None
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, int, int]]]:
+    """Up to ``limit`` threads (rows in :data:`THREAD_COLUMNS` order, unescaped) and up to
+    ``limit`` tombstones ``(id, namespace, change, deleted_at)`` with a change after
+    ``after``, each in change order (the caller merges them). Index walks."""
+    where = "change > %s"
+    params: tuple[object, ...] = (after,)
+    if namespace is not None:
+        where, params = "namespace = %s AND change > %s", (namespace, after)
+    threads = conn.execute(
+        f"{_SELECT_THREAD} WHERE {where} ORDER BY change LIMIT %s", (*params, limit)
+    ).fetchall()
+    tombstones = conn.execute(
+        f"SELECT id, namespace, change, deleted_at FROM threadstore_tombstones WHERE {where} "
+        "ORDER BY change LIMIT %s",
+        (*params, limit),
+    ).fetchall()
+    return (
+        [unescape_row(row) for row in threads],
+        [(str(i), str(n), int(c), int(d)) for i, n, c, d in tombstones],
+    )
 
 
 def thread_index(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int, int, str]]:
