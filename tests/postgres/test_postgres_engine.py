@@ -454,3 +454,23 @@ async def test_a_killed_test_run_still_stops_its_server(
     assert not _pid_alive(watchdog)
     assert not _pid_alive(postmaster), "the server outlived the killed test run"
     assert not await trio.Path(base).exists()
+
+
+async def test_a_read_only_store_follows_the_writers_change_feed(postgres_url: str) -> None:
+    async with open_store(postgres_url) as writer:
+        gone = await writer.create_thread(goal="to delete")
+        async with (
+            open_store(postgres_url, read_only=True, feed_poll_interval=0.01) as reader,
+            reader.subscribe() as events,
+        ):
+            meta = await writer.create_thread(goal="after")
+            await writer.delete_thread(gone.id)
+            seen: dict[str, str] = {}
+            with trio.fail_after(GUARD_S):
+                async for event in events:
+                    assert event.thread is not None
+                    seen[event.thread.id] = event.type
+                    if event.change == gone.change + 2:  # the creation, then the deletion
+                        break
+    assert seen == {meta.id: "updated", gone.id: "deleted"}
+    assert meta.change == gone.change + 1
