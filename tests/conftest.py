@@ -5,14 +5,20 @@ the ``engine`` fixture (directly, or through ``store_target`` or ``store``) runs
 engine in :data:`ENGINES`: that is the contract suite. A test that holds for some engines
 only says so with ``@pytest.mark.engines("sqlite")``. Tests of one engine's internals (files,
 locks, WAL) live beside it (``tests/sqlite/``) and use ``store_path``/``path`` directly.
+
+The ``postgres`` engine runs on a throwaway server (:mod:`_pg`) started once per session
+when the first test needs it, with a fresh database per test. Without the PostgreSQL binaries
+(or psycopg) those tests skip, saying how to install them; with
+``THREADSTORE_REQUIRE_POSTGRES=1`` (``.ci/run``) they fail instead.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import _pg
 import pytest
 from _helpers import FAST_RETRY
 
@@ -20,7 +26,7 @@ from threadstore import Store, open_store
 from threadstore.sqlite import _sql as _sqlite
 
 #: The engines the contract suite runs over (``open_store`` targets in :func:`store_target`).
-ENGINES = ("sqlite", "memory")
+ENGINES = ("sqlite", "memory", "postgres")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,14 +47,69 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def engine(request: pytest.FixtureRequest) -> str:
-    """The engine this run of a contract test uses (``"sqlite"`` or ``"memory"``)."""
+    """The engine this run of a contract test uses (one of :data:`ENGINES`)."""
     return str(request.param)
 
 
 @pytest.fixture
-def store_target(engine: str, tmp_path: Path) -> str:
+def store_target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """What ``open_store`` is given for a fresh store on ``engine``."""
+    if engine == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
     return ":memory:" if engine == "memory" else str(tmp_path / "store.db")
+
+
+@pytest.fixture
+def another_store_target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A second fresh store on ``engine``, beside :func:`store_target`'s."""
+    if engine == "postgres":
+        return str(request.getfixturevalue("postgres_databases")())
+    return ":memory:" if engine == "memory" else str(tmp_path / "another.db")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[_pg.PostgresServer]:
+    """The session's throwaway PostgreSQL server (started on first use, stopped at exit)."""
+    bindir = _pg.find_bindir()
+    problem = None
+    if bindir is None:
+        problem = _pg.INSTALL_HINT
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            problem = _pg.INSTALL_HINT
+    if problem is not None:
+        if _pg.required():
+            pytest.fail(f"{problem} (required: {_pg.REQUIRE_ENV} is set)")
+        pytest.skip(problem)
+    assert bindir is not None
+    server = _pg.start_server(bindir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_databases(postgres_server: _pg.PostgresServer) -> Iterator[Callable[[], str]]:
+    """Makes fresh databases on the session's server (URLs), dropped after the test."""
+    made: list[str] = []
+
+    def new() -> str:
+        name = postgres_server.create_database()
+        made.append(name)
+        return postgres_server.url(name)
+
+    yield new
+    for name in made:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def postgres_url(postgres_databases: Callable[[], str]) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_databases()
 
 
 @pytest.fixture

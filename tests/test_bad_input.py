@@ -68,9 +68,9 @@ Stage = Literal["open", "closed", "file"]
 
 @attrs.frozen(kw_only=True)
 class Env:
-    """Where a case runs: the file, and for ``open``/``closed`` the populated store."""
+    """Where a case runs: the file (or URL), and for ``open``/``closed`` the populated store."""
 
-    path: Path
+    path: Path | str
     opened: Store | None = None
     tid: str = "t"
     deleted: str = "gone"
@@ -647,7 +647,7 @@ async def _foreign_cursor(path: Path) -> str:
     return _foreign_cursors[0]
 
 
-async def _populate(store: Store, path: Path, foreign_cursor: str) -> Env:
+async def _populate(store: Store, path: Path | str, foreign_cursor: str) -> Env:
     tid = (await store.create_thread(thread_id="t", goal="the goal")).id
     await store.append(tid, Item.user_message("hello"), Item.assistant_message("hi"))
     for n in range(3):
@@ -745,7 +745,7 @@ async def test_bad_input_gets_a_clear_error_and_changes_nothing(
     async with open_store(
         store_target, max_item_bytes=MAX_ITEM_BYTES, retry_interval=None
     ) as store:
-        env = await _populate(store, path, foreign_cursor)
+        env = await _populate(store, path if on_file else store_target, foreign_cursor)
         visible = await _visible(store)
         assert {tid: len(items) for tid, items in visible[2].items()} == {
             "t": 3, "listed-0": 1, "listed-1": 1, "listed-2": 1,

@@ -33,6 +33,7 @@ from threadstore import (
     record_lines,
 )
 from threadstore._maintenance import check_dump
+from threadstore.postgres._sql import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
 from threadstore.sqlite._sql import SCHEMA_VERSION
 
 
@@ -89,20 +90,22 @@ async def test_a_sound_store_checks_clean_and_sums_up(store: Store, engine: str)
     summary = await store.summary()
     assert (summary.engine, summary.threads, summary.items) == (engine, 4, 24)
     assert summary.lagging_threads == 0
-    assert summary.schema_version == (SCHEMA_VERSION if engine == "sqlite" else None)
+    versions = {"sqlite": SCHEMA_VERSION, "postgres": POSTGRES_SCHEMA_VERSION, "memory": None}
+    assert summary.schema_version == versions[engine]
     seen: list[tuple[int, int]] = []
     await store.check(progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert len(ids) == 4
 
 
-async def test_export_then_import_reproduces_every_thread(store: Store, store_target: str) -> None:
+async def test_export_then_import_reproduces_every_thread(
+    store: Store, another_store_target: str
+) -> None:
     ids = await fill(store)
     records = [await store.export_thread(tid) for tid in ids]
     lines = [line for record in records for line in record_lines(record)]
     assert list(read_records(lines)) == records  # the JSON Lines are exact
-    target = store_target if store_target == ":memory:" else store_target + ".copy"
-    async with open_store(target) as copy:
+    async with open_store(another_store_target) as copy:
         for record in read_records(lines):
             meta = await copy.import_thread(record)
             assert meta == await store.get_thread(record.id)

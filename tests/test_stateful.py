@@ -257,16 +257,24 @@ async def _durable(receipt: Receipt) -> None:
 class StoreMachine(RuleBasedStateMachine):
     """The store against the model; ``base`` is the directory for this test's files.
 
-    On an engine without the fault seam or persistence (``memory``), faults stay off and
-    the store is never reopened; every other rule runs the same."""
+    On an engine without the fault seam (``memory``, ``postgres``), faults stay off; on one
+    without persistence (``memory``) the store is never reopened; every other rule runs the
+    same."""
 
     base: ClassVar[Path]
     engine: ClassVar[str]
+    #: Makes a fresh database per example (``postgres``): one factory, or none.
+    new_database: ClassVar[tuple[Callable[[], str], ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = TrioLoop()
         self.path = Path(tempfile.mkdtemp(dir=self.base)) / "store.db"
+        self.target: str | Path = ":memory:"
+        if self.engine == "sqlite":
+            self.target = self.path
+        elif self.new_database:
+            self.target = self.new_database[0]()
         self.faults = Faults(probability=0.0)
         self.faults_on = False
         self.threads: dict[str, ModelThread] = {}  # live threads, by id
@@ -290,7 +298,7 @@ class StoreMachine(RuleBasedStateMachine):
         started = False
         try:
             async with open_store(
-                self.path if self.on_file else ":memory:",
+                self.target,
                 faults=self.faults if self.on_file else None,
                 retry=RETRY,
                 retry_interval=None,
@@ -318,7 +326,13 @@ class StoreMachine(RuleBasedStateMachine):
 
     @property
     def on_file(self) -> bool:
+        """Whether the engine has the fault seam (SQLite's)."""
         return self.engine == "sqlite"
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the store outlives a close (it can be reopened)."""
+        return self.engine != "memory"
 
     def open(self) -> None:
         self.store = self.loop.call(self._open)
@@ -749,7 +763,7 @@ class StoreMachine(RuleBasedStateMachine):
         """ThreadDiscardedError, if a discard may have left some thread's metadata behind."""
         return (ThreadDiscardedError,) if any(t.discarded for t in self.threads.values()) else ()
 
-    @precondition(lambda self: self.on_file)
+    @precondition(lambda self: self.persistent)
     @rule()
     def reopen(self) -> None:
         self.close()
@@ -844,14 +858,14 @@ class StoreMachine(RuleBasedStateMachine):
                 self.faults_off()
                 self.expect(self.attempt(self.s.flush_all), *self.discard_errors())
                 self.check_converged()
-                if self.on_file:
+                if self.persistent:
                     self.close()
                     # A fresh open (no faults) re-projects even what a discard left behind.
                     self.faults = Faults(probability=0.0)
                     self.open()
                 self.check_logs()
                 for tid, thread in self.threads.items():
-                    if not self.on_file and thread.discarded:
+                    if not self.persistent and thread.discarded:
                         continue  # only a reopen re-projects what a discard left behind
                     items = self.loop.call(self.s.read_items, tid)
                     meta = self.loop.call(self.s.get_thread, tid)
@@ -877,12 +891,18 @@ async def update_title(store: Store, tid: str, title: str) -> ThreadMeta:
     return await store.update_thread(tid, title=title)
 
 
-def _run(base: Path, engine: str, machine_settings: settings) -> None:
+def _run(
+    base: Path,
+    engine: str,
+    machine_settings: settings,
+    new_database: Callable[[], str] | None = None,
+) -> None:
     class Machine(StoreMachine):
         pass
 
     Machine.base = base
     Machine.engine = engine
+    Machine.new_database = () if new_database is None else (new_database,)
     before = EXAMPLES[0]
     SEEN.clear()
     EDITS.clear()
@@ -899,14 +919,31 @@ COMMON: Final[dict[str, Any]] = {
 }
 
 
-def test_store_matches_the_model(tmp_path: Path, engine: str) -> None:
+def _databases(engine: str, request: pytest.FixtureRequest) -> Callable[[], str] | None:
+    if engine != "postgres":
+        return None
+    new: Callable[[], str] = request.getfixturevalue("postgres_databases")
+    return new
+
+
+def test_store_matches_the_model(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
     _run(
         tmp_path,
         engine,
         settings(max_examples=50, stateful_step_count=30, derandomize=True, **COMMON),
+        _databases(engine, request),
     )
 
 
 @pytest.mark.soak
-def test_store_matches_the_model_soak(tmp_path: Path, engine: str) -> None:
-    _run(tmp_path, engine, settings(max_examples=400, stateful_step_count=60, **COMMON))
+def test_store_matches_the_model_soak(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
+    _run(
+        tmp_path,
+        engine,
+        settings(max_examples=400, stateful_step_count=60, **COMMON),
+        _databases(engine, request),
+    )

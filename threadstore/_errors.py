@@ -13,6 +13,7 @@ __all__ = [
     "StoreFormatError",
     "StoreLockedError",
     "StoreOverloadedError",
+    "StoreUnavailableError",
     "ThreadDiscardedError",
     "ThreadExistsError",
     "ThreadNotFoundError",
@@ -49,6 +50,11 @@ class StoreLockedError(ThreadStoreError):
 
 class StoreFormatError(ThreadStoreError):
     """The file is not a threadstore database, is damaged, or is from a newer version."""
+
+
+class StoreUnavailableError(ThreadStoreError, ConnectionError):
+    """The store's database server could not be reached (PostgreSQL): the message names
+    the host and database, never the password."""
 
 
 class ReadOnlyStoreError(ThreadStoreError):

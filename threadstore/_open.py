@@ -10,7 +10,7 @@ from typing import Final
 
 import workers
 
-from ._config import StoreConfig
+from ._config import Lanes, StoreConfig
 from ._engine import Engine
 from ._errors import StoreFormatError
 from ._store import Store
@@ -23,6 +23,10 @@ from .sqlite import Durability, Faults, SqliteConfig, open_sqlite_engine
 __all__ = ["open_store"]
 
 log = workers.get_logger(__name__)
+
+#: URL schemes that select the PostgreSQL engine (checked here without importing it: its
+#: driver is an optional extra).
+_POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
 #: The defaults of ``open_store``'s arguments (defined in the configuration values).
 _DEFAULT: Final = StoreConfig()
@@ -50,7 +54,9 @@ async def open_store(
 
     ``path`` is a store file (the SQLite engine) or ``":memory:"`` (the in-memory engine: no
     threads, no files, same semantics, nothing kept after the block; ``durability`` and
-    ``reader_connections`` do not apply, ``read_only`` and ``faults`` are refused).
+    ``reader_connections`` do not apply, ``read_only`` and ``faults`` are refused), or a
+    ``postgresql://`` URL (the PostgreSQL engine, with the ``threadstore[postgres]`` extra;
+    ``faults`` is refused; see ``docs/postgres.md``).
 
     Takes the single-writer file lock (:class:`StoreLockedError` names the holder), sets WAL
     and the ``durability`` level, creates or checks the schema (:class:`StoreFormatError`),
@@ -88,12 +94,50 @@ async def open_store(
         if read_only or faults is not None:
             raise ValueError("a ':memory:' store takes neither read_only=True nor faults=")
         engines = open_memory_engine(lanes=config.lanes)
+    elif path.startswith(_POSTGRES_SCHEMES):
+        if faults is not None:
+            raise ValueError("a PostgreSQL store takes no faults= (SQLite's fault seam)")
+        engines = _open_postgres(
+            path,
+            durability=durability,
+            reader_connections=reader_connections,
+            feed_poll_interval=feed_poll_interval,
+            lanes=config.lanes,
+            read_only=read_only,
+        )
     else:
         engines = open_sqlite_engine(
             path, config=engine_config, lanes=config.lanes, read_only=read_only, faults=faults
         )
-    async with engines as engine, _running(path, engine, config) as store:
+    async with engines as engine, _running(engine.target, engine, config) as store:
         yield store
+
+
+def _open_postgres(
+    url: str,
+    *,
+    durability: Durability,
+    reader_connections: int,
+    feed_poll_interval: float,
+    lanes: Lanes,
+    read_only: bool,
+) -> AbstractAsyncContextManager[Engine]:
+    """The PostgreSQL engine, imported only now (psycopg is an optional extra)."""
+    try:
+        from .postgres import PostgresConfig, open_postgres_engine
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("psycopg"):
+            raise
+        raise ModuleNotFoundError(
+            "PostgreSQL stores need psycopg 3: pip install 'threadstore[postgres]'",
+            name=exc.name,
+        ) from exc
+    config = PostgresConfig(
+        durability=durability,
+        reader_connections=reader_connections,
+        feed_poll_interval=feed_poll_interval,
+    )
+    return open_postgres_engine(url, config=config, lanes=lanes, read_only=read_only)
 
 
 @asynccontextmanager

@@ -66,7 +66,10 @@ def test_an_unknown_thread_id(filled: tuple[Path, Ids]) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://db.example/threads", "this threadstore has no PostgreSQL engine"),
+        (
+            "postgresql://db.example/threads",
+            "cannot connect to PostgreSQL at host 'db.example' database 'threads'",
+        ),
         ("https://example.com/store", "unsupported store URL"),
         (":memory:", "':memory:' is not a store file"),
     ],

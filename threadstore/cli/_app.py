@@ -102,8 +102,8 @@ def _url_scheme(target: str) -> str | None:
 
 
 def _has_postgres() -> bool:
-    """Whether this threadstore has its PostgreSQL engine."""
-    return importlib.util.find_spec("threadstore.postgres") is not None
+    """Whether this threadstore can use its PostgreSQL engine (psycopg is an extra)."""
+    return importlib.util.find_spec("psycopg") is not None
 
 
 def check_target(target: str) -> str:
@@ -116,7 +116,9 @@ def check_target(target: str) -> str:
             )
         if not _has_postgres():
             raise CommandError(
-                EXIT_STORE, f"cannot open {target!r}: this threadstore has no PostgreSQL engine"
+                EXIT_STORE,
+                f"cannot open {target!r}: PostgreSQL stores need psycopg 3: "
+                "pip install 'threadstore[postgres]'",
             )
         return target
     if target == ":memory:":

@@ -1,0 +1,490 @@
+"""The writer: one OS thread owns the write connection and group-commits jobs.
+
+As in the SQLite engine (:mod:`threadstore.sqlite._writer`), jobs are sync functions of the
+connection, or :class:`LogAppend` jobs the writer runs itself, and whatever is queued when
+the writer is free goes into one transaction, chosen by the write lanes
+(:mod:`threadstore._lanes`). A transaction is sent in pipeline mode: each run of
+consecutive log appends is one statement (``threadstore_append``), metadata writes of rows
+the writer has cached are statements whose results nobody waits for, and the COMMIT goes
+with them, so a transaction of appends and such writes costs one round trip to the server
+(a job that must read, e.g. a row not cached, adds one). If a job fails, the batch is redone
+unpipelined with a savepoint per job, so the failing job rolls back alone while the others
+commit; if the transaction itself fails (a lost connection, a failed COMMIT) every job of it
+fails and nothing of it is stored.
+
+A lost connection fails the transaction that found it out; the writer connects again before
+the next one (failing that transaction's jobs if the server is still unreachable), so later
+appends work once the server is back. Results reach trio once per transaction, in commit
+order, exactly as in the SQLite writer.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import psycopg
+import trio
+
+import workers
+
+from .._config import Lanes
+from .._errors import StoreClosedError
+from .._lanes import LaneName, WriteLanes
+from . import _sql as sql
+
+__all__ = ["Batch", "Job", "LogAppend", "Writer"]
+
+T = TypeVar("T")
+Connection = psycopg.Connection[Any]
+log = workers.get_logger(__name__)
+
+
+class Batch:
+    """Jobs committed (or failed) together; ``done`` is set once their results are in."""
+
+    __slots__ = ("done", "error", "hooked")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.hooked = False
+
+
+class Job(Generic[T]):
+    """One unit of writer work: ``fn(conn)`` inside a group transaction.
+
+    ``on_done`` runs on the trio thread after the transaction commits or fails, in queue
+    order, before anyone waiting on the batch wakes. ``log`` marks a job that appends log
+    items (counted in ``Writer.log_commits``).
+    """
+
+    __slots__ = ("batch", "committed_hook", "error", "fn", "log", "on_done", "result", "size")
+
+    def __init__(
+        self,
+        fn: Callable[[Connection], T],
+        on_done: Callable[[Job[T]], None] | None = None,
+        size: int = 0,
+        log: bool = False,
+    ) -> None:
+        self.fn = fn
+        self.on_done = on_done
+        self.size = size
+        self.log = log
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.batch: Batch | None = None
+        self.committed_hook: Callable[[], None] | None = None
+
+    def when_committed(self, hook: Callable[[], None]) -> None:
+        """Have the writer thread call ``hook`` right after the transaction holding this job
+        commits, unless the job failed. Best effort (see the SQLite writer's)."""
+        self.committed_hook = hook
+        batch = self.batch
+        if batch is not None:
+            batch.hooked = True
+
+    @property
+    def done(self) -> bool:
+        """Whether the write has committed or failed: ``error`` and ``result`` are final."""
+        return self.batch is not None and self.batch.done.is_set()
+
+    async def wait(self) -> T:
+        """Block until the job's transaction is done; return its result or raise its error.
+
+        Cancelling the waiter does not cancel the job: it still commits (or fails) whole.
+        """
+        batch = self.batch
+        assert batch is not None
+        await batch.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+    def run(self, conn: Connection) -> T:
+        """The job's statements (writer thread, inside the group transaction)."""
+        return self.fn(conn)
+
+
+def _no_fn(conn: Connection) -> None:  # pragma: no cover - LogAppend overrides run()
+    raise AssertionError("LogAppend jobs run through LogAppend.run")
+
+
+class LogAppend(Job[None]):
+    """Append ``rows`` (dense, in seq order) to ``thread_id``'s log, whose last seq must be
+    ``rows[0][0] - 1``."""
+
+    __slots__ = ("rows", "thread_id")
+
+    def __init__(
+        self,
+        thread_id: str,
+        rows: list[sql.ItemRow],
+        on_done: Callable[[Any], None] | None = None,
+        size: int = 0,
+    ) -> None:
+        self.fn = _no_fn
+        self.on_done = on_done
+        self.size = size
+        self.log = True
+        self.result = None
+        self.error = None
+        self.batch = None
+        self.committed_hook = None
+        self.thread_id = thread_id
+        self.rows = rows
+
+    def run(self, conn: Connection) -> None:
+        sql.append_items(conn, self.thread_id, self.rows, expected_last=self.rows[0][0] - 1)
+
+
+class _JobFailed(Exception):
+    """A job failed inside a transaction without savepoints (the batch is redone)."""
+
+
+class Writer:
+    """Owns the write connection on a dedicated OS thread.
+
+    ``submit`` is sync and never blocks the trio thread on the server: it appends to the
+    lanes the writer thread takes from under a lock. Construct and :meth:`start` inside
+    ``trio.run``.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Connection],
+        *,
+        on_rollback: Callable[[], None] | None = None,
+        lanes: Lanes | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connect = connect
+        self._on_rollback = on_rollback
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._lanes: WriteLanes[Batch, Job[Any]] = WriteLanes(lanes or Lanes(), Batch, clock)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._conn: Connection | None = None
+        #: Committed transactions; ``log_commits`` those that appended log items.
+        self.commits = 0
+        self.log_commits = 0
+        self.failed_commits = 0
+        self.reconnects = 0
+        self.queued_bytes = 0
+        self._room = trio.Event()
+        self._arrivals: collections.deque[tuple[Batch, list[Job[Any]]]] = collections.deque()
+        self._delivering = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect on the writer thread and start its loop. Raises whatever connecting (and
+        the schema check in ``connect``) raised."""
+        self._token = trio.lowlevel.current_trio_token()
+        opened = trio.Event()
+        failure: list[BaseException] = []
+
+        def report(error: BaseException | None) -> None:
+            if error is not None:
+                failure.append(error)
+            opened.set()
+
+        self._thread = threading.Thread(
+            target=self._main, args=(report,), name="threadstore-pg-writer", daemon=True
+        )
+        self._thread.start()
+        with trio.CancelScope(shield=True):
+            await opened.wait()
+        if failure:
+            await trio.to_thread.run_sync(self._thread.join)
+            raise failure[0]
+
+    async def aclose(self) -> None:
+        """Commit everything queued, then stop the thread and close the connection.
+        Shielded; idempotent."""
+        with trio.CancelScope(shield=True):
+            if self._closed or self._thread is None:
+                await trio.lowlevel.checkpoint()
+                return
+            self._closed = True
+            with self._cond:
+                self._lanes.stop()
+                self._cond.notify()
+            await trio.to_thread.run_sync(self._thread.join)
+
+    # -- feeding ------------------------------------------------------------------------
+
+    def submit(
+        self, job: Job[Any], *, defer: bool = False, soon: bool = False, first: bool = False
+    ) -> Batch:
+        """Queue ``job`` for the next group commit (lanes as in the SQLite writer). Sync;
+        never blocks on the server."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        lane: LaneName = "soon" if soon else "deferred" if defer else "first" if first else "now"
+        with self._lock:
+            batch, wake = self._lanes.submit(job, lane)
+            job.batch = batch
+            if wake:
+                self._cond.notify()
+            if not (soon or defer):
+                self.queued_bytes += job.size
+        return batch
+
+    def submit_now(self, job: Job[Any]) -> Batch:
+        """:meth:`submit` in the ordinary lane (the log appends' path)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        with self._lock:
+            batch, wake = self._lanes.submit_now(job)
+            job.batch = batch
+            if wake:
+                self._cond.notify()
+            self.queued_bytes += job.size
+        return batch
+
+    async def run(
+        self, fn: Callable[[Connection], T], *, defer: bool = False, soon: bool = False
+    ) -> T:
+        """Run ``fn`` in the next group transaction; its result or error. A cancelled
+        caller's job still runs (and commits)."""
+        job: Job[T] = Job(fn)
+        self.submit(job, defer=defer, soon=soon)
+        return await job.wait()
+
+    def expedite(self) -> None:
+        """Commit the deferred and soon lanes with the next transaction (someone waits)."""
+        with self._lock:
+            if self._lanes.expedite():
+                self._cond.notify()
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Block until the bytes queued for commit drop below ``limit``."""
+        while self.queued_bytes >= limit:
+            await self._room.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def drain(self) -> None:
+        """Block until everything submitted before the call is committed (or failed) and
+        its results delivered. Never raises for those failures."""
+        with self._lock:
+            lanes = self._lanes.newest_batches()
+        self.expedite()
+        marker: Job[None] = Job(_nothing)
+        for batch in [self.submit(marker), *lanes]:
+            await batch.done.wait()
+
+    # -- the writer thread --------------------------------------------------------------
+
+    def _main(self, report: Callable[[BaseException | None], None]) -> None:
+        assert self._token is not None
+        token = self._token
+        try:
+            self._conn = self._connect()
+        except BaseException as exc:  # reported to start(), which re-raises it
+            token.run_sync_soon(report, exc)
+            return
+        token.run_sync_soon(report, None)
+        try:
+            while True:
+                groups = self._next_transaction()
+                if not groups:
+                    return
+                jobs = [job for _, group in groups for job in group]
+                batches = [batch for batch, _ in groups]
+                conn = self._connection(jobs, batches)
+                committed = conn is not None and self._commit(conn, jobs, batches)
+                try:
+                    token.run_sync_soon(self._arrived, groups)
+                except trio.RunFinishedError:  # pragma: no cover - trio run already over
+                    return
+                if committed:
+                    _call_hooks(groups)
+        finally:
+            if self._conn is not None:
+                sql.release_writer_lock(self._conn)
+                self._conn.close()
+
+    def _connection(self, jobs: list[Job[Any]], batches: list[Batch]) -> Connection | None:
+        """The write connection, connecting again if it was lost; None (every job failed
+        with the reason) if the server cannot be reached."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            conn.close()
+            self._conn = None
+        try:
+            self._conn = self._connect()
+        except Exception as exc:
+            self._fail(jobs, batches, exc)
+            log.error("postgres.reconnect_failed", jobs=len(jobs), error=repr(exc))
+            return None
+        self.reconnects += 1
+        log.warning("postgres.reconnected", reconnects=self.reconnects)
+        return self._conn
+
+    def _next_transaction(self) -> list[tuple[Batch, list[Job[Any]]]]:
+        lanes = self._lanes
+        with self._cond:
+            while not lanes.ready():
+                if lanes.stopping:
+                    return []
+                self._cond.wait(lanes.timeout())
+            return lanes.take()
+
+    def _commit(self, conn: Connection, jobs: list[Job[Any]], batches: list[Batch]) -> bool:
+        """One transaction for ``jobs``; True if it committed. Never raises (failures are
+        recorded on the jobs and batches)."""
+        try:
+            if not self._transaction(conn, jobs, savepoints=False):
+                # A job failed: redo the batch with a savepoint per job so it fails alone.
+                # (Jobs are pure functions of the database, so running them again is safe.)
+                conn.rollback()
+                self._rolled_back()
+                for job in jobs:
+                    job.result = job.error = None
+                self._transaction(conn, jobs, savepoints=True)
+        except Exception as exc:
+            try:
+                if not conn.closed and not conn.broken:
+                    conn.rollback()
+            except psycopg.Error as rollback_error:  # pragma: no cover - a broken connection
+                log.error("postgres.rollback_failed", error=repr(rollback_error))
+            self._rolled_back()
+            self._fail(jobs, batches, exc)
+            log.error("postgres.commit_failed", jobs=len(jobs), error=repr(exc))
+            return False
+        self.commits += 1
+        if any(job.log and job.error is None for job in jobs):
+            self.log_commits += 1
+            self._lanes.log_committed()
+        return True
+
+    def _fail(self, jobs: list[Job[Any]], batches: list[Batch], exc: BaseException) -> None:
+        for batch in batches:
+            batch.error = exc
+        for job in jobs:
+            job.result = None
+            if job.error is None:
+                job.error = exc
+        self.failed_commits += 1
+
+    def _rolled_back(self) -> None:
+        if self._on_rollback is not None:
+            self._on_rollback()
+
+    def _transaction(self, conn: Connection, jobs: list[Job[Any]], *, savepoints: bool) -> bool:
+        """Run ``jobs`` in one transaction and commit it; False (rolled back or to be) if a
+        job failed without ``savepoints``. Raises if the transaction itself failed."""
+        if savepoints:
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                if self._run_job(conn, job):
+                    conn.execute("RELEASE SAVEPOINT job")
+                else:
+                    conn.execute("ROLLBACK TO SAVEPOINT job")
+                    conn.execute("RELEASE SAVEPOINT job")
+            conn.commit()
+            return True
+        # Pipelined: statements whose results no job reads are sent without waiting, and
+        # the COMMIT with them. An error may surface at a later job's read or at the end
+        # (not at the job that caused it): any error redoes the batch with savepoints,
+        # unpipelined, where each job's error is its own.
+        try:
+            with conn.pipeline():
+                if not self._run_jobs(conn, jobs):
+                    return False
+                conn.commit()
+        except psycopg.Error:
+            if conn.broken or conn.closed:
+                raise
+            return False
+        return True
+
+    def _run_jobs(self, conn: Connection, jobs: list[Job[Any]]) -> bool:
+        """Every job, runs of log appends as one statement; False at the first failure."""
+        start, count = 0, len(jobs)
+        while start < count:
+            end = start + 1
+            if type(jobs[start]) is LogAppend:  # take the run of log appends
+                while end < count and type(jobs[end]) is LogAppend:
+                    end += 1
+            if not (
+                self._run_appends(conn, jobs[start:end])  # type: ignore[arg-type]
+                if type(jobs[start]) is LogAppend
+                else self._run_job(conn, jobs[start])
+            ):
+                return False
+            start = end
+        return True
+
+    def _run_job(self, conn: Connection, job: Job[Any]) -> bool:
+        """Run one job; False if it failed (its error recorded). Raises if the connection
+        or the transaction itself failed."""
+        try:
+            job.result = job.run(conn)
+        except Exception as exc:
+            job.error = exc
+            if conn.broken or conn.closed:
+                raise
+            return False
+        return True
+
+    def _run_appends(self, conn: Connection, jobs: list[LogAppend]) -> bool:
+        """Consecutive log appends in one statement; False if any of them failed (which
+        one is found by the per-job redo)."""
+        try:
+            sql.append_runs(conn, [(job.thread_id, job.rows) for job in jobs])
+        except Exception:
+            if conn.broken or conn.closed:
+                raise
+            return False
+        return True
+
+    def _arrived(self, groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
+        """On the trio thread: a transaction's results, queued behind earlier ones."""
+        self._arrivals.extend(groups)
+        if not self._delivering:
+            self._delivering = True
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """On the trio thread: the oldest group's callbacks in order, then its waiters."""
+        batch, jobs = self._arrivals.popleft()
+        freed = 0
+        for job in jobs:
+            freed += job.size
+            if job.on_done is not None:
+                job.on_done(job)
+        if freed:
+            self.queued_bytes -= freed
+            self._room.set()
+            self._room = trio.Event()
+        batch.done.set()
+        if self._arrivals:
+            assert self._token is not None
+            self._token.run_sync_soon(self._deliver)
+        else:
+            self._delivering = False
+
+
+def _call_hooks(groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
+    """Writer thread, after a commit: the jobs' ``when_committed`` hooks."""
+    for batch, jobs in groups:
+        if batch.hooked:
+            for job in jobs:
+                hook = job.committed_hook
+                if hook is not None and job.error is None:
+                    job.committed_hook = None
+                    hook()
+
+
+def _nothing(conn: Connection) -> None:
+    return None
