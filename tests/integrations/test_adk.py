@@ -9,6 +9,7 @@ shows the contract is read right. The tests are plain functions running ``asynci
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _process import child_env
 from google.adk.errors._invocation_not_found_error import InvocationNotFoundError
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
@@ -346,7 +348,7 @@ def test_sessions_survive_a_reopen(tmp_path: Path) -> None:
 
 
 def test_threads_list_with_preview_in_namespaces(tmp_path: Path) -> None:
-    async def main() -> None:
+    async def main() -> str:
         async with aio.open_store(tmp_path / "t.db", projectors=[adk.projector()]) as store:
             service = ThreadstoreSessionService("unused", store=store)
             s = await service.create_session(app_name="my/app", user_id="al ice")
@@ -364,8 +366,21 @@ def test_threads_list_with_preview_in_namespaces(tmp_path: Path) -> None:
             assert kinds[-3:] == ["user_message", "assistant_message", "adk.event"]
             await service.close()  # leaves a store= handle open
             assert (await store.get_thread(meta.id)).id == meta.id
+            return meta.id
 
-    asyncio.run(main())
+    thread_id = asyncio.run(main())
+    # The command lists the session in its namespace too (read-only, another process).
+    command = ["list", "--db", str(tmp_path / "t.db"), "--namespace", "adk/my%2Fapp/al%20ice"]
+    listed = subprocess.run(
+        [sys.executable, "-m", "threadstore", *command, "--json"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["id"], row["preview"], row["last_message"]) == (thread_id, "Plan a trip", "Sure.")
 
 
 def test_store_without_projector_is_refused(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
+from _process import child_env
 from agents import Agent, RunConfig, Runner, SessionSettings, TResponseInputItem
 from agents.memory import Session
 from agents.testing import ScriptedModel, assistant_message
@@ -551,6 +553,22 @@ def test_runner_with_the_scripted_model_lists_the_thread(db: Path) -> None:
         session.close()
 
     run(main())
+    # The command lists it too (read-only, in another process), as the store does.
+    command = ["list", "--db", str(db), "--namespace", "openai-agents", "--json"]
+    listed = subprocess.run(
+        [sys.executable, "-m", "threadstore", *command],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["id"], row["preview"], row["item_count"]) == (
+        "conversation",
+        "Where should I go in Japan?",
+        4,
+    )
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
