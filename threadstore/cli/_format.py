@@ -187,9 +187,12 @@ def _plain(value: Any) -> Any:
 
 
 def meta_json(meta: ThreadMeta) -> dict[str, Any]:
-    """Every field of ``meta`` as JSON values (times ISO 8601)."""
+    """Every field of ``meta``'s value (those its equality compares) as JSON values, times
+    ISO 8601: two threads print the same exactly when their metadata are equal."""
     out: dict[str, Any] = {}
     for field in attrs.fields(ThreadMeta):
+        if not field.eq:
+            continue
         value = getattr(meta, field.name)
         out[field.name] = iso(value) if isinstance(value, datetime) else _plain(value)
     return out
