@@ -33,6 +33,7 @@ from threadstore import (
     record_lines,
 )
 from threadstore._maintenance import check_dump
+from threadstore.sqlite._sql import SCHEMA_VERSION
 
 
 class Counter:
@@ -88,7 +89,7 @@ async def test_a_sound_store_checks_clean_and_sums_up(store: Store, engine: str)
     summary = await store.summary()
     assert (summary.engine, summary.threads, summary.items) == (engine, 4, 24)
     assert summary.lagging_threads == 0
-    assert summary.schema_version == (2 if engine == "sqlite" else None)
+    assert summary.schema_version == (SCHEMA_VERSION if engine == "sqlite" else None)
     seen: list[tuple[int, int]] = []
     await store.check(progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]

@@ -22,6 +22,7 @@ from _cli import Ids, child_environment, cli, fill_store
 from threadstore import StoredItem, ThreadMeta, open_store
 from threadstore.cli import EXIT_CODES
 from threadstore.cli._format import display_width
+from threadstore.sqlite._sql import SCHEMA_VERSION
 
 COMMANDS = (
     "list",
@@ -175,14 +176,14 @@ def test_stats(filled: tuple[Path, Ids]) -> None:
     path, _ = filled
     stats = json.loads(ok("stats", "--db", path, "--json"))
     assert stats["engine"] == "sqlite"
-    assert stats["schema_version"] == 2
+    assert stats["schema_version"] == SCHEMA_VERSION
     assert stats["threads"] == 5
     assert stats["items"] == 11 + 9 + 5 + 1 + 0
     assert stats["lagging_threads"] == 0
     assert stats["files"][str(path)] == path.stat().st_size
     text = ok("stats", "--db", path)
     assert "threads   5" in text
-    assert "schema version 2" in text
+    assert f"schema version {SCHEMA_VERSION}" in text
 
 
 # -- doctor and reproject -----------------------------------------------------------------------
