@@ -320,3 +320,35 @@ def test_the_blocking_layer_mirrors_maintenance(tmp_path: Path) -> None:
     with blocking.open_store(tmp_path / "other.db") as other:
         assert other.import_thread(record) == meta
         assert other.import_thread(record, skip_existing=True) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"type":"thread","format":2}', "export format 2 is not 1"),
+        ('{"type":"thread","format":1,"id":"a","namespace":" x"}', "namespace"),
+        ('{"type":"thread","format":1,"id":"a","namespace":"","items":-1}', "must be >= 0"),
+        ('{"type":"thread","format":true}', "'format' must be an int"),
+        ('{"type":"note"}', '"type" must be "thread" or "item"'),
+        (
+            '{"type":"thread","format":1,"id":"a","namespace":"","items":0,'
+            '"created_at":"2026-01-01T00:00:00+00:00","extra":{"p":1}}',
+            "'extra' must map projector names to objects",
+        ),
+        (
+            '{"type":"thread","format":1,"id":"a","namespace":"","items":0,'
+            '"created_at":"yesterday"}',
+            "not an ISO 8601 time",
+        ),
+    ],
+)
+def test_each_malformed_header_is_named(line: str, reason: str) -> None:
+    with pytest.raises(ImportFormatError, match=reason) as caught:
+        list(read_records([line]))
+    assert caught.value.line == 1
+
+
+def test_an_item_of_another_thread_is_refused() -> None:
+    lines = list(record_lines(_record()))
+    with pytest.raises(ImportFormatError, match="inside thread 't-1'"):
+        list(read_records([lines[0], lines[1].replace('"t-1"', '"t-2"'), lines[2]]))

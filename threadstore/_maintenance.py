@@ -154,11 +154,10 @@ def check_dump(dump: ThreadDump) -> ThreadMismatch | None:
         return ThreadMismatch(thread_id=meta.id, fields=("seq",))
     through = rows[: meta.seq]
     expected = refold(base_projection(meta), through, rebuilt_extra(meta, through))
-    fields = [
+    fields = [  # (fields outside a ThreadMeta's equality are store state, not folded)
         field.name
         for field in attrs.fields(ThreadMeta)
-        if field.eq  # (not the change number: when it changed, not what)
-        and getattr(expected.meta, field.name) != getattr(meta, field.name)
+        if field.eq and getattr(expected.meta, field.name) != getattr(meta, field.name)
     ]
     if expected.has_user_message != dump.projection.has_user_message:
         fields.append("has_user_message")

@@ -187,8 +187,8 @@ def _plain(value: Any) -> Any:
 
 
 def meta_json(meta: ThreadMeta) -> dict[str, Any]:
-    """Every field of ``meta`` that is part of its value, as JSON values (times ISO 8601;
-    not the store-local change number)."""
+    """Every field of ``meta``'s value (those its equality compares) as JSON values, times
+    ISO 8601: two threads print the same exactly when their metadata are equal."""
     out: dict[str, Any] = {}
     for field in attrs.fields(ThreadMeta):
         if not field.eq:
