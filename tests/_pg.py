@@ -108,8 +108,14 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def pg_ctl(self, *args: str) -> None:
-        """Run ``pg_ctl`` on this server's data directory (e.g. ``"restart"``)."""
+        """Run ``pg_ctl`` on this server's data directory. (A command that starts the
+        server must pass ``-l``: the server keeps its output streams open.)"""
         _run(self._runas, [str(self.bindir / "pg_ctl"), "-D", str(self.data), *args])
+
+    def restart(self) -> None:
+        """Restart the server (fast shutdown: sessions are ended, transactions in flight
+        roll back); returns once it accepts connections again."""
+        self.pg_ctl("restart", "-m", "fast", "-w", "-l", str(self.base / "server.log"))
 
     def stop(self) -> None:
         """Stop the server and remove its directory (the watchdog then exits)."""

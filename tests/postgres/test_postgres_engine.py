@@ -27,6 +27,7 @@ from threadstore import (
     AppendFailedError,
     Item,
     ReadOnlyStoreError,
+    Store,
     StoredItem,
     StoreFormatError,
     StoreLockedError,
@@ -279,6 +280,90 @@ async def test_lost_connections_fail_one_append_then_the_store_reconnects(
         assert receipt.seq == 3
         meta = await store.get_thread(tid)
         assert meta == folded(meta, items)
+
+
+class LoseConnection:
+    """A writer fault: at ``point`` (``before_commit`` or ``after_commit``) of the next
+    transaction, close the connection and raise as a lost connection does."""
+
+    def __init__(self, point: str) -> None:
+        self.point = point
+        self.fired = 0
+
+    def __call__(self, point: str, conn: psycopg.Connection[Any]) -> None:
+        if point == self.point and not self.fired:
+            self.fired += 1
+            conn.pgconn.finish()  # the socket is gone: the server sees the client vanish
+            raise psycopg.OperationalError(f"connection lost {point.replace('_', ' ')}")
+
+
+def _writer(store: Store) -> Any:
+    return store._engine.writer  # type: ignore[attr-defined]
+
+
+async def test_a_commit_whose_answer_was_lost_is_confirmed_not_failed(postgres_url: str) -> None:
+    async with open_store(postgres_url, retry=FAST_RETRY) as store:
+        tid = (await store.create_thread(goal="g")).id
+        fault = _writer(store).fault = LoseConnection("after_commit")
+        receipt = await store.append(tid, Item.user_message("committed, answer lost"))
+        assert fault.fired == 1
+        assert receipt.seq == 2
+        await store.append_and_flush(tid, Item.user_message("next"))
+        items = await store.read_items(tid)
+        assert [i.seq for i in items] == [1, 2, 3]
+        meta = await store.get_thread(tid)
+        assert meta == folded(meta, items)
+
+
+async def test_a_connection_lost_before_commit_fails_the_appends_whole(postgres_url: str) -> None:
+    async with open_store(postgres_url, retry=FAST_RETRY) as store:
+        tid = (await store.create_thread(goal="g")).id
+        fault = _writer(store).fault = LoseConnection("before_commit")
+        with pytest.raises(AppendFailedError, match="connection lost before commit"):
+            await store.append(tid, Item.user_message("lost"), Item.user_message("also lost"))
+        assert fault.fired == 1
+        await store.append_and_flush(tid, Item.user_message("next"))
+        items = await store.read_items(tid)
+        assert [(i.seq, i.data.get("text")) for i in items] == [(1, "g"), (2, "next")]
+
+
+async def test_a_server_restart_mid_stream_loses_nothing_acknowledged(
+    postgres_server: _pg.PostgresServer, postgres_url: str
+) -> None:
+    acked: dict[str, list[str]] = {}
+    restarted = trio.Event()
+
+    async def stream(store: Store, tid: str) -> None:
+        n = 0
+        while not restarted.is_set() or n < 40:
+            text = f"{tid} {n}"
+            n += 1
+            try:
+                await store.append(tid, Item.user_message(text))
+            except AppendFailedError:
+                continue  # lost with the server; later appends go on
+            acked[tid].append(text)
+        await trio.lowlevel.checkpoint()
+
+    async with open_store(postgres_url, retry=FAST_RETRY) as store:
+        tids = [(await store.create_thread(goal=f"g{n}")).id for n in range(4)]
+        for tid in tids:
+            acked[tid] = []
+        async with trio.open_nursery() as nursery:
+            for tid in tids:
+                nursery.start_soon(stream, store, tid)
+            await store.flush_all()
+            await trio.to_thread.run_sync(postgres_server.restart)
+            restarted.set()
+        await store.flush_all()
+        assert _writer(store).reconnects >= 1
+        for tid in tids:
+            items = await store.read_items(tid)
+            assert [i.seq for i in items] == list(range(1, len(items) + 1))  # dense
+            texts = [i.data["text"] for i in items[1:]]
+            assert texts == acked[tid]  # every acknowledged item, nothing else, in order
+            meta = await store.get_thread(tid)
+            assert meta == folded(meta, items)
 
 
 # -- data ---------------------------------------------------------------------------------

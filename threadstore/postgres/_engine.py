@@ -384,12 +384,13 @@ def _read_context(thread_id: str, limit: int | None, conn: Connection) -> list[S
 # -- opening ----------------------------------------------------------------------------
 
 
-def _connect_writer(url: str, config: PostgresConfig) -> Connection:
+def _connect_writer(url: str, config: PostgresConfig, patience: float = 0.0) -> Connection:
     """A write connection holding the store's writer lock (also after a reconnect: a
-    writer that lost its session lost the lock with it)."""
+    writer that lost its session lost the lock with it; ``patience``: see
+    :func:`sql.take_writer_lock`)."""
     conn = sql.connect(url, durability=config.durability, connect_timeout=config.connect_timeout)
     try:
-        sql.take_writer_lock(conn, redact(url))
+        sql.take_writer_lock(conn, redact(url), patience)
     except BaseException:
         conn.close()
         raise
@@ -409,6 +410,10 @@ def _open_writer_connection(url: str, config: PostgresConfig) -> Connection:
 
 def _load_index(conn: Connection) -> tuple[list[IndexEntry], bytes]:
     return sql.thread_index(conn), sql.cursor_secret(conn)
+
+
+#: Seconds a reconnecting writer waits for its old session to let go of the writer lock.
+_RECONNECT_PATIENCE: Final = 2.0
 
 
 def _check_read_only(conn: Connection) -> bytes:
@@ -455,9 +460,22 @@ async def open_postgres_engine(
         if first[0]:
             first[0] = False
             return _open_writer_connection(url, config)
-        return _connect_writer(url, config)
+        return _connect_writer(url, config, patience=_RECONNECT_PATIENCE)
 
-    writer = Writer(connect, on_rollback=row_cache.clear, lanes=lanes)
+    def xact_status(xid: str) -> str | None:
+        conn = connect_reader()
+        try:
+            return sql.transaction_status(conn, xid)
+        finally:
+            conn.close()
+
+    writer = Writer(
+        connect,
+        on_rollback=row_cache.clear,
+        xact_status=xact_status,
+        release=sql.release_writer_lock,
+        lanes=lanes,
+    )
     await writer.start()
     try:
         index, secret = await writer.run(_load_index)

@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
@@ -69,8 +70,10 @@ __all__ = [
     "read_items",
     "read_items_checked",
     "read_projection_row",
+    "release_writer_lock",
     "set_archived",
     "take_writer_lock",
+    "transaction_status",
     "thread_index",
     "thread_last_seq",
     "unescape_row",
@@ -305,14 +308,25 @@ def where(conn: psycopg.Connection[Any]) -> str:
 _WRITER_LOCK: Final = (0x54535452, 1)
 
 
-def take_writer_lock(conn: psycopg.Connection[Any], target: str) -> None:
+def take_writer_lock(conn: psycopg.Connection[Any], target: str, patience: float = 0.0) -> None:
     """Take the store's writer lock for this session, or raise :class:`StoreLockedError`
     naming the session that holds it. The server releases it when the session ends (the
-    process exits or dies, or its connection is lost). Leaves no transaction open."""
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", _WRITER_LOCK).fetchone()
-    if row is not None and row[0]:
+    process exits or dies, or its connection is lost). Leaves no transaction open.
+
+    ``patience``: seconds to keep trying (a writer connecting again after a lost connection
+    may find its old session still ending on the server, holding the lock a moment longer).
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", _WRITER_LOCK).fetchone()
         conn.commit()
-        return
+        if row is not None and row[0]:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(delay)  # (a writer thread waiting for a server-side session to end)
+        delay = min(delay * 2, 0.1)
     holder = conn.execute(
         "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
         "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
@@ -331,6 +345,31 @@ def take_writer_lock(conn: psycopg.Connection[Any], target: str) -> None:
             f"{addr or 'a local socket'}, connected since {since:%Y-%m-%d %H:%M:%S %Z})"
         )
     raise StoreLockedError(target, text)
+
+
+def release_writer_lock(conn: psycopg.Connection[Any]) -> None:
+    """Release the writer lock (at close: a next writer need not wait for the server to
+    notice the session's end). Leaves no transaction open."""
+    conn.rollback()
+    conn.execute("SELECT pg_advisory_unlock(%s, %s)", _WRITER_LOCK)
+    conn.commit()
+
+
+def transaction_status(
+    conn: psycopg.Connection[Any], xid: str, patience: float = 5.0
+) -> str | None:
+    """What became of transaction ``xid``: ``committed``, ``aborted``, or None (unknown);
+    while its session is still ending on the server (``in progress``) asks again for up to
+    ``patience`` seconds. Autocommit connection."""
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+        status = None if row is None or row[0] is None else str(row[0])
+        if status != "in progress" or time.monotonic() >= deadline:
+            return status
+        time.sleep(delay)  # (the writer thread waits for the server to end the old session)
+        delay = min(delay * 2, 0.1)
 
 
 # --------------------------------------------------------------------------- schema
