@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -21,6 +21,9 @@ from ._values import Projector
 from .memory import MEMORY_TARGET, open_memory_engine
 from .sqlite import DEFAULTS as SQLITE
 from .sqlite import Durability, Faults, SqliteConfig, open_sqlite_engine
+
+if TYPE_CHECKING:
+    from .postgres import PostgresFaults
 
 __all__ = ["open_store"]
 
@@ -48,7 +51,7 @@ async def open_store(
     retry: workers.RetryPolicy | None = None,
     retry_interval: float | None = _DEFAULT.timeouts.retry_interval,
     reader_connections: int = SQLITE.reader_connections,
-    faults: Faults | None = None,
+    faults: Faults | PostgresFaults | None = None,
 ) -> AsyncIterator[Store]:
     """Open (creating if needed) the store at ``path`` for the duration of the block.
 
@@ -56,7 +59,7 @@ async def open_store(
     threads, no files, same semantics, nothing kept after the block; ``durability`` and
     ``reader_connections`` do not apply, ``read_only`` and ``faults`` are refused), or a
     ``postgresql://`` URL (the PostgreSQL engine, with the ``threadstore[postgres]`` extra;
-    ``faults`` is refused; see ``docs/postgres.md``).
+    ``faults`` takes :class:`threadstore.postgres.PostgresFaults`; see ``docs/postgres.md``).
 
     Takes the single-writer file lock (:class:`StoreLockedError` names the holder), sets WAL
     and the ``durability`` level, creates or checks the schema (:class:`StoreFormatError`),
@@ -87,16 +90,19 @@ async def open_store(
             raise ValueError("a ':memory:' store takes neither read_only=True nor faults=")
         engines = open_memory_engine(lanes=config.lanes)
     elif path.startswith(_POSTGRES_SCHEMES):
-        if faults is not None:
-            raise ValueError("a PostgreSQL store takes no faults= (SQLite's fault seam)")
+        if faults is not None and isinstance(faults, Faults):
+            raise ValueError("a PostgreSQL store takes threadstore.postgres.PostgresFaults")
         engines = _open_postgres(
             path,
             durability=durability,
             reader_connections=reader_connections,
             lanes=config.lanes,
             read_only=read_only,
+            faults=faults,
         )
     else:
+        if faults is not None and not isinstance(faults, Faults):
+            raise ValueError("an SQLite store takes threadstore.testing.Faults")
         engines = open_sqlite_engine(
             path, config=engine_config, lanes=config.lanes, read_only=read_only, faults=faults
         )
@@ -105,7 +111,13 @@ async def open_store(
 
 
 def _open_postgres(
-    url: str, *, durability: Durability, reader_connections: int, lanes: Lanes, read_only: bool
+    url: str,
+    *,
+    durability: Durability,
+    reader_connections: int,
+    lanes: Lanes,
+    read_only: bool,
+    faults: PostgresFaults | None,
 ) -> AbstractAsyncContextManager[Engine]:
     """The PostgreSQL engine, imported only now (psycopg is an optional extra)."""
     try:
@@ -118,7 +130,7 @@ def _open_postgres(
             name=exc.name,
         ) from exc
     config = PostgresConfig(durability=durability, reader_connections=reader_connections)
-    return open_postgres_engine(url, config=config, lanes=lanes, read_only=read_only)
+    return open_postgres_engine(url, config=config, lanes=lanes, read_only=read_only, faults=faults)
 
 
 @asynccontextmanager

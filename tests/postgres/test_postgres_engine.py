@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from _helpers import FAST_RETRY, GUARD_S, fold_log, listed_ids
 from threadstore import (
     AppendFailedError,
     Item,
+    ProjectionFailedError,
     ReadOnlyStoreError,
     Store,
     StoredItem,
@@ -35,7 +37,7 @@ from threadstore import (
     ThreadMeta,
     open_store,
 )
-from threadstore.postgres import _sql
+from threadstore.postgres import PostgresFaults, _sql
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -364,6 +366,35 @@ async def test_a_server_restart_mid_stream_loses_nothing_acknowledged(
             assert texts == acked[tid]  # every acknowledged item, nothing else, in order
             meta = await store.get_thread(tid)
             assert meta == folded(meta, items)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_injected_server_failures_lose_nothing_acknowledged(
+    postgres_url: str, seed: int
+) -> None:
+    faults = PostgresFaults(seed=seed, probability=0.3)
+    acked: dict[str, list[str]] = {}
+    async with open_store(postgres_url, faults=faults, retry=FAST_RETRY) as store:
+        while len(acked) < 4:
+            with suppress(AppendFailedError):
+                acked[(await store.create_thread(goal="g")).id] = ["g"]
+        for n in range(80):
+            tid = list(acked)[n % 4]
+            with suppress(AppendFailedError):
+                await store.append(tid, Item.user_message(f"m{n}"))
+                acked[tid].append(f"m{n}")
+        faults.stop()
+        with suppress(ProjectionFailedError):  # a failure for good before the stop
+            await store.flush_all()
+        await store.flush_all()
+        for tid, texts in acked.items():
+            items = await store.read_items(tid)
+            assert [i.seq for i in items] == list(range(1, len(items) + 1))
+            assert [i.data["text"] for i in items] == texts
+            meta = await store.get_thread(tid)
+            assert meta == folded(meta, items)
+    assert {"serialization", "connection"} <= set(faults.injected)
+    assert faults.injected["commit-before"] + faults.injected["commit-after"] > 0
 
 
 # -- data ---------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from ..sqlite._engine import ListedMetas, RowCache
 from ..sqlite._rows import projection_from_row, projection_to_row
 from . import _sql as sql
 from ._config import DEFAULTS, PostgresConfig
+from ._faults import PostgresFaults
 from ._readers import ReaderPool
 from ._url import redact
 from ._writer import Job, LogAppend, Writer
@@ -123,7 +124,11 @@ class PostgresEngine:
         self, op: CreateThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
         job: Job[ThreadMeta] = Job(
-            partial(_create_job, op), on_done=on_done, size=op.size, log=bool(op.rows)
+            partial(_create_job, op),
+            on_done=on_done,
+            size=op.size,
+            log=bool(op.rows),
+            target="log",
         )
         self._writer().submit(job, first=True)
         return job
@@ -132,7 +137,11 @@ class PostgresEngine:
         self, op: RewindThread, on_done: Callable[[Completion[None]], None]
     ) -> Completion[None]:
         job: Job[None] = Job(
-            partial(_rewind_job, op), on_done=on_done, size=op.append.size, log=True
+            partial(_rewind_job, op),
+            on_done=on_done,
+            size=op.append.size,
+            log=True,
+            target="log",
         )
         self._writer().submit_now(job)
         return job
@@ -140,7 +149,7 @@ class PostgresEngine:
     def fork(
         self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
-        job: Job[ThreadMeta] = Job(partial(_fork_job, op), on_done=on_done, log=True)
+        job: Job[ThreadMeta] = Job(partial(_fork_job, op), on_done=on_done, log=True, target="log")
         self._writer().submit(job, first=True)
         return job
 
@@ -170,6 +179,7 @@ class PostgresEngine:
         lane = op.lane
         return await self._writer().run(
             partial(_project_job, self._row_cache, op),
+            target="projection",
             defer=lane == "deferred",
             soon=lane == "soon",
         )
@@ -428,6 +438,7 @@ async def open_postgres_engine(
     config: PostgresConfig = DEFAULTS,
     lanes: Lanes | None = None,
     read_only: bool = False,
+    faults: PostgresFaults | None = None,
 ) -> AsyncIterator[PostgresEngine]:
     """Open the PostgreSQL engine of the store database at ``url`` for the block.
 
@@ -438,7 +449,8 @@ async def open_postgres_engine(
     schema check. A server that cannot be reached raises
     :class:`~threadstore.StoreUnavailableError` naming host and database. Leaving the
     block closes the readers, commits what is queued and stops the writer, also on
-    cancellation.
+    cancellation. ``faults`` (:class:`PostgresFaults`) injects server failures into the
+    writer's transactions (a test seam).
     """
     target = redact(url)
     connect_reader = partial(
@@ -474,6 +486,7 @@ async def open_postgres_engine(
         on_rollback=row_cache.clear,
         xact_status=xact_status,
         release=sql.release_writer_lock,
+        faults=faults,
         lanes=lanes,
     )
     await writer.start()

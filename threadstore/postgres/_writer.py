@@ -37,6 +37,7 @@ from .._config import Lanes
 from .._errors import StoreClosedError
 from .._lanes import LaneName, WriteLanes
 from . import _sql as sql
+from ._faults import FaultKind, PostgresFaults, Target, inject, lose_connection
 
 __all__ = ["Batch", "Job", "LogAppend", "Writer"]
 
@@ -61,10 +62,21 @@ class Job(Generic[T]):
 
     ``on_done`` runs on the trio thread after the transaction commits or fails, in queue
     order, before anyone waiting on the batch wakes. ``log`` marks a job that appends log
-    items (counted in ``Writer.log_commits``).
+    items (counted in ``Writer.log_commits``); ``target`` names it for fault injection.
     """
 
-    __slots__ = ("batch", "committed_hook", "error", "fn", "log", "on_done", "result", "size")
+    __slots__ = (
+        "batch",
+        "committed_hook",
+        "error",
+        "fn",
+        "injected",
+        "log",
+        "on_done",
+        "result",
+        "size",
+        "target",
+    )
 
     def __init__(
         self,
@@ -72,8 +84,13 @@ class Job(Generic[T]):
         on_done: Callable[[Job[T]], None] | None = None,
         size: int = 0,
         log: bool = False,
+        target: Target | None = None,
     ) -> None:
         self.fn = fn
+        #: What fault injection calls the job (:mod:`._faults`); None is never injected.
+        self.target = target
+        #: A fault injected into this job: injected again if the batch is redone.
+        self.injected: FaultKind | None = None
         self.on_done = on_done
         self.size = size
         self.log = log
@@ -130,6 +147,8 @@ class LogAppend(Job[None]):
         size: int = 0,
     ) -> None:
         self.fn = _no_fn
+        self.target = "log"
+        self.injected = None
         self.on_done = on_done
         self.size = size
         self.log = True
@@ -163,6 +182,7 @@ class Writer:
         on_rollback: Callable[[], None] | None = None,
         xact_status: Callable[[str], str | None] | None = None,
         release: Callable[[Connection], None] | None = None,
+        faults: PostgresFaults | None = None,
         lanes: Lanes | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -173,6 +193,7 @@ class Writer:
         #: Called with the connection before the writer closes it (a lock the session holds
         #: is then free when ``aclose`` returns, not only once the server ends the session).
         self._release = release
+        self._faults = faults
         #: The id of the transaction in progress (writer thread only).
         self._xid: str | None = None
         #: A test seam: called on the writer thread with ``"before_commit"`` or
@@ -266,11 +287,16 @@ class Writer:
         return batch
 
     async def run(
-        self, fn: Callable[[Connection], T], *, defer: bool = False, soon: bool = False
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        target: Target | None = None,
+        defer: bool = False,
+        soon: bool = False,
     ) -> T:
         """Run ``fn`` in the next group transaction; its result or error. A cancelled
         caller's job still runs (and commits)."""
-        job: Job[T] = Job(fn)
+        job: Job[T] = Job(fn, target=target)
         self.submit(job, defer=defer, soon=soon)
         return await job.wait()
 
@@ -433,7 +459,7 @@ class Writer:
                 else:
                     conn.execute("ROLLBACK TO SAVEPOINT job")
                     conn.execute("RELEASE SAVEPOINT job")
-            self._commit_now(conn)
+            self._commit_now(conn, jobs)
             return True
         # Pipelined: statements whose results no job reads are sent without waiting, and
         # the COMMIT with them. An error may surface at a later job's read or at the end
@@ -444,20 +470,39 @@ class Writer:
                 self._xid = _current_xid(conn)
                 if not self._run_jobs(conn, jobs):
                     return False
-                self._commit_now(conn)
+                self._commit_now(conn, jobs)
         except psycopg.Error:
             if conn.broken or conn.closed:
                 raise
             return False
         return True
 
-    def _commit_now(self, conn: Connection) -> None:
+    def _commit_now(self, conn: Connection, jobs: list[Job[Any]]) -> None:
         fault = self.fault
+        faults = self._faults
+        point = None
+        if faults is not None:
+            point = faults.around_commit({job.target for job in jobs if job.target is not None})
         if fault is not None:
             fault("before_commit", conn)
+        if point == "before":
+            lose_connection(conn)
         conn.commit()
         if fault is not None:
             fault("after_commit", conn)
+        if point == "after":
+            conn.close()
+            raise psycopg.OperationalError("the answer to COMMIT was lost (injected)")
+
+    def _inject(self, conn: Connection, job: Job[Any]) -> None:
+        """Fault injection before a job's statements (again the same, in a redo)."""
+        faults = self._faults
+        if faults is None or job.target is None:
+            return
+        if job.injected is not None:
+            inject(job.injected, conn)
+        else:
+            job.injected = faults.before_job(job.target, conn)
 
     def _run_jobs(self, conn: Connection, jobs: list[Job[Any]]) -> bool:
         """Every job, runs of log appends as one statement; False at the first failure."""
@@ -480,6 +525,7 @@ class Writer:
         """Run one job; False if it failed (its error recorded). Raises if the connection
         or the transaction itself failed."""
         try:
+            self._inject(conn, job)
             job.result = job.run(conn)
         except Exception as exc:
             job.error = exc
@@ -492,6 +538,8 @@ class Writer:
         """Consecutive log appends in one statement; False if any of them failed (which
         one is found by the per-job redo)."""
         try:
+            for job in jobs:
+                self._inject(conn, job)
             sql.append_runs(conn, [(job.thread_id, job.rows) for job in jobs])
         except Exception:
             if conn.broken or conn.closed:
