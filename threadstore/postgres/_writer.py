@@ -6,8 +6,9 @@ the writer is free goes into one transaction, chosen by the write lanes
 (:mod:`threadstore._lanes`). A transaction is sent in pipeline mode: each run of
 consecutive log appends is one statement (``threadstore_append``), metadata writes of rows
 the writer has cached are statements whose results nobody waits for, and the COMMIT goes
-with them, so a transaction of appends and such writes costs one round trip to the server
-(a job that must read, e.g. a row not cached, adds one). If a job fails, the batch is redone
+with them, so a transaction of appends and such writes costs two round trips to the server:
+one for its transaction id (read first, see below), one for the rest (a job that must read,
+e.g. a row not cached, adds one). If a job fails, the batch is redone
 unpipelined with a savepoint per job, so the failing job rolls back alone while the others
 commit; if the transaction itself fails (a lost connection, a failed COMMIT) every job of it
 fails and nothing of it is stored — unless the connection was lost after the COMMIT went out:
