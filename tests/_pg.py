@@ -43,14 +43,17 @@ INSTALL_HINT: Final = (
 
 
 def find_bindir() -> Path | None:
-    """The directory of the newest installed PostgreSQL server binaries, or None."""
+    """The directory of the newest installed PostgreSQL server binaries (or the one
+    ``$THREADSTORE_PG_BINDIR`` names), or None."""
     explicit = os.environ.get(BINDIR_ENV)
-    candidates = [explicit] if explicit else []
-    candidates += sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
-        reverse=True,
-    )
+    if explicit:  # authoritative when set (also to test a machine without PostgreSQL)
+        candidates = [explicit]
+    else:
+        candidates = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin"),
+            key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+            reverse=True,
+        )
     for candidate in candidates:
         path = Path(candidate)
         if (path / "initdb").is_file() and (path / "pg_ctl").is_file():
