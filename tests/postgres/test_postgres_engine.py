@@ -397,6 +397,54 @@ async def test_injected_server_failures_lose_nothing_acknowledged(
     assert faults.injected["commit-before"] + faults.injected["commit-after"] > 0
 
 
+def _plans(url: str) -> dict[str, str]:
+    """EXPLAIN of every listing variant over 6,000 threads (5 namespaces, a tenth archived,
+    a third unlisted), keyed by variant."""
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute(
+            "INSERT INTO threadstore_threads (id, created_at, updated_at, recency_at, preview, "
+            "namespace, archived_at) SELECT 't' || i, i, i * 7 % 6007, i * 13 % 6007, "
+            "CASE WHEN i % 3 = 0 THEN NULL ELSE 'p' || i END, 'ns' || (i % 5), "
+            "CASE WHEN i % 10 = 1 THEN i END FROM generate_series(1, 6000) i"
+        )
+        setup.execute("ANALYZE threadstore_threads")
+    conn = _sql.connect(url, durability="normal", read_only=True)
+    plans: dict[str, str] = {}
+    try:
+        for order_by in sorted(_sql.ORDER_COLUMNS):
+            for include_empty in (False, True):
+                for namespace in (None, "ns2"):
+                    for after in (None, (3000, "t3000")):
+                        for descending in (True, False):
+                            query, params = _sql.list_query(
+                                order_by=order_by,
+                                descending=descending,
+                                archived=False,
+                                search=None,
+                                include_empty=include_empty,
+                                after=after,
+                                limit=51,
+                                namespace=namespace,
+                            )
+                            rows = conn.execute("EXPLAIN " + query, params).fetchall()
+                            key = f"{order_by} {include_empty=} {namespace=} {after=} {descending=}"
+                            plans[key] = "\n".join(str(row[0]) for row in rows)
+    finally:
+        conn.close()
+    return plans
+
+
+async def test_every_listing_walks_an_index_without_sorting(postgres_url: str) -> None:
+    async with open_store(postgres_url):
+        pass  # the schema
+    plans = await trio.to_thread.run_sync(_plans, postgres_url)
+    assert len(plans) == 48
+    for key, plan in plans.items():
+        assert "Index Scan" in plan, f"{key}:\n{plan}"
+        assert "Sort" not in plan, f"{key}:\n{plan}"
+        assert "Seq Scan" not in plan, f"{key}:\n{plan}"
+
+
 # -- data ---------------------------------------------------------------------------------
 
 ODD = "nul\x00inside \uffff0 and \uffff1 marks\x00"

@@ -65,6 +65,7 @@ __all__ = [
     "insert_thread",
     "is_transient",
     "lagging_threads",
+    "list_query",
     "list_threads",
     "read_context",
     "read_items",
@@ -631,8 +632,7 @@ _LOWER: Final = "abcdefghijklmnopqrstuvwxyz"
 _ASCII_LOWER: Final = str.maketrans(_UPPER, _LOWER)
 
 
-def list_threads(
-    conn: psycopg.Connection[Any],
+def list_query(
     *,
     order_by: str,
     descending: bool,
@@ -642,13 +642,12 @@ def list_threads(
     after: tuple[int, str] | None,
     limit: int,
     namespace: str | None = None,
-) -> list[tuple[Any, ...]]:
-    """One page of threads in ``(order_by, id)`` order (keyset pagination after
-    ``after``), as value tuples in :data:`THREAD_COLUMNS` order. Sync; reader thread only.
+) -> tuple[str, list[object]]:
+    """The SQL and parameters :func:`list_threads` runs (separate so tests can EXPLAIN it).
 
-    ``search`` keeps rows whose title, preview or goal contains it, case-insensitively for
-    ASCII letters only (as the SQLite engine's ``LIKE``); ``%``, ``_`` and ``\\`` are literal.
-    """
+    Each order, with and without a namespace and ``include_empty``, walks one of the
+    listing indexes (equality on their leading columns, the keyset as a row comparison on
+    the next two) and stops after ``limit`` rows: no sort."""
     if order_by not in ORDER_COLUMNS:
         raise ValueError(f"order_by must be one of {sorted(ORDER_COLUMNS)}, not {order_by!r}")
     direction = "DESC" if descending else "ASC"
@@ -673,6 +672,38 @@ def list_threads(
     query = (
         f"{_SELECT_THREAD} WHERE {' AND '.join(where)} "
         f"ORDER BY {order_by} {direction}, id {direction} LIMIT %s"
+    )
+    return query, params
+
+
+def list_threads(
+    conn: psycopg.Connection[Any],
+    *,
+    order_by: str,
+    descending: bool,
+    archived: bool,
+    search: str | None,
+    include_empty: bool,
+    after: tuple[int, str] | None,
+    limit: int,
+    namespace: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """One page of threads in ``(order_by, id)`` order (keyset pagination after
+    ``after``), as value tuples in :data:`THREAD_COLUMNS` order. Sync; reader thread only.
+
+    ``search`` keeps rows whose title, preview or goal contains it, case-insensitively for
+    ASCII letters only (as the SQLite engine's ``LIKE``); ``%``, ``_`` and ``\\`` are literal.
+    A search filters while walking the index, so it may read more than ``limit`` rows.
+    """
+    query, params = list_query(
+        order_by=order_by,
+        descending=descending,
+        archived=archived,
+        search=search,
+        include_empty=include_empty,
+        after=after,
+        limit=limit,
+        namespace=namespace,
     )
     return [unescape_row(row) for row in conn.execute(query, params)]
 
