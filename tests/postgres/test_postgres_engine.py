@@ -15,6 +15,7 @@ import sys
 import urllib.parse
 from collections.abc import Sequence
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -443,6 +444,28 @@ async def test_every_listing_walks_an_index_without_sorting(postgres_url: str) -
         assert "Index Scan" in plan, f"{key}:\n{plan}"
         assert "Sort" not in plan, f"{key}:\n{plan}"
         assert "Seq Scan" not in plan, f"{key}:\n{plan}"
+
+
+async def test_a_lock_timeout_in_the_url_fails_appends_blocked_by_another_session(
+    postgres_url: str,
+) -> None:
+    holder = await trio.to_thread.run_sync(partial(psycopg.connect, postgres_url))
+    url = postgres_url + "&options=-c%20lock_timeout%3D200"
+    try:
+        async with open_store(url, retry=FAST_RETRY) as store:
+            tid = (await store.create_thread(goal="g")).id
+            # Another session locks the thread's row: the next append's UPDATE waits for it.
+            await trio.to_thread.run_sync(
+                holder.execute, "SELECT 1 FROM threadstore_threads WHERE id = %s FOR UPDATE", (tid,)
+            )
+            with pytest.raises(AppendFailedError, match="lock timeout"):
+                await store.append(tid, Item.user_message("blocked"))
+            await trio.to_thread.run_sync(holder.rollback)
+            await store.append_and_flush(tid, Item.user_message("after"))
+            items = await store.read_items(tid)
+            assert [(i.seq, i.data["text"]) for i in items] == [(1, "g"), (2, "after")]
+    finally:
+        await trio.to_thread.run_sync(holder.close)
 
 
 # -- data ---------------------------------------------------------------------------------
