@@ -753,7 +753,7 @@ def _insert_items(
 ) -> None:
     conn.execute(
         "INSERT INTO threadstore_items (thread_id, seq, created_at, kind, data) "
-        "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[])",
+        "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[])",
         (
             threads,
             [r[0] for r in rows],
@@ -761,7 +761,6 @@ def _insert_items(
             [r[2] for r in rows],
             [r[3] for r in rows],
         ),
-        binary=True,
     )
 
 
@@ -772,7 +771,8 @@ def append_runs(
 
     Raises :class:`SeqGapError` without naming the run when a check fails (the caller rolls
     back and finds the culprit with :func:`append_items`). In pipeline mode the error
-    surfaces at the pipeline's sync.
+    surfaces at the pipeline's sync. The arrays go in binary (``%b``): item JSON is sent
+    as is, not quoted into an array literal.
     """
     ids: list[str] = []
     expected: list[int] = []
@@ -794,8 +794,8 @@ def append_runs(
         threads.extend([thread_id] * len(run))
         rows.extend(run)
     conn.execute(
-        "SELECT threadstore_append(%s::text[], %s::bigint[], %s::bigint[], %s::text[], "
-        "%s::bigint[], %s::bigint[], %s::text[], %s::text[])",
+        "SELECT threadstore_append(%b::text[], %b::bigint[], %b::bigint[], %b::text[], "
+        "%b::bigint[], %b::bigint[], %b::text[], %b::text[])",
         (
             ids,
             expected,
@@ -806,7 +806,6 @@ def append_runs(
             [r[2] for r in rows],
             [r[3] for r in rows],
         ),
-        binary=True,
     )
 
 
