@@ -269,8 +269,9 @@ def connect(
         conn = psycopg.connect(
             url,
             autocommit=read_only,
-            connect_timeout=connect_timeout,
             application_name=APPLICATION_NAME,
+            # (the URL's own connect_timeout, if it has one, wins)
+            connect_timeout=params.get("connect_timeout", connect_timeout),
         )
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
