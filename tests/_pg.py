@@ -43,14 +43,17 @@ INSTALL_HINT: Final = (
 
 
 def find_bindir() -> Path | None:
-    """The directory of the newest installed PostgreSQL server binaries, or None."""
+    """The directory of the newest installed PostgreSQL server binaries (or the one
+    ``$THREADSTORE_PG_BINDIR`` names), or None."""
     explicit = os.environ.get(BINDIR_ENV)
-    candidates = [explicit] if explicit else []
-    candidates += sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
-        reverse=True,
-    )
+    if explicit:  # authoritative when set (also to test a machine without PostgreSQL)
+        candidates = [explicit]
+    else:
+        candidates = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin"),
+            key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+            reverse=True,
+        )
     for candidate in candidates:
         path = Path(candidate)
         if (path / "initdb").is_file() and (path / "pg_ctl").is_file():
@@ -108,8 +111,14 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def pg_ctl(self, *args: str) -> None:
-        """Run ``pg_ctl`` on this server's data directory (e.g. ``"restart"``)."""
+        """Run ``pg_ctl`` on this server's data directory. (A command that starts the
+        server must pass ``-l``: the server keeps its output streams open.)"""
         _run(self._runas, [str(self.bindir / "pg_ctl"), "-D", str(self.data), *args])
+
+    def restart(self) -> None:
+        """Restart the server (fast shutdown: sessions are ended, transactions in flight
+        roll back); returns once it accepts connections again."""
+        self.pg_ctl("restart", "-m", "fast", "-w", "-l", str(self.base / "server.log"))
 
     def stop(self) -> None:
         """Stop the server and remove its directory (the watchdog then exits)."""

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar
 
 import attrs
 import pytest
@@ -64,6 +64,9 @@ from threadstore import (
     open_store,
 )
 from threadstore.testing import Faults
+
+if TYPE_CHECKING:
+    from threadstore.postgres import PostgresFaults
 
 T = TypeVar("T")
 
@@ -257,9 +260,8 @@ async def _durable(receipt: Receipt) -> None:
 class StoreMachine(RuleBasedStateMachine):
     """The store against the model; ``base`` is the directory for this test's files.
 
-    On an engine without the fault seam (``memory``, ``postgres``), faults stay off; on one
-    without persistence (``memory``) the store is never reopened; every other rule runs the
-    same."""
+    On an engine without a fault seam or persistence (``memory``), faults stay off and the
+    store is never reopened; every other rule runs the same."""
 
     base: ClassVar[Path]
     engine: ClassVar[str]
@@ -275,7 +277,7 @@ class StoreMachine(RuleBasedStateMachine):
             self.target = self.path
         elif self.new_database:
             self.target = self.new_database[0]()
-        self.faults = Faults(probability=0.0)
+        self.faults = self.new_faults(0, 0.0)
         self.faults_on = False
         self.threads: dict[str, ModelThread] = {}  # live threads, by id
         self.deleted: set[str] = set()
@@ -299,7 +301,7 @@ class StoreMachine(RuleBasedStateMachine):
         try:
             async with open_store(
                 self.target,
-                faults=self.faults if self.on_file else None,
+                faults=self.faults if self.has_faults else None,
                 retry=RETRY,
                 retry_interval=None,
             ) as store:
@@ -325,9 +327,17 @@ class StoreMachine(RuleBasedStateMachine):
         await self._closed.wait()
 
     @property
-    def on_file(self) -> bool:
-        """Whether the engine has the fault seam (SQLite's)."""
-        return self.engine == "sqlite"
+    def has_faults(self) -> bool:
+        """Whether the engine has a fault seam (SQLite's, PostgreSQL's)."""
+        return self.engine in ("sqlite", "postgres")
+
+    def new_faults(self, seed: int, probability: float) -> Faults | PostgresFaults:
+        """The engine's fault seam (every kind of fault it has), enabled."""
+        if self.engine == "postgres":  # (psycopg is there when this engine runs)
+            from threadstore.postgres import PostgresFaults as PgFaults
+
+            return PgFaults(seed=seed, probability=probability)
+        return Faults(seed=seed, probability=probability, kinds=("busy", "ioerr", "full", "commit"))
 
     @property
     def persistent(self) -> bool:
@@ -422,13 +432,13 @@ class StoreMachine(RuleBasedStateMachine):
     def start(self, seed: int, faults_on: bool) -> None:
         """Open the store with two threads (one goal-first), faults on or off."""
         EXAMPLES[0] += 1
-        self.faults = Faults(seed=seed, probability=0.6, kinds=("busy", "ioerr", "full", "commit"))
+        self.faults = self.new_faults(seed, 0.6)
         self.faults.enabled = False
         self.open()
         self.create(goal="the goal", title=None, own=None)
         self.create(goal=None, title=None, own=OWN_IDS[0])
         assert len(self.threads) == 2
-        self.faults.enabled = self.faults_on = faults_on and self.on_file
+        self.faults.enabled = self.faults_on = faults_on and self.has_faults
 
     @rule(
         goal=st.none() | TEXT,
@@ -740,7 +750,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(on=st.booleans())
     def switch_faults(self, on: bool) -> None:
         """Faults on, or off and let the store settle (a last failure may still surface)."""
-        on = on and self.on_file
+        on = on and self.has_faults
         self.faults_on = on
         if on:
             self.faults.enabled = True
@@ -861,7 +871,7 @@ class StoreMachine(RuleBasedStateMachine):
                 if self.persistent:
                     self.close()
                     # A fresh open (no faults) re-projects even what a discard left behind.
-                    self.faults = Faults(probability=0.0)
+                    self.faults = self.new_faults(0, 0.0)
                     self.open()
                 self.check_logs()
                 for tid, thread in self.threads.items():

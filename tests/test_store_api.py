@@ -697,7 +697,7 @@ async def _sync(fn: Callable[[], object]) -> object:
     return fn()
 
 
-@pytest.mark.engines("sqlite")  # a second, read-only opener needs a file
+@pytest.mark.engines("sqlite", "postgres")  # a second, read-only opener: not :memory:
 async def test_read_only_store_sees_the_writers_committed_data(store: Store) -> None:
     tid = (await store.create_thread(goal="shared")).id
     async with open_store(store.path, read_only=True) as reader:
@@ -714,7 +714,7 @@ async def test_read_only_store_sees_the_writers_committed_data(store: Store) -> 
         assert reader.statistics().appends == 0
 
 
-@pytest.mark.engines("sqlite")  # a second, read-only opener needs a file
+@pytest.mark.engines("sqlite", "postgres")  # a second, read-only opener: not :memory:
 @pytest.mark.parametrize("write", WRITES.values(), ids=WRITES.keys())
 async def test_read_only_store_refuses_every_write(
     store: Store, write: Callable[[Store, str], Awaitable[object]]

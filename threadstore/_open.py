@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import workers
 
@@ -19,6 +19,9 @@ from ._values import Projector
 from .memory import MEMORY_TARGET, open_memory_engine
 from .sqlite import DEFAULTS as SQLITE
 from .sqlite import Durability, Faults, SqliteConfig, open_sqlite_engine
+
+if TYPE_CHECKING:
+    from .postgres import PostgresFaults
 
 __all__ = ["open_store"]
 
@@ -48,7 +51,7 @@ async def open_store(
     reader_connections: int = SQLITE.reader_connections,
     feed_poll_interval: float = SQLITE.feed_poll_interval,
     tombstone_retention: float = _DEFAULT.timeouts.tombstone_retention,
-    faults: Faults | None = None,
+    faults: Faults | PostgresFaults | None = None,
 ) -> AsyncIterator[Store]:
     """Open (creating if needed) the store at ``path`` for the duration of the block.
 
@@ -56,7 +59,7 @@ async def open_store(
     threads, no files, same semantics, nothing kept after the block; ``durability`` and
     ``reader_connections`` do not apply, ``read_only`` and ``faults`` are refused), or a
     ``postgresql://`` URL (the PostgreSQL engine, with the ``threadstore[postgres]`` extra;
-    ``faults`` is refused; see ``docs/postgres.md``).
+    ``faults`` takes :class:`threadstore.postgres.PostgresFaults`; see ``docs/postgres.md``).
 
     Takes the single-writer file lock (:class:`StoreLockedError` names the holder), sets WAL
     and the ``durability`` level, creates or checks the schema (:class:`StoreFormatError`),
@@ -95,8 +98,8 @@ async def open_store(
             raise ValueError("a ':memory:' store takes neither read_only=True nor faults=")
         engines = open_memory_engine(lanes=config.lanes)
     elif path.startswith(_POSTGRES_SCHEMES):
-        if faults is not None:
-            raise ValueError("a PostgreSQL store takes no faults= (SQLite's fault seam)")
+        if faults is not None and isinstance(faults, Faults):
+            raise ValueError("a PostgreSQL store takes threadstore.postgres.PostgresFaults")
         engines = _open_postgres(
             path,
             durability=durability,
@@ -104,8 +107,11 @@ async def open_store(
             feed_poll_interval=feed_poll_interval,
             lanes=config.lanes,
             read_only=read_only,
+            faults=faults,
         )
     else:
+        if faults is not None and not isinstance(faults, Faults):
+            raise ValueError("an SQLite store takes threadstore.testing.Faults")
         engines = open_sqlite_engine(
             path, config=engine_config, lanes=config.lanes, read_only=read_only, faults=faults
         )
@@ -121,6 +127,7 @@ def _open_postgres(
     feed_poll_interval: float,
     lanes: Lanes,
     read_only: bool,
+    faults: PostgresFaults | None,
 ) -> AbstractAsyncContextManager[Engine]:
     """The PostgreSQL engine, imported only now (psycopg is an optional extra)."""
     try:
@@ -137,7 +144,7 @@ def _open_postgres(
         reader_connections=reader_connections,
         feed_poll_interval=feed_poll_interval,
     )
-    return open_postgres_engine(url, config=config, lanes=lanes, read_only=read_only)
+    return open_postgres_engine(url, config=config, lanes=lanes, read_only=read_only, faults=faults)
 
 
 @asynccontextmanager

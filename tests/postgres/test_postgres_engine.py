@@ -14,6 +14,8 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Sequence
+from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,9 @@ from _helpers import FAST_RETRY, GUARD_S, fold_log, listed_ids
 from threadstore import (
     AppendFailedError,
     Item,
+    ProjectionFailedError,
     ReadOnlyStoreError,
+    Store,
     StoredItem,
     StoreFormatError,
     StoreLockedError,
@@ -34,7 +38,7 @@ from threadstore import (
     ThreadMeta,
     open_store,
 )
-from threadstore.postgres import _sql
+from threadstore.postgres import PostgresFaults, _sql
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -280,6 +284,191 @@ async def test_lost_connections_fail_one_append_then_the_store_reconnects(
         assert receipt.seq == 3
         meta = await store.get_thread(tid)
         assert meta == folded(meta, items)
+
+
+class LoseConnection:
+    """A writer fault: at ``point`` (``before_commit`` or ``after_commit``) of the next
+    transaction, close the connection and raise as a lost connection does."""
+
+    def __init__(self, point: str) -> None:
+        self.point = point
+        self.fired = 0
+
+    def __call__(self, point: str, conn: psycopg.Connection[Any]) -> None:
+        if point == self.point and not self.fired:
+            self.fired += 1
+            conn.pgconn.finish()  # the socket is gone: the server sees the client vanish
+            raise psycopg.OperationalError(f"connection lost {point.replace('_', ' ')}")
+
+
+def _writer(store: Store) -> Any:
+    return store._engine.writer  # type: ignore[attr-defined]
+
+
+async def test_a_commit_whose_answer_was_lost_is_confirmed_not_failed(postgres_url: str) -> None:
+    async with open_store(postgres_url, retry=FAST_RETRY) as store:
+        tid = (await store.create_thread(goal="g")).id
+        fault = _writer(store).fault = LoseConnection("after_commit")
+        receipt = await store.append(tid, Item.user_message("committed, answer lost"))
+        assert fault.fired == 1
+        assert receipt.seq == 2
+        await store.append_and_flush(tid, Item.user_message("next"))
+        items = await store.read_items(tid)
+        assert [i.seq for i in items] == [1, 2, 3]
+        meta = await store.get_thread(tid)
+        assert meta == folded(meta, items)
+
+
+async def test_a_connection_lost_before_commit_fails_the_appends_whole(postgres_url: str) -> None:
+    async with open_store(postgres_url, retry=FAST_RETRY) as store:
+        tid = (await store.create_thread(goal="g")).id
+        fault = _writer(store).fault = LoseConnection("before_commit")
+        with pytest.raises(AppendFailedError, match="connection lost before commit"):
+            await store.append(tid, Item.user_message("lost"), Item.user_message("also lost"))
+        assert fault.fired == 1
+        await store.append_and_flush(tid, Item.user_message("next"))
+        items = await store.read_items(tid)
+        assert [(i.seq, i.data.get("text")) for i in items] == [(1, "g"), (2, "next")]
+
+
+async def test_a_server_restart_mid_stream_loses_nothing_acknowledged(
+    postgres_server: _pg.PostgresServer, postgres_url: str
+) -> None:
+    acked: dict[str, list[str]] = {}
+    restarted = trio.Event()
+
+    async def stream(store: Store, tid: str) -> None:
+        n = after = 0
+        while after < 10:  # until ten appends after the restart
+            after += restarted.is_set()
+            text = f"{tid} {n}"
+            n += 1
+            try:
+                await store.append(tid, Item.user_message(text))
+            except AppendFailedError:
+                continue  # lost with the server; later appends go on
+            acked[tid].append(text)
+        assert acked[tid][-1] == text, "appends after the restart did not work"
+        await trio.lowlevel.checkpoint()
+
+    async with open_store(postgres_url, retry=FAST_RETRY) as store:
+        tids = [(await store.create_thread(goal=f"g{n}")).id for n in range(4)]
+        for tid in tids:
+            acked[tid] = []
+        async with trio.open_nursery() as nursery:
+            for tid in tids:
+                nursery.start_soon(stream, store, tid)
+            await store.flush_all()
+            await trio.to_thread.run_sync(postgres_server.restart)
+            restarted.set()
+        await store.flush_all()
+        assert _writer(store).reconnects >= 1
+        for tid in tids:
+            items = await store.read_items(tid)
+            assert [i.seq for i in items] == list(range(1, len(items) + 1))  # dense
+            texts = [i.data["text"] for i in items[1:]]
+            assert texts == acked[tid]  # every acknowledged item, nothing else, in order
+            meta = await store.get_thread(tid)
+            assert meta == folded(meta, items)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_injected_server_failures_lose_nothing_acknowledged(
+    postgres_url: str, seed: int
+) -> None:
+    faults = PostgresFaults(seed=seed, probability=0.3)
+    acked: dict[str, list[str]] = {}
+    async with open_store(postgres_url, faults=faults, retry=FAST_RETRY) as store:
+        while len(acked) < 4:
+            with suppress(AppendFailedError):
+                acked[(await store.create_thread(goal="g")).id] = ["g"]
+        for n in range(80):
+            tid = list(acked)[n % 4]
+            with suppress(AppendFailedError):
+                await store.append(tid, Item.user_message(f"m{n}"))
+                acked[tid].append(f"m{n}")
+        faults.stop()
+        with suppress(ProjectionFailedError):  # a failure for good before the stop
+            await store.flush_all()
+        await store.flush_all()
+        for tid, texts in acked.items():
+            items = await store.read_items(tid)
+            assert [i.seq for i in items] == list(range(1, len(items) + 1))
+            assert [i.data["text"] for i in items] == texts
+            meta = await store.get_thread(tid)
+            assert meta == folded(meta, items)
+    assert {"serialization", "connection"} <= set(faults.injected)
+    assert faults.injected["commit-before"] + faults.injected["commit-after"] > 0
+
+
+def _plans(url: str) -> dict[str, str]:
+    """EXPLAIN of every listing variant over 6,000 threads (5 namespaces, a tenth archived,
+    a third unlisted), keyed by variant."""
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute(
+            "INSERT INTO threadstore_threads (id, created_at, updated_at, recency_at, preview, "
+            "namespace, archived_at) SELECT 't' || i, i, i * 7 % 6007, i * 13 % 6007, "
+            "CASE WHEN i % 3 = 0 THEN NULL ELSE 'p' || i END, 'ns' || (i % 5), "
+            "CASE WHEN i % 10 = 1 THEN i END FROM generate_series(1, 6000) i"
+        )
+        setup.execute("ANALYZE threadstore_threads")
+    conn = _sql.connect(url, durability="normal", read_only=True)
+    plans: dict[str, str] = {}
+    try:
+        for order_by in sorted(_sql.ORDER_COLUMNS):
+            for include_empty in (False, True):
+                for namespace in (None, "ns2"):
+                    for after in (None, (3000, "t3000")):
+                        for descending in (True, False):
+                            query, params = _sql.list_query(
+                                order_by=order_by,
+                                descending=descending,
+                                archived=False,
+                                search=None,
+                                include_empty=include_empty,
+                                after=after,
+                                limit=51,
+                                namespace=namespace,
+                            )
+                            rows = conn.execute("EXPLAIN " + query, params).fetchall()
+                            key = f"{order_by} {include_empty=} {namespace=} {after=} {descending=}"
+                            plans[key] = "\n".join(str(row[0]) for row in rows)
+    finally:
+        conn.close()
+    return plans
+
+
+async def test_every_listing_walks_an_index_without_sorting(postgres_url: str) -> None:
+    async with open_store(postgres_url):
+        pass  # the schema
+    plans = await trio.to_thread.run_sync(_plans, postgres_url)
+    assert len(plans) == 48
+    for key, plan in plans.items():
+        assert "Index Scan" in plan, f"{key}:\n{plan}"
+        assert "Sort" not in plan, f"{key}:\n{plan}"
+        assert "Seq Scan" not in plan, f"{key}:\n{plan}"
+
+
+async def test_a_lock_timeout_in_the_url_fails_appends_blocked_by_another_session(
+    postgres_url: str,
+) -> None:
+    holder = await trio.to_thread.run_sync(partial(psycopg.connect, postgres_url))
+    url = postgres_url + "&options=-c%20lock_timeout%3D200"
+    try:
+        async with open_store(url, retry=FAST_RETRY) as store:
+            tid = (await store.create_thread(goal="g")).id
+            # Another session locks the thread's row: the next append's UPDATE waits for it.
+            await trio.to_thread.run_sync(
+                holder.execute, "SELECT 1 FROM threadstore_threads WHERE id = %s FOR UPDATE", (tid,)
+            )
+            with pytest.raises(AppendFailedError, match="lock timeout"):
+                await store.append(tid, Item.user_message("blocked"))
+            await trio.to_thread.run_sync(holder.rollback)
+            await store.append_and_flush(tid, Item.user_message("after"))
+            items = await store.read_items(tid)
+            assert [(i.seq, i.data["text"]) for i in items] == [(1, "g"), (2, "after")]
+    finally:
+        await trio.to_thread.run_sync(holder.close)
 
 
 # -- data ---------------------------------------------------------------------------------

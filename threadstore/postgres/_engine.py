@@ -67,6 +67,7 @@ from ..sqlite._engine import ChangeCounter, ListedMetas, RowCache
 from ..sqlite._rows import meta_from_values, projection_from_row, projection_to_row
 from . import _sql as sql
 from ._config import DEFAULTS, PostgresConfig
+from ._faults import PostgresFaults
 from ._readers import ReaderPool
 from ._url import redact
 from ._writer import Job, LogAppend, Writer
@@ -169,6 +170,7 @@ class PostgresEngine:
             on_done=partial(self._created, on_done),
             size=op.size,
             log=bool(op.rows),
+            target="log",
         )
         self._writer().submit(job, first=True)
         return job
@@ -177,7 +179,11 @@ class PostgresEngine:
         self, op: RewindThread, on_done: Callable[[Completion[None]], None]
     ) -> Completion[None]:
         job: Job[None] = Job(
-            partial(_rewind_job, op), on_done=on_done, size=op.append.size, log=True
+            partial(_rewind_job, op),
+            on_done=on_done,
+            size=op.append.size,
+            log=True,
+            target="log",
         )
         self._writer().submit_now(job)
         return job
@@ -189,6 +195,7 @@ class PostgresEngine:
             partial(_fork_job, self._counter, op),
             on_done=partial(self._created, on_done),
             log=True,
+            target="log",
         )
         self._writer().submit(job, first=True)
         return job
@@ -228,7 +235,9 @@ class PostgresEngine:
     async def project(self, op: ProjectionWrite) -> ThreadMeta | None:
         lane = op.lane
         job: Job[tuple[ThreadMeta, bool] | None] = Job(
-            partial(_project_job, self._row_cache, self._counter, op), on_done=self._projected
+            partial(_project_job, self._row_cache, self._counter, op),
+            on_done=self._projected,
+            target="projection",
         )
         self._writer().submit(job, defer=lane == "deferred", soon=lane == "soon")
         result = await job.wait()
@@ -335,6 +344,7 @@ class PostgresEngine:
             partial(_import_job, self._counter, op),
             on_done=partial(self._published, "created"),
             log=True,
+            target="log",
         )
         self._writer().submit(job)
         return await job.wait()
@@ -583,12 +593,13 @@ def _read_context(thread_id: str, limit: int | None, conn: Connection) -> list[S
 # -- opening ----------------------------------------------------------------------------
 
 
-def _connect_writer(url: str, config: PostgresConfig) -> Connection:
+def _connect_writer(url: str, config: PostgresConfig, patience: float = 0.0) -> Connection:
     """A write connection holding the store's writer lock (also after a reconnect: a
-    writer that lost its session lost the lock with it)."""
+    writer that lost its session lost the lock with it; ``patience``: see
+    :func:`sql.take_writer_lock`)."""
     conn = sql.connect(url, durability=config.durability, connect_timeout=config.connect_timeout)
     try:
-        sql.take_writer_lock(conn, redact(url))
+        sql.take_writer_lock(conn, redact(url), patience)
     except BaseException:
         conn.close()
         raise
@@ -611,6 +622,10 @@ def _load_index(counter: ChangeCounter, conn: Connection) -> tuple[list[IndexEnt
     return sql.thread_index(conn), sql.cursor_secret(conn)
 
 
+#: Seconds a reconnecting writer waits for its old session to let go of the writer lock.
+_RECONNECT_PATIENCE: Final = 2.0
+
+
 def _check_read_only(conn: Connection) -> bytes:
     sql.check_schema(conn)
     return sql.cursor_secret(conn)
@@ -623,6 +638,7 @@ async def open_postgres_engine(
     config: PostgresConfig = DEFAULTS,
     lanes: Lanes | None = None,
     read_only: bool = False,
+    faults: PostgresFaults | None = None,
 ) -> AsyncIterator[PostgresEngine]:
     """Open the PostgreSQL engine of the store database at ``url`` for the block.
 
@@ -633,7 +649,8 @@ async def open_postgres_engine(
     schema check. A server that cannot be reached raises
     :class:`~threadstore.StoreUnavailableError` naming host and database. Leaving the
     block closes the readers, commits what is queued and stops the writer, also on
-    cancellation.
+    cancellation. ``faults`` (:class:`PostgresFaults`) injects server failures into the
+    writer's transactions (a test seam).
     """
     target = redact(url)
     connect_reader = partial(
@@ -656,9 +673,23 @@ async def open_postgres_engine(
         if first[0]:
             first[0] = False
             return _open_writer_connection(url, config)
-        return _connect_writer(url, config)
+        return _connect_writer(url, config, patience=_RECONNECT_PATIENCE)
 
-    writer = Writer(connect, on_rollback=row_cache.clear, lanes=lanes)
+    def xact_status(xid: str) -> str | None:
+        conn = connect_reader()
+        try:
+            return sql.transaction_status(conn, xid)
+        finally:
+            conn.close()
+
+    writer = Writer(
+        connect,
+        on_rollback=row_cache.clear,
+        xact_status=xact_status,
+        release=sql.release_writer_lock,
+        faults=faults,
+        lanes=lanes,
+    )
     await writer.start()
     try:
         index, secret = await writer.run(partial(_load_index, counter))

@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
@@ -76,13 +77,16 @@ __all__ = [
     "insert_thread",
     "is_transient",
     "lagging_threads",
+    "list_query",
     "list_threads",
     "read_context",
     "read_items",
     "read_items_checked",
     "read_projection_row",
+    "release_writer_lock",
     "set_archived",
     "take_writer_lock",
+    "transaction_status",
     "thread_index",
     "thread_last_seq",
     "unescape_row",
@@ -295,8 +299,9 @@ def connect(
         conn = psycopg.connect(
             url,
             autocommit=read_only,
-            connect_timeout=connect_timeout,
             application_name=APPLICATION_NAME,
+            # (the URL's own connect_timeout, if it has one, wins)
+            connect_timeout=params.get("connect_timeout", connect_timeout),
         )
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -335,14 +340,25 @@ def where(conn: psycopg.Connection[Any]) -> str:
 _WRITER_LOCK: Final = (0x54535452, 1)
 
 
-def take_writer_lock(conn: psycopg.Connection[Any], target: str) -> None:
+def take_writer_lock(conn: psycopg.Connection[Any], target: str, patience: float = 0.0) -> None:
     """Take the store's writer lock for this session, or raise :class:`StoreLockedError`
     naming the session that holds it. The server releases it when the session ends (the
-    process exits or dies, or its connection is lost). Leaves no transaction open."""
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", _WRITER_LOCK).fetchone()
-    if row is not None and row[0]:
+    process exits or dies, or its connection is lost). Leaves no transaction open.
+
+    ``patience``: seconds to keep trying (a writer connecting again after a lost connection
+    may find its old session still ending on the server, holding the lock a moment longer).
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", _WRITER_LOCK).fetchone()
         conn.commit()
-        return
+        if row is not None and row[0]:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(delay)  # (a writer thread waiting for a server-side session to end)
+        delay = min(delay * 2, 0.1)
     holder = conn.execute(
         "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
         "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
@@ -364,18 +380,28 @@ def take_writer_lock(conn: psycopg.Connection[Any], target: str) -> None:
 
 
 def release_writer_lock(conn: psycopg.Connection[Any]) -> None:
-    """Release the writer lock before the connection closes: the server ends a closed
-    session (and drops its locks) a moment after the client has gone, and a store opened
-    again at once must find the lock free. Best effort (a lost connection lost it anyway)."""
-    if conn.closed or conn.broken:
-        return
-    try:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.execute("SELECT pg_advisory_unlock(%s, %s)", _WRITER_LOCK).fetchone()
-        conn.commit()
-    except psycopg.Error as exc:
-        _log.warning("postgres.unlock_failed", error=repr(exc))
+    """Release the writer lock (at close: a next writer need not wait for the server to
+    notice the session's end). Leaves no transaction open."""
+    conn.rollback()
+    conn.execute("SELECT pg_advisory_unlock(%s, %s)", _WRITER_LOCK)
+    conn.commit()
+
+
+def transaction_status(
+    conn: psycopg.Connection[Any], xid: str, patience: float = 5.0
+) -> str | None:
+    """What became of transaction ``xid``: ``committed``, ``aborted``, or None (unknown);
+    while its session is still ending on the server (``in progress``) asks again for up to
+    ``patience`` seconds. Autocommit connection."""
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+        status = None if row is None or row[0] is None else str(row[0])
+        if status != "in progress" or time.monotonic() >= deadline:
+            return status
+        time.sleep(delay)  # (the writer thread waits for the server to end the old session)
+        delay = min(delay * 2, 0.1)
 
 
 # --------------------------------------------------------------------------- schema
@@ -713,8 +739,7 @@ _LOWER: Final = "abcdefghijklmnopqrstuvwxyz"
 _ASCII_LOWER: Final = str.maketrans(_UPPER, _LOWER)
 
 
-def list_threads(
-    conn: psycopg.Connection[Any],
+def list_query(
     *,
     order_by: str,
     descending: bool,
@@ -724,13 +749,12 @@ def list_threads(
     after: tuple[int, str] | None,
     limit: int,
     namespace: str | None = None,
-) -> list[tuple[Any, ...]]:
-    """One page of threads in ``(order_by, id)`` order (keyset pagination after
-    ``after``), as value tuples in :data:`THREAD_COLUMNS` order. Sync; reader thread only.
+) -> tuple[str, list[object]]:
+    """The SQL and parameters :func:`list_threads` runs (separate so tests can EXPLAIN it).
 
-    ``search`` keeps rows whose title, preview or goal contains it, case-insensitively for
-    ASCII letters only (as the SQLite engine's ``LIKE``); ``%``, ``_`` and ``\\`` are literal.
-    """
+    Each order, with and without a namespace and ``include_empty``, walks one of the
+    listing indexes (equality on their leading columns, the keyset as a row comparison on
+    the next two) and stops after ``limit`` rows: no sort."""
     if order_by not in ORDER_COLUMNS:
         raise ValueError(f"order_by must be one of {sorted(ORDER_COLUMNS)}, not {order_by!r}")
     direction = "DESC" if descending else "ASC"
@@ -755,6 +779,38 @@ def list_threads(
     query = (
         f"{_SELECT_THREAD} WHERE {' AND '.join(where)} "
         f"ORDER BY {order_by} {direction}, id {direction} LIMIT %s"
+    )
+    return query, params
+
+
+def list_threads(
+    conn: psycopg.Connection[Any],
+    *,
+    order_by: str,
+    descending: bool,
+    archived: bool,
+    search: str | None,
+    include_empty: bool,
+    after: tuple[int, str] | None,
+    limit: int,
+    namespace: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """One page of threads in ``(order_by, id)`` order (keyset pagination after
+    ``after``), as value tuples in :data:`THREAD_COLUMNS` order. Sync; reader thread only.
+
+    ``search`` keeps rows whose title, preview or goal contains it, case-insensitively for
+    ASCII letters only (as the SQLite engine's ``LIKE``); ``%``, ``_`` and ``\\`` are literal.
+    A search filters while walking the index, so it may read more than ``limit`` rows.
+    """
+    query, params = list_query(
+        order_by=order_by,
+        descending=descending,
+        archived=archived,
+        search=search,
+        include_empty=include_empty,
+        after=after,
+        limit=limit,
+        namespace=namespace,
     )
     return [unescape_row(row) for row in conn.execute(query, params)]
 
@@ -804,7 +860,7 @@ def _insert_items(
 ) -> None:
     conn.execute(
         "INSERT INTO threadstore_items (thread_id, seq, created_at, kind, data) "
-        "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[])",
+        "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[])",
         (
             threads,
             [r[0] for r in rows],
@@ -812,7 +868,6 @@ def _insert_items(
             [r[2] for r in rows],
             [r[3] for r in rows],
         ),
-        binary=True,
     )
 
 
@@ -823,7 +878,8 @@ def append_runs(
 
     Raises :class:`SeqGapError` without naming the run when a check fails (the caller rolls
     back and finds the culprit with :func:`append_items`). In pipeline mode the error
-    surfaces at the pipeline's sync.
+    surfaces at the pipeline's sync. The arrays go in binary (``%b``): item JSON is sent
+    as is, not quoted into an array literal.
     """
     ids: list[str] = []
     expected: list[int] = []
@@ -845,8 +901,8 @@ def append_runs(
         threads.extend([thread_id] * len(run))
         rows.extend(run)
     conn.execute(
-        "SELECT threadstore_append(%s::text[], %s::bigint[], %s::bigint[], %s::text[], "
-        "%s::bigint[], %s::bigint[], %s::text[], %s::text[])",
+        "SELECT threadstore_append(%b::text[], %b::bigint[], %b::bigint[], %b::text[], "
+        "%b::bigint[], %b::bigint[], %b::text[], %b::text[])",
         (
             ids,
             expected,
@@ -857,7 +913,6 @@ def append_runs(
             [r[2] for r in rows],
             [r[3] for r in rows],
         ),
-        binary=True,
     )
 
 

@@ -6,11 +6,14 @@ the writer is free goes into one transaction, chosen by the write lanes
 (:mod:`threadstore._lanes`). A transaction is sent in pipeline mode: each run of
 consecutive log appends is one statement (``threadstore_append``), metadata writes of rows
 the writer has cached are statements whose results nobody waits for, and the COMMIT goes
-with them, so a transaction of appends and such writes costs one round trip to the server
-(a job that must read, e.g. a row not cached, adds one). If a job fails, the batch is redone
+with them, so a transaction of appends and such writes costs two round trips to the server:
+one for its transaction id (read first, see below), one for the rest (a job that must read,
+e.g. a row not cached, adds one). If a job fails, the batch is redone
 unpipelined with a savepoint per job, so the failing job rolls back alone while the others
 commit; if the transaction itself fails (a lost connection, a failed COMMIT) every job of it
-fails and nothing of it is stored.
+fails and nothing of it is stored — unless the connection was lost after the COMMIT went out:
+then the server is asked (on a new connection, by the transaction's id, read at its start)
+whether it committed, and if it did the jobs succeed as if the answer had come.
 
 A lost connection fails the transaction that found it out; the writer connects again before
 the next one (failing that transaction's jobs if the server is still unreachable), so later
@@ -35,6 +38,7 @@ from .._config import Lanes
 from .._errors import StoreClosedError
 from .._lanes import LaneName, WriteLanes
 from . import _sql as sql
+from ._faults import FaultKind, PostgresFaults, Target, inject, lose_connection
 
 __all__ = ["Batch", "Job", "LogAppend", "Writer"]
 
@@ -59,10 +63,21 @@ class Job(Generic[T]):
 
     ``on_done`` runs on the trio thread after the transaction commits or fails, in queue
     order, before anyone waiting on the batch wakes. ``log`` marks a job that appends log
-    items (counted in ``Writer.log_commits``).
+    items (counted in ``Writer.log_commits``); ``target`` names it for fault injection.
     """
 
-    __slots__ = ("batch", "committed_hook", "error", "fn", "log", "on_done", "result", "size")
+    __slots__ = (
+        "batch",
+        "committed_hook",
+        "error",
+        "fn",
+        "injected",
+        "log",
+        "on_done",
+        "result",
+        "size",
+        "target",
+    )
 
     def __init__(
         self,
@@ -70,8 +85,13 @@ class Job(Generic[T]):
         on_done: Callable[[Job[T]], None] | None = None,
         size: int = 0,
         log: bool = False,
+        target: Target | None = None,
     ) -> None:
         self.fn = fn
+        #: What fault injection calls the job (:mod:`._faults`); None is never injected.
+        self.target = target
+        #: A fault injected into this job: injected again if the batch is redone.
+        self.injected: FaultKind | None = None
         self.on_done = on_done
         self.size = size
         self.log = log
@@ -128,6 +148,8 @@ class LogAppend(Job[None]):
         size: int = 0,
     ) -> None:
         self.fn = _no_fn
+        self.target = "log"
+        self.injected = None
         self.on_done = on_done
         self.size = size
         self.log = True
@@ -159,10 +181,26 @@ class Writer:
         connect: Callable[[], Connection],
         *,
         on_rollback: Callable[[], None] | None = None,
+        xact_status: Callable[[str], str | None] | None = None,
+        release: Callable[[Connection], None] | None = None,
+        faults: PostgresFaults | None = None,
         lanes: Lanes | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = connect
+        #: Asks the server, on a connection of its own, what became of a transaction (by
+        #: id): ``committed``, ``aborted``, ... (see :meth:`_committed_after_all`).
+        self._xact_status = xact_status
+        #: Called with the connection before the writer closes it (a lock the session holds
+        #: is then free when ``aclose`` returns, not only once the server ends the session).
+        self._release = release
+        self._faults = faults
+        #: The id of the transaction in progress (writer thread only).
+        self._xid: str | None = None
+        #: A test seam: called on the writer thread with ``"before_commit"`` or
+        #: ``"after_commit"`` and the connection around each COMMIT (it may close the
+        #: connection and raise, as a lost connection would).
+        self.fault: Callable[[str, Connection], None] | None = None
         self._on_rollback = on_rollback
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -250,11 +288,16 @@ class Writer:
         return batch
 
     async def run(
-        self, fn: Callable[[Connection], T], *, defer: bool = False, soon: bool = False
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        target: Target | None = None,
+        defer: bool = False,
+        soon: bool = False,
     ) -> T:
         """Run ``fn`` in the next group transaction; its result or error. A cancelled
         caller's job still runs (and commits)."""
-        job: Job[T] = Job(fn)
+        job: Job[T] = Job(fn, target=target)
         self.submit(job, defer=defer, soon=soon)
         return await job.wait()
 
@@ -307,9 +350,14 @@ class Writer:
                 if committed:
                     _call_hooks(groups)
         finally:
-            if self._conn is not None:
-                sql.release_writer_lock(self._conn)
-                self._conn.close()
+            conn = self._conn
+            if conn is not None:
+                if self._release is not None and not conn.broken and not conn.closed:
+                    try:
+                        self._release(conn)
+                    except psycopg.Error as exc:  # the session's end releases it anyway
+                        log.warning("postgres.release_failed", error=repr(exc))
+                conn.close()
 
     def _connection(self, jobs: list[Job[Any]], batches: list[Batch]) -> Connection | None:
         """The write connection, connecting again if it was lost; None (every job failed
@@ -352,20 +400,39 @@ class Writer:
                     job.result = job.error = None
                 self._transaction(conn, jobs, savepoints=True)
         except Exception as exc:
-            try:
-                if not conn.closed and not conn.broken:
-                    conn.rollback()
-            except psycopg.Error as rollback_error:  # pragma: no cover - a broken connection
-                log.error("postgres.rollback_failed", error=repr(rollback_error))
-            self._rolled_back()
-            self._fail(jobs, batches, exc)
-            log.error("postgres.commit_failed", jobs=len(jobs), error=repr(exc))
-            return False
+            if not self._committed_after_all(conn, exc):
+                try:
+                    if not conn.closed and not conn.broken:
+                        conn.rollback()
+                except psycopg.Error as rollback_error:  # pragma: no cover - a broken connection
+                    log.error("postgres.rollback_failed", error=repr(rollback_error))
+                self._rolled_back()
+                self._fail(jobs, batches, exc)
+                log.error("postgres.commit_failed", jobs=len(jobs), error=repr(exc))
+                return False
         self.commits += 1
         if any(job.log and job.error is None for job in jobs):
             self.log_commits += 1
             self._lanes.log_committed()
         return True
+
+    def _committed_after_all(self, conn: Connection, exc: Exception) -> bool:
+        """Whether the transaction that failed with ``exc`` committed all the same: its
+        connection was lost after the COMMIT was sent (the server committed, the answer
+        never came). Asked of the server by transaction id on a new connection; anything
+        but a clear ``committed`` counts as not committed."""
+        xid, self._xid = self._xid, None
+        if xid is None or not (conn.broken or conn.closed) or self._xact_status is None:
+            return False
+        try:
+            status = self._xact_status(xid)
+        except Exception as error:
+            log.error("postgres.commit_unknown", xid=xid, error=repr(error), cause=repr(exc))
+            return False
+        if status == "committed":
+            log.warning("postgres.commit_confirmed", xid=xid, error=repr(exc))
+            return True
+        return False
 
     def _fail(self, jobs: list[Job[Any]], batches: list[Batch], exc: BaseException) -> None:
         for batch in batches:
@@ -383,7 +450,9 @@ class Writer:
     def _transaction(self, conn: Connection, jobs: list[Job[Any]], *, savepoints: bool) -> bool:
         """Run ``jobs`` in one transaction and commit it; False (rolled back or to be) if a
         job failed without ``savepoints``. Raises if the transaction itself failed."""
+        self._xid = None  # (not a previous transaction's, if this one fails before it has one)
         if savepoints:
+            self._xid = _current_xid(conn)
             for job in jobs:
                 conn.execute("SAVEPOINT job")
                 if self._run_job(conn, job):
@@ -391,7 +460,7 @@ class Writer:
                 else:
                     conn.execute("ROLLBACK TO SAVEPOINT job")
                     conn.execute("RELEASE SAVEPOINT job")
-            conn.commit()
+            self._commit_now(conn, jobs)
             return True
         # Pipelined: statements whose results no job reads are sent without waiting, and
         # the COMMIT with them. An error may surface at a later job's read or at the end
@@ -399,14 +468,42 @@ class Writer:
         # unpipelined, where each job's error is its own.
         try:
             with conn.pipeline():
+                self._xid = _current_xid(conn)
                 if not self._run_jobs(conn, jobs):
                     return False
-                conn.commit()
+                self._commit_now(conn, jobs)
         except psycopg.Error:
             if conn.broken or conn.closed:
                 raise
             return False
         return True
+
+    def _commit_now(self, conn: Connection, jobs: list[Job[Any]]) -> None:
+        fault = self.fault
+        faults = self._faults
+        point = None
+        if faults is not None:
+            point = faults.around_commit({job.target for job in jobs if job.target is not None})
+        if fault is not None:
+            fault("before_commit", conn)
+        if point == "before":
+            lose_connection(conn)
+        conn.commit()
+        if fault is not None:
+            fault("after_commit", conn)
+        if point == "after":
+            conn.close()
+            raise psycopg.OperationalError("the answer to COMMIT was lost (injected)")
+
+    def _inject(self, conn: Connection, job: Job[Any]) -> None:
+        """Fault injection before a job's statements (again the same, in a redo)."""
+        faults = self._faults
+        if faults is None or job.target is None:
+            return
+        if job.injected is not None:
+            inject(job.injected, conn)
+        else:
+            job.injected = faults.before_job(job.target, conn)
 
     def _run_jobs(self, conn: Connection, jobs: list[Job[Any]]) -> bool:
         """Every job, runs of log appends as one statement; False at the first failure."""
@@ -429,6 +526,7 @@ class Writer:
         """Run one job; False if it failed (its error recorded). Raises if the connection
         or the transaction itself failed."""
         try:
+            self._inject(conn, job)
             job.result = job.run(conn)
         except Exception as exc:
             job.error = exc
@@ -441,6 +539,8 @@ class Writer:
         """Consecutive log appends in one statement; False if any of them failed (which
         one is found by the per-job redo)."""
         try:
+            for job in jobs:
+                self._inject(conn, job)
             sql.append_runs(conn, [(job.thread_id, job.rows) for job in jobs])
         except Exception:
             if conn.broken or conn.closed:
@@ -484,6 +584,15 @@ def _call_hooks(groups: list[tuple[Batch, list[Job[Any]]]]) -> None:
                 if hook is not None and job.error is None:
                     job.committed_hook = None
                     hook()
+
+
+def _current_xid(conn: Connection) -> str:
+    """The id of the transaction ``conn`` is in (assigning one): the first statement of
+    each group commit, so that a lost answer to its COMMIT can be resolved. (In pipeline
+    mode reading it costs the transaction its second round trip.)"""
+    row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def _nothing(conn: Connection) -> None:
