@@ -162,4 +162,5 @@ async def test_tail_without_an_id_follows_the_whole_store(tmp_path: Path) -> Non
         event = json.loads(await tail.expect_line())
         assert event["thread"]["id"] in ids
         tail.proc.send_signal(signal.SIGINT)
-        assert await tail.proc.wait() == 0
+        code = await tail.proc.wait()
+        assert code == 0, await tail.stderr()

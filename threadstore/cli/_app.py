@@ -192,6 +192,34 @@ def error_exit(exc: BaseException, target: str) -> tuple[int, str]:
     raise exc
 
 
+def _is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, also when it landed inside trio's scheduler (which then ends the run with
+    ``TrioInternalError`` from the ``KeyboardInterrupt``: the store's data is as safe as
+    after a kill, and a read-only command has nothing to lose)."""
+    if isinstance(exc, trio.TrioInternalError):
+        return _holds_interrupt(exc.__cause__, depth=8)
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def _holds_interrupt(exc: BaseException | None, depth: int) -> bool:
+    """Whether a ``KeyboardInterrupt`` is ``exc``, in its group or behind its cause."""
+    if exc is None or depth == 0:
+        return False
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_holds_interrupt(inner, depth - 1) for inner in exc.exceptions)
+    return _holds_interrupt(exc.__cause__ or exc.__context__, depth - 1)
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    """The exit code of a command ended by Ctrl-C: ``tail``'s way to end (0), else 130."""
+    code = int(getattr(args, "on_interrupt", EXIT_INTERRUPTED))
+    if code != EXIT_OK:
+        sys.stderr.write("threadstore: interrupted\n")
+    return code
+
+
 def _single(exc: BaseException) -> BaseException:
     """The one error inside (nested) exception groups, if there is exactly one."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -259,21 +287,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not target:
             raise CommandError(EXIT_USAGE, f"no store given: pass --db PATH or set ${DB_VARIABLE}")
         ctx = _context(check_target(target))
-        code = trio.run(run, args, ctx) if inspect.iscoroutinefunction(run) else run(args, ctx)
+        if inspect.iscoroutinefunction(run):
+            # Ctrl-C at checkpoints only: landing inside trio's own machinery (a reader
+            # pool closing, say) it would end the run with TrioInternalError. ``tail``
+            # writes from a worker thread, so a blocked write is no checkpoint-free trap.
+            code = trio.run(run, args, ctx, restrict_keyboard_interrupt_to_checkpoints=True)
+        else:
+            code = run(args, ctx)
         sys.stdout.flush()
         return int(code or 0)
     except KeyboardInterrupt:
-        sys.stderr.write("threadstore: interrupted\n")
-        return EXIT_INTERRUPTED
+        return _interrupted(args)
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, as other tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except BaseException as exc:
-        if isinstance(_single(exc), KeyboardInterrupt):
-            sys.stderr.write("threadstore: interrupted\n")
-            return EXIT_INTERRUPTED
+        if _is_interrupt(_single(exc)):
+            return _interrupted(args)
         code, message = error_exit(_single(exc), target)
         sys.stderr.write(f"threadstore: error: {_one_line(message)}\n")
         return code

@@ -102,7 +102,7 @@ def register(commands: Any, parents: list[argparse.ArgumentParser], parser: type
     p.add_argument("thread_id", metavar="ID", nargs="?")
     p.add_argument("-n", "--items", type=_count, default=10, help="items shown first (10)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.set_defaults(run=tail)
+    p.set_defaults(run=tail, on_interrupt=EXIT_OK)
 
     p = commands.add_parser(
         "stats",
@@ -271,9 +271,16 @@ async def tail(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK  # noqa: ASYNC910 - reached only through an await (or Ctrl-C inside one)
 
 
-def _emit(ctx: Context, line: str) -> None:
+async def _emit(ctx: Context, line: str) -> None:
+    """Write one line and flush it (a follower's reader wants each line now), on a worker
+    thread: a write blocked on a full pipe (a reader that stopped reading) must not keep
+    Ctrl-C, delivered at checkpoints only, from ending the command."""
+    await trio.to_thread.run_sync(_write_line, ctx, line, abandon_on_cancel=True)
+
+
+def _write_line(ctx: Context, line: str) -> None:
     ctx.out.write(line + "\n")
-    ctx.out.flush()  # a follower's reader wants each line now
+    ctx.out.flush()
 
 
 async def _tail_thread(args: argparse.Namespace, ctx: Context) -> None:
@@ -286,7 +293,7 @@ async def _tail_thread(args: argparse.Namespace, ctx: Context) -> None:
         items = backlog[-args.items :] if args.items else []
         while True:
             for item in items:
-                _emit(ctx, dumps(item_json(item)) if args.json else _item_line(item, ctx))
+                await _emit(ctx, dumps(item_json(item)) if args.json else _item_line(item, ctx))
                 last = item.seq
             await trio.sleep(_POLL_SECONDS)
             items = await store.read_items(meta.id, after_seq=last)
@@ -306,7 +313,7 @@ async def _tail_store(args: argparse.Namespace, ctx: Context) -> None:
                     f"{event.type:<10} {meta.id}  {meta.status:<7} {meta.item_count:>5}  "
                     f"{_label(meta)}"
                 )
-            _emit(ctx, line)
+            await _emit(ctx, line)
 
 
 # -- stats ----------------------------------------------------------------------------------
