@@ -28,12 +28,12 @@ group-committed: whatever is queued when the engine is free commits in one trans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple, Protocol, TypeAlias, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import attrs
 
-from ._feed import ThreadEvent
+from ._feed import EventType, ThreadEvent
 from ._history import context_rows
 from ._items import Item, StoredItem, decode_data, us_to_datetime
 from ._meta import Patch, Pending, Projection, ThreadMeta, fold_log_rows
@@ -43,6 +43,8 @@ __all__ = [
     "AppendItems",
     "Change",
     "ChangePage",
+    "ChangePublisher",
+    "change_page",
     "Completion",
     "CreateThread",
     "DeleteThread",
@@ -431,6 +433,58 @@ def stored_item(row: LogRow) -> StoredItem:
     """The :class:`StoredItem` of a log row (decodes its JSON)."""
     seq, at, kind, data = row
     return StoredItem(kind=kind, data=decode_data(data), seq=seq, created_at=us_to_datetime(at))
+
+
+class ChangePublisher:
+    """What engines share to publish their commits: the store's change listener and
+    completion callbacks that hand it each committed change (trio thread, commit order)."""
+
+    _listener: Callable[[ThreadEvent], None] | None = None
+
+    def set_change_listener(self, listener: Callable[[ThreadEvent], None]) -> None:
+        self._listener = listener
+
+    def _changed(self, type: EventType, meta: ThreadMeta) -> None:
+        listener = self._listener
+        if listener is not None:
+            listener(ThreadEvent(type=type, thread=meta, change=meta.change))
+
+    def _publishing(
+        self, type: EventType, on_done: Callable[[Any], None] | None = None
+    ) -> Callable[[Any], None]:
+        """An ``on_done`` that publishes the write's change, then calls ``on_done``. The
+        write's result is its metadata, or ``(metadata, changed)`` for a write that may
+        change nothing (a projection), or None (nothing changed: the thread was gone)."""
+
+        def done(job: Any) -> None:
+            result = job.result
+            if job.error is None and result is not None:
+                meta, changed = result if isinstance(result, tuple) else (result, True)
+                if changed:
+                    self._changed(type, meta)
+            if on_done is not None:
+                on_done(job)
+
+        return done
+
+
+def change_page(
+    threads: Iterable[ThreadMeta],
+    tombstones: Iterable[tuple[str, str, int, int]],
+    *,
+    limit: int,
+    floor: int,
+    last: int,
+) -> ChangePage:
+    """The first ``limit`` entries of the change index from an engine's read of its threads
+    and tombstones ``(id, namespace, change, deleted_us)``, merged in change order."""
+    entries = [Change(change=meta.change, thread=meta) for meta in threads]
+    entries += [
+        Change(change=change, thread=tombstone_meta(tid, ns, change, at), deleted=True)
+        for tid, ns, change, at in tombstones
+    ]
+    entries.sort(key=lambda entry: entry.change)
+    return ChangePage(changes=tuple(entries[:limit]), floor=floor, last=last)
 
 
 def tombstone_meta(thread_id: str, namespace: str, change: int, deleted_us: int) -> ThreadMeta:

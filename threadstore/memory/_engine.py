@@ -21,8 +21,8 @@ import trio
 from .._config import Lanes
 from .._engine import (
     AppendItems,
-    Change,
     ChangePage,
+    ChangePublisher,
     Completion,
     CreateThread,
     DeleteThread,
@@ -38,15 +38,15 @@ from .._engine import (
     SetArchived,
     StoreSummary,
     ThreadDump,
+    change_page,
     context_marks,
     fold_for_write,
     fork_rows,
     refold,
     stored_item,
-    tombstone_meta,
 )
 from .._errors import StoreClosedError, ThreadExistsError, ThreadNotFoundError, ThreadStoreError
-from .._feed import EventType, ThreadEvent
+from .._feed import EventType
 from .._history import context, context_start
 from .._items import StoredItem, datetime_to_us
 from .._lanes import LaneName, WriteLanes
@@ -126,7 +126,7 @@ class _StoredThread:
         return self.log[-1][0] if self.log else 0
 
 
-class MemoryEngine:
+class MemoryEngine(ChangePublisher):
     """The in-memory engine of one open store (see :func:`open_memory_engine`)."""
 
     def __init__(self, lanes: Lanes) -> None:
@@ -143,7 +143,6 @@ class MemoryEngine:
         self._last_change = 0
         self._tombstones: dict[str, tuple[str, int, int]] = {}
         self._floor = 0
-        self._listener: Callable[[ThreadEvent], None] | None = None
 
     @property
     def target(self) -> str:
@@ -165,29 +164,9 @@ class MemoryEngine:
     def external_changes(self) -> bool:
         return False
 
-    def set_change_listener(self, listener: Callable[[ThreadEvent], None]) -> None:
-        self._listener = listener
-
     def _next_change(self) -> int:
         self._last_change += 1
         return self._last_change
-
-    def _emitting(
-        self, type: EventType, on_done: Callable[[Any], None] | None = None
-    ) -> Callable[[_Job[Any]], None]:
-        """An ``on_done`` that publishes the job's change (if it made one), then calls
-        ``on_done``."""
-
-        def done(job: _Job[Any]) -> None:
-            result = job.result
-            if job.error is None and result is not None and self._listener is not None:
-                meta, changed = result if isinstance(result, tuple) else (result, True)
-                if changed:
-                    self._listener(ThreadEvent(type=type, thread=meta, change=meta.change))
-            if on_done is not None:
-                on_done(job)
-
-        return done
 
     # -- queueing -----------------------------------------------------------------------
 
@@ -273,7 +252,7 @@ class MemoryEngine:
         self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
         job: _Job[ThreadMeta] = _Job(
-            partial_call(self._fork, op), self._emitting("created", on_done), log=True
+            partial_call(self._fork, op), self._publishing("created", on_done), log=True
         )
         self._submit(job, "first")
         return job
@@ -296,7 +275,7 @@ class MemoryEngine:
     ) -> Completion[ThreadMeta]:
         job: _Job[ThreadMeta] = _Job(
             partial_call(self._create, op),
-            self._emitting("created", on_done),
+            self._publishing("created", on_done),
             size=op.size,
             log=bool(op.rows),
         )
@@ -324,7 +303,7 @@ class MemoryEngine:
         self, op: DeleteThread, on_done: Callable[[Completion[ThreadMeta | None]], None]
     ) -> Completion[ThreadMeta | None]:
         job: _Job[ThreadMeta | None] = _Job(
-            partial_call(self._delete, op), self._emitting("deleted", on_done)
+            partial_call(self._delete, op), self._publishing("deleted", on_done)
         )
         self._submit(job, "now")
         return job
@@ -348,7 +327,7 @@ class MemoryEngine:
     async def set_archived(self, op: SetArchived) -> ThreadMeta | None:
         type: EventType = "unarchived" if op.archived_at_us is None else "archived"
         job: _Job[ThreadMeta | None] = _Job(
-            partial_call(self._set_archived, op), self._emitting(type)
+            partial_call(self._set_archived, op), self._publishing(type)
         )
         self._submit(job, "now")
         return await job.wait()
@@ -363,7 +342,7 @@ class MemoryEngine:
 
     async def project(self, op: ProjectionWrite) -> ThreadMeta | None:
         job: _Job[tuple[ThreadMeta, bool] | None] = _Job(
-            partial_call(self._project, op), self._emitting("updated")
+            partial_call(self._project, op), self._publishing("updated")
         )
         self._submit(job, op.lane)
         result = await job.wait()
@@ -499,20 +478,15 @@ class MemoryEngine:
     async def changes(self, after: int, limit: int, namespace: str | None) -> ChangePage:
         """The change index by a scan and a sort: O(threads)."""
         await self._readable()
-        entries = [
-            Change(change=stored.projection.meta.change, thread=stored.projection.meta)
-            for stored in self._threads.values()
-            if stored.projection.meta.change > after
-            and namespace in (None, stored.projection.meta.namespace)
-        ]
-        entries += [
-            Change(change=change, thread=tombstone_meta(tid, ns, change, at), deleted=True)
-            for tid, (ns, change, at) in self._tombstones.items()
-            if change > after and namespace in (None, ns)
-        ]
-        entries.sort(key=lambda entry: entry.change)
-        return ChangePage(
-            changes=tuple(entries[:limit]),
+        metas = (stored.projection.meta for stored in self._threads.values())
+        return change_page(
+            (meta for meta in metas if meta.change > after and namespace in (None, meta.namespace)),
+            [
+                (tid, ns, change, at)
+                for tid, (ns, change, at) in self._tombstones.items()
+                if change > after and namespace in (None, ns)
+            ],
+            limit=limit,
             floor=self._floor,
             last=max(self._last_change, self._floor),
         )
@@ -565,7 +539,7 @@ class MemoryEngine:
 
     async def rebuild_thread(self, op: RebuildThread) -> ThreadMeta | None:
         job: _Job[ThreadMeta | None] = _Job(
-            partial_call(self._rebuild, op), self._emitting("updated")
+            partial_call(self._rebuild, op), self._publishing("updated")
         )
         self._submit(job, "now")
         return await job.wait()
@@ -584,7 +558,7 @@ class MemoryEngine:
 
     async def import_thread(self, op: ImportThread) -> ThreadMeta:
         job: _Job[ThreadMeta] = _Job(
-            partial_call(self._import, op), self._emitting("created"), log=True
+            partial_call(self._import, op), self._publishing("created"), log=True
         )
         self._submit(job, "first")
         return await job.wait()

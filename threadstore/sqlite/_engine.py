@@ -21,8 +21,8 @@ import trio
 from .._config import Lanes
 from .._engine import (
     AppendItems,
-    Change,
     ChangePage,
+    ChangePublisher,
     Completion,
     CreateThread,
     DeleteThread,
@@ -37,15 +37,15 @@ from .._engine import (
     SetArchived,
     StoreSummary,
     ThreadDump,
+    change_page,
     context_marks,
     fold_for_write,
     fork_rows,
     refold,
     stored_item,
-    tombstone_meta,
 )
 from .._errors import StoreFormatError, ThreadExistsError, ThreadNotFoundError, WriteFailedError
-from .._feed import EventType, ThreadEvent
+from .._feed import EventType
 from .._items import StoredItem
 from .._meta import Patch, Projection, ThreadMeta, fold_log_rows
 from . import _sql as sql
@@ -135,7 +135,7 @@ class ListedMetas:
         return tuple(out)
 
 
-class SqliteEngine:
+class SqliteEngine(ChangePublisher):
     """The SQLite engine of one open store (see :func:`open_sqlite_engine`)."""
 
     def __init__(
@@ -162,7 +162,6 @@ class SqliteEngine:
         self._listed = ListedMetas(config.listed_cache_size)
         self._index = index
         self._counter = counter or ChangeCounter()
-        self._listener: Callable[[ThreadEvent], None] | None = None
 
     @property
     def target(self) -> str:
@@ -185,15 +184,6 @@ class SqliteEngine:
     def external_changes(self) -> bool:
         return self.writer is None  # read-only: the writer is another process
 
-    def set_change_listener(self, listener: Callable[[ThreadEvent], None]) -> None:
-        self._listener = listener
-
-    def _changed(self, type: EventType, meta: ThreadMeta) -> None:
-        """Trio thread, from a job's ``on_done``: commit (so change) order."""
-        listener = self._listener
-        if listener is not None:
-            listener(ThreadEvent(type=type, thread=meta, change=meta.change))
-
     def _writer(self) -> Writer:
         assert self.writer is not None
         return self.writer
@@ -212,20 +202,13 @@ class SqliteEngine:
     ) -> Completion[ThreadMeta]:
         job: Job[ThreadMeta] = Job(
             partial(_create_job, self._counter, op),
-            on_done=partial(self._created, on_done),
+            on_done=self._publishing("created", on_done),
             size=op.size,
             log=bool(op.rows),
             target="log",
         )
         self._writer().submit(job, first=True)  # a goal-first thread is listed without queueing
         return job
-
-    def _created(
-        self, on_done: Callable[[Completion[ThreadMeta]], None], job: Job[ThreadMeta]
-    ) -> None:
-        if job.error is None and job.result is not None:
-            self._changed("created", job.result)
-        on_done(job)
 
     def rewind(
         self, op: RewindThread, on_done: Callable[[Completion[None]], None]
@@ -242,7 +225,7 @@ class SqliteEngine:
     ) -> Completion[ThreadMeta]:
         job: Job[ThreadMeta] = Job(
             partial(_fork_job, self._counter, op),
-            on_done=partial(self._created, on_done),
+            on_done=self._publishing("created", on_done),
             log=True,
             target="log",
         )
@@ -252,28 +235,23 @@ class SqliteEngine:
     def delete(
         self, op: DeleteThread, on_done: Callable[[Completion[ThreadMeta | None]], None]
     ) -> Completion[ThreadMeta | None]:
-        def done(job: Job[ThreadMeta | None]) -> None:
+        def failed(job: Job[ThreadMeta | None]) -> None:
             if isinstance(job.error, sqlite3.Error):
                 job.error = _write_failed(op.thread_id, "delete", job.error)
-            elif job.error is None and job.result is not None:
-                self._changed("deleted", job.result)
             on_done(job)
 
         job: Job[ThreadMeta | None] = Job(
-            partial(_delete_job, self._row_cache, self._counter, op), on_done=done
+            partial(_delete_job, self._row_cache, self._counter, op),
+            on_done=self._publishing("deleted", failed),
         )
         self._writer().submit(job)
         return job
 
     async def set_archived(self, op: SetArchived) -> ThreadMeta | None:
         type: EventType = "unarchived" if op.archived_at_us is None else "archived"
-
-        def done(job: Job[ThreadMeta | None]) -> None:
-            if job.error is None and job.result is not None:
-                self._changed(type, job.result)
-
         job: Job[ThreadMeta | None] = Job(
-            partial(_archive_job, self._row_cache, self._counter, op), on_done=done
+            partial(_archive_job, self._row_cache, self._counter, op),
+            on_done=self._publishing(type),
         )
         self._writer().submit(job)
         try:
@@ -285,17 +263,12 @@ class SqliteEngine:
         lane = op.lane
         job: Job[tuple[ThreadMeta, bool] | None] = Job(
             partial(_project_job, self._row_cache, self._counter, op),
-            on_done=self._projected,
+            on_done=self._publishing("updated"),
             target="projection",
         )
         self._writer().submit(job, defer=lane == "deferred", soon=lane == "soon")
         result = await job.wait()
         return None if result is None else result[0]
-
-    def _projected(self, job: Job[tuple[ThreadMeta, bool] | None]) -> None:
-        result = job.result
-        if job.error is None and result is not None and result[1]:
-            self._changed("updated", result[0])
 
     async def wait_for_room(self, limit: int) -> None:
         await self._writer().wait_for_room(limit)
@@ -388,7 +361,7 @@ class SqliteEngine:
     async def rebuild_thread(self, op: RebuildThread) -> ThreadMeta | None:
         job: Job[ThreadMeta | None] = Job(
             partial(_rebuild_job, self._row_cache, self._counter, op),
-            on_done=partial(self._published, "updated"),
+            on_done=self._publishing("updated"),
         )
         self._writer().submit(job)
         return await job.wait()
@@ -396,16 +369,12 @@ class SqliteEngine:
     async def import_thread(self, op: ImportThread) -> ThreadMeta:
         job: Job[ThreadMeta] = Job(
             partial(_import_job, self._counter, op),
-            on_done=partial(self._published, "created"),
+            on_done=self._publishing("created"),
             log=True,
             target="log",
         )
         self._writer().submit(job)
         return await job.wait()
-
-    def _published(self, type: EventType, job: Job[ThreadMeta | None]) -> None:
-        if job.error is None and job.result is not None:
-            self._changed(type, job.result)
 
     async def backup(self, dest: str) -> None:
         await self.readers.run(partial(_backup, dest))
@@ -565,14 +534,12 @@ _COLUMN: Final = {name: index for index, name in enumerate(sql.THREAD_COLUMNS)}
 def _changes(after: int, limit: int, namespace: str | None, conn: sqlite3.Connection) -> ChangePage:
     """The change index after ``after``: threads and tombstones merged in change order."""
     threads, tombstones = sql.changes_since(conn, after, limit, namespace)
-    entries = [Change(change=meta.change, thread=meta) for meta in map(meta_from_values, threads)]
-    entries += [
-        Change(change=change, thread=tombstone_meta(tid, ns, change, at), deleted=True)
-        for tid, ns, change, at in tombstones
-    ]
-    entries.sort(key=lambda entry: entry.change)
-    return ChangePage(
-        changes=tuple(entries[:limit]), floor=sql.feed_floor(conn), last=sql.last_change(conn)
+    return change_page(
+        map(meta_from_values, threads),
+        tombstones,
+        limit=limit,
+        floor=sql.feed_floor(conn),
+        last=sql.last_change(conn),
     )
 
 
