@@ -44,10 +44,13 @@ from .._errors import (
     StoreUnavailableError,
     ThreadNotFoundError,
 )
+from ..sqlite._rows import ORDER_COLUMNS, PROJECTED_COLUMNS, THREAD_COLUMNS
 from ._config import SYNCHRONOUS_COMMIT, Durability
 from ._url import describe, redact
 
 __all__ = [
+    "ORDER_COLUMNS",
+    "PROJECTED_COLUMNS",
     "SCHEMA_VERSION",
     "THREAD_COLUMNS",
     "ItemRow",
@@ -112,59 +115,12 @@ FORMAT: Final = "threadstore"
 #: opening a new database at once, one creates the schema and the others find it done.
 _SCHEMA_LOCK: Final = 0x5453_5452_0000_0001
 
-THREAD_COLUMNS: Final = (
-    "id",
-    "created_at",
-    "updated_at",
-    "recency_at",
-    "title",
-    "goal",
-    "preview",
-    "last_message",
-    "item_count",
-    "turn_count",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "archived_at",
-    "extra",
-    "seq",
-    "namespace",
-    "forked_from",
-    "forked_at",
-    "change",
-    "has_user_message",
-    "last_seq",
-)
-"""The stored columns of ``threadstore_threads``, in the order of the rows returned here."""
 
 _INSERT_COLUMNS: Final = THREAD_COLUMNS[:-1]  # every column but last_seq
 #: The escaped text columns (see the module docstring), by position in THREAD_COLUMNS.
 _TEXT_COLUMNS: Final = ("title", "goal", "preview", "last_message")
 _TEXT_POSITIONS: Final = tuple(THREAD_COLUMNS.index(c) for c in _TEXT_COLUMNS)
 
-PROJECTED_COLUMNS: Final = (
-    "updated_at",
-    "recency_at",
-    "title",
-    "goal",
-    "preview",
-    "last_message",
-    "item_count",
-    "turn_count",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "extra",
-    "seq",
-    "forked_from",
-    "forked_at",
-    "has_user_message",
-)
-"""The columns a projection write may change (not id, created_at, archived_at, last_seq; it
-stamps ``change`` when one of these changed)."""
-
-ORDER_COLUMNS: Final = frozenset({"updated_at", "created_at", "recency_at"})
 
 _SELECT_THREAD: Final = f"SELECT {', '.join(THREAD_COLUMNS)} FROM threadstore_threads"
 

@@ -13,11 +13,71 @@ from typing import Any, Final
 from .._items import datetime_to_us
 from .._meta import Projection, ThreadMeta
 
-__all__ = ["META_KEYS", "meta_from_values", "projection_from_row", "projection_to_row"]
+__all__ = [
+    "ORDER_COLUMNS",
+    "PROJECTED_COLUMNS",
+    "THREAD_COLUMNS",
+    "META_KEYS",
+    "meta_from_values",
+    "projection_from_row",
+    "projection_to_row",
+]
 
 _STATUSES: Final = frozenset({"idle", "running", "error"})
 _EMPTY: Final[Mapping[str, Any]] = types.MappingProxyType({})
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # (what us_to_datetime adds to)
+
+
+THREAD_COLUMNS: Final = (
+    "id",
+    "created_at",
+    "updated_at",
+    "recency_at",
+    "title",
+    "goal",
+    "preview",
+    "last_message",
+    "item_count",
+    "turn_count",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "archived_at",
+    "extra",
+    "seq",
+    "namespace",
+    "forked_from",
+    "forked_at",
+    "change",
+    "has_user_message",
+    "last_seq",
+)
+"""The stored columns of a thread row, in the order engines select and return them
+(both SQL engines' tables have these columns)."""
+
+PROJECTED_COLUMNS: Final = (
+    "updated_at",
+    "recency_at",
+    "title",
+    "goal",
+    "preview",
+    "last_message",
+    "item_count",
+    "turn_count",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "extra",
+    "seq",
+    "forked_from",
+    "forked_at",
+    "has_user_message",
+)
+"""The columns a projection write may change (not id, created_at, archived_at, last_seq; it
+stamps ``change`` when one of these changed)."""
+
+ORDER_COLUMNS: Final = frozenset({"updated_at", "created_at", "recency_at"})
+"""The columns listings can order by; each has its listing indexes."""
 
 
 def projection_to_row(projection: Projection) -> dict[str, object]:

@@ -29,6 +29,7 @@ import workers
 
 from .._errors import StoreFormatError, ThreadNotFoundError
 from ._config import DEFAULTS
+from ._rows import ORDER_COLUMNS, PROJECTED_COLUMNS, THREAD_COLUMNS
 
 __all__ = [
     "SeqGapError",
@@ -196,57 +197,9 @@ Steps run in order inside one ``BEGIN IMMEDIATE`` transaction together with the
 ``2: (...)`` here and raise :data:`SCHEMA_VERSION`.
 """
 
-THREAD_COLUMNS: Final = (
-    "id",
-    "created_at",
-    "updated_at",
-    "recency_at",
-    "title",
-    "goal",
-    "preview",
-    "last_message",
-    "item_count",
-    "turn_count",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "archived_at",
-    "extra",
-    "seq",
-    "namespace",
-    "forked_from",
-    "forked_at",
-    "change",
-    "has_user_message",
-    "last_seq",
-)
-"""The stored columns of ``threads``, in the order of the dicts this module returns."""
 
 _INSERT_COLUMNS: Final = THREAD_COLUMNS[:-1]  # every column but last_seq
 
-PROJECTED_COLUMNS: Final = (
-    "updated_at",
-    "recency_at",
-    "title",
-    "goal",
-    "preview",
-    "last_message",
-    "item_count",
-    "turn_count",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "extra",
-    "seq",
-    "forked_from",
-    "forked_at",
-    "has_user_message",
-)
-"""The columns a projection write may change (not id, created_at, archived_at, last_seq; it
-stamps ``change`` when one of these changed)."""
-
-ORDER_COLUMNS: Final = frozenset({"updated_at", "created_at", "recency_at"})
-"""The columns :func:`list_threads` can order by; each has its two listing indexes."""
 
 _SELECT_THREAD: Final = f"SELECT {', '.join(THREAD_COLUMNS)} FROM threads"
 _INSERT_THREAD: Final = (
