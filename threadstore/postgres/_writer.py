@@ -405,7 +405,11 @@ class Writer:
                     if not conn.closed and not conn.broken:
                         conn.rollback()
                 except psycopg.Error as rollback_error:  # pragma: no cover - a broken connection
+                    # A session that cannot even roll back (a pipeline left busy when the
+                    # server went away, say) is not reported broken: drop it, so the next
+                    # transaction connects again instead of failing on it for good.
                     log.error("postgres.rollback_failed", error=repr(rollback_error))
+                    conn.close()
                 self._rolled_back()
                 self._fail(jobs, batches, exc)
                 log.error("postgres.commit_failed", jobs=len(jobs), error=repr(exc))
