@@ -231,3 +231,19 @@ def meta_of(event: ThreadEvent) -> ThreadMeta:
     """The metadata an event carries (every event but a ``reset`` carries one)."""
     assert event.thread is not None, f"{event.type} event without a thread"
     return event.thread
+
+
+#: A change-feed subscriber's view: thread id -> metadata, as events left it.
+View = dict[str, ThreadMeta]
+
+
+def apply(view: View, event: ThreadEvent) -> None:
+    """Apply one feed event to ``view``: reset clears, deleted removes, others upsert."""
+    if event.type == "reset":
+        view.clear()
+        return
+    assert event.thread is not None
+    if event.type == "deleted":
+        view.pop(event.thread.id, None)
+    else:
+        view[event.thread.id] = event.thread

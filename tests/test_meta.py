@@ -663,5 +663,11 @@ def test_a_merged_pending_never_changes() -> None:
     assert not first.urgent
     assert Pending.empty().merge(one) is one
     assert one.merge(Pending.empty()) is one
-    with pytest.raises(ValueError, match="not contiguous"):
-        one.merge(three)
+    # A gap (another process appended between, in a shared store): only the range is
+    # kept, so the write folds the log; nothing merges into a gapped Pending but the range.
+    gapped = one.merge(three)
+    assert (gapped.first_seq, gapped.last_seq, gapped.log_rows()) == (-1, 3, [])
+    assert gapped.urgent == three.urgent
+    assert gapped.merge(Pending.of([(4, *three.log_rows()[0][1:])], [])).first_seq == -1
+    with pytest.raises(ValueError, match="overlap"):
+        first.merge(one)

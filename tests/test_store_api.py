@@ -176,6 +176,11 @@ async def test_append_nowait_lands_in_call_order(store: Store) -> None:
     receipts = [store.append_nowait(tid, Item.user_message(f"m{n}")) for n in range(5)]
     receipts.append(store.append_nowait(tid, Item.assistant_message("a"), Item.reasoning("b")))
 
+    if store._shared:  # several processes may append: the database gives seqs at commit
+        with pytest.raises(ThreadStoreError, match="is given at its commit"):
+            receipts[0].seq  # noqa: B018
+        with trio.fail_after(GUARD_S):
+            await receipts[-1].durable()
     assert [r.seq for r in receipts] == [1, 2, 3, 4, 5, 7]
     with trio.fail_after(GUARD_S):
         await receipts[-1].durable()

@@ -1,4 +1,4 @@
-"""The engine seam: everything engine-specific, behind one narrow interface.
+r"""The engine seam: everything engine-specific, behind one narrow interface.
 
 The store, the projection driver and the access layers know an engine only through
 :class:`Engine`; they send it plain frozen operation values (:class:`AppendItems`,
@@ -17,9 +17,17 @@ in commit order, stored with the thread (a deletion leaves a tombstone): :meth:`
 reads "what changed after N" from that index, and the engine hands each of its own commits to
 the store's change listener (:meth:`Engine.set_change_listener`) on the trio thread, in change
 order. An engine whose store other processes write says so (:attr:`Engine.external_changes`)
-and wakes subscribers with :meth:`Engine.wait_for_changes` instead. Per-thread ownership joins
-this interface with the first engine that has it (PostgreSQL, where several processes write
-one database); an embedded engine owns every thread of its store.
+and wakes subscribers with :meth:`Engine.wait_for_changes` instead.
+
+A **shared** engine (:attr:`Engine.shared`: PostgreSQL, where several processes write one
+database) allocates seqs itself, in the database (an append's completion result is the
+seq of its last row; the rows' own seqs are placeholders), lets the store look up threads
+other processes made (:meth:`Engine.lookup_thread`), and lets one process at a time project
+a thread: the projection driver :meth:`Engine.claim`\ s a thread before each write, and a
+process that does not own it waits for the owner (:meth:`Engine.wait_projected`);
+:meth:`Engine.projection_requests` hands the store the threads other processes asked it to
+project and those it took over from a dead process. An embedded engine
+(:class:`OwnsEveryThread`) owns every thread of its store.
 
 Writes are queued with a callback that runs on the trio thread, in commit order, before
 anyone waiting on the write wakes: the store advances its watermarks there. Appends are
@@ -32,6 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import attrs
+import trio
 
 from ._feed import EventType, ThreadEvent
 from ._history import context_rows
@@ -44,6 +53,7 @@ __all__ = [
     "Change",
     "ChangePage",
     "ChangePublisher",
+    "OwnsEveryThread",
     "change_page",
     "Completion",
     "CreateThread",
@@ -269,6 +279,34 @@ class Engine(Protocol):
         every change itself: subscribers use :meth:`wait_for_changes`)."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes write this store too (see the module docstring)."""
+        ...
+
+    async def lookup_thread(self, thread_id: str) -> IndexEntry | None:
+        """The thread's index entry as the store has it now, None if there is no such
+        thread (shared engines: a thread this process has not met yet)."""
+        ...
+
+    async def claim(self, thread_id: str) -> bool:
+        """Own the thread's projection if no other process does; whether this process
+        owns it (embedded engines: always)."""
+        ...
+
+    async def wait_projected(self, thread_id: str, target: int) -> tuple[bool, ThreadMeta | None]:
+        """For a thread another process owns: ask the owner to project it, then block
+        until its metadata reaches ``target`` (``(True, meta)``), the thread is gone
+        (``(True, None)``), or the owner seems not to answer (``(False, None)``: claim it
+        again, the owner may have died)."""
+        ...
+
+    async def projection_requests(self) -> list[IndexEntry]:
+        """Block until there are threads this process should project that its own appends
+        did not announce (asked by another process, or taken over from a dead one); their
+        entries. An embedded engine never returns."""
+        ...
+
     def set_change_listener(self, listener: Callable[[ThreadEvent], None]) -> None:
         """Have ``listener`` called with the event of each listed-state change this engine
         commits, on the trio thread, in change order, before the write's waiters wake."""
@@ -277,9 +315,11 @@ class Engine(Protocol):
     # -- writes (writable engines only) -------------------------------------------------
 
     def append(
-        self, op: AppendItems, on_done: Callable[[Completion[None]], None]
-    ) -> Completion[None]:
-        """Queue a log append for the next group commit. Sync; never blocks."""
+        self, op: AppendItems, on_done: Callable[[Completion[Any]], None]
+    ) -> Completion[Any]:
+        """Queue a log append for the next group commit. Sync; never blocks. The result:
+        the seq of the last row if the engine allocated the seqs (:attr:`shared`), else
+        None (the rows' own seqs stand)."""
         ...
 
     def create(
@@ -291,10 +331,10 @@ class Engine(Protocol):
         ...
 
     def rewind(
-        self, op: RewindThread, on_done: Callable[[Completion[None]], None]
-    ) -> Completion[None]:
+        self, op: RewindThread, on_done: Callable[[Completion[Any]], None]
+    ) -> Completion[Any]:
         """Queue a rewind: a log append (in order with the thread's appends) that also takes
-        items out of the context. Sync; never blocks."""
+        items out of the context. Sync; never blocks. The result is as :meth:`append`'s."""
         ...
 
     def fork(
@@ -466,6 +506,29 @@ class ChangePublisher:
                 on_done(job)
 
         return done
+
+
+class OwnsEveryThread:
+    """What an embedded engine (one process writes its store) says of the shared
+    engines' methods: it allocates no seqs, owns every thread, and is asked nothing."""
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    async def lookup_thread(self, thread_id: str) -> IndexEntry | None:
+        raise NotImplementedError("an embedded store knows every thread from its index")
+
+    async def claim(self, thread_id: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
+
+    async def wait_projected(self, thread_id: str, target: int) -> tuple[bool, ThreadMeta | None]:
+        raise NotImplementedError("an embedded store owns every thread")
+
+    async def projection_requests(self) -> list[IndexEntry]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
 
 
 def change_page(

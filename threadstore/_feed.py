@@ -108,11 +108,21 @@ class Subscription:
     # -- driven by the feed (trio thread, sync) ---------------------------------------------
 
     def offer(self, event: ThreadEvent) -> None:
-        """Take a published event, or fall behind if the buffer is full."""
+        """Take a published event, or fall behind if the buffer is full.
+
+        In a store other processes write too, an event is taken only if it is the very
+        next change after the cursor (then nothing can come between); any other means a
+        read of the store."""
         if self._behind or self._closed or event.change <= self._cursor:
+            return
+        external = self._feed.external
+        if external and event.change != self._cursor + 1:
+            self.poke()
             return
         namespace, thread = self._namespace, event.thread
         if namespace is not None and thread is not None and thread.namespace != namespace:
+            if external:
+                self._cursor = event.change  # the next change, and none of this view's
             return
         if len(self._buffer) >= self._size:
             self._behind = True  # stop pushing: the rest comes from the store
@@ -209,12 +219,8 @@ class Feed:
             return
         self.last = event.change
         self.events_published += 1
-        if self.external:
-            for subscription in self._subscriptions:
-                subscription.poke()
-        else:
-            for subscription in self._subscriptions:
-                subscription.offer(event)
+        for subscription in self._subscriptions:
+            subscription.offer(event)
 
     @asynccontextmanager
     async def subscribe(

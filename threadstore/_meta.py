@@ -426,10 +426,19 @@ class Pending:
             return self
         if not self.last_seq:
             return other
-        if other.first_seq != self.last_seq + 1:
-            raise ValueError(
-                f"pending items are not contiguous: seq {self.first_seq}..{self.last_seq} "
-                f"then {other.first_seq}..{other.last_seq}"
+        if other.first_seq != self.last_seq + 1 or self.first_seq < 0:
+            # A gap (another process appended between, in a shared store) or one before
+            # (a gapped Pending): only the range is kept, and the write folds the log.
+            if other.first_seq <= self.last_seq:
+                raise ValueError(
+                    f"pending items overlap: seq {self.first_seq}..{self.last_seq} "
+                    f"then {other.first_seq}..{other.last_seq}"
+                )
+            return Pending(
+                -1,
+                other.last_seq,
+                self.urgent or other.urgent,
+                self.has_user_message or other.has_user_message,
             )
         rows, start = self._rows, self._start
         if self._end != len(rows):  # a fork: another merge extended this list already

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
+import trio
+
 import workers
 
 from ._config import Lanes, StoreConfig
@@ -108,6 +110,7 @@ async def open_store(
             lanes=config.lanes,
             read_only=read_only,
             faults=faults,
+            close_patience=config.timeouts.shutdown,
         )
     else:
         if faults is not None and not isinstance(faults, Faults):
@@ -128,6 +131,7 @@ def _open_postgres(
     lanes: Lanes,
     read_only: bool,
     faults: PostgresFaults | None,
+    close_patience: float,
 ) -> AbstractAsyncContextManager[Engine]:
     """The PostgreSQL engine, imported only now (psycopg is an optional extra)."""
     try:
@@ -143,6 +147,7 @@ def _open_postgres(
         durability=durability,
         reader_connections=reader_connections,
         feed_poll_interval=feed_poll_interval,
+        close_patience=close_patience,
     )
     return open_postgres_engine(url, config=config, lanes=lanes, read_only=read_only, faults=faults)
 
@@ -180,6 +185,27 @@ async def _running(path: str, engine: Engine, config: StoreConfig) -> AsyncItera
         recovered = await store._driver.recover()
         log.info("store.opened", path=path, threads=len(index), recovered=recovered)
         try:
-            yield store
+            async with _serving(store, engine):
+                yield store
         finally:
             await store._shutdown(timeouts.shutdown)
+
+
+@asynccontextmanager
+async def _serving(store: Store, engine: Engine) -> AsyncIterator[None]:
+    """A shared store's projection requests served for the block (see
+    ``Store._serve_projection_requests``); the body's own error comes out as itself."""
+    if not engine.shared:
+        yield
+        return
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store._serve_projection_requests)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # the body's (the server only ends cancelled)
+            raise group.exceptions[0] from None
+        raise

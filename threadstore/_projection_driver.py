@@ -74,6 +74,15 @@ class ProjectionDriver:
             await trio.lowlevel.checkpoint()
             return
         target = patch.last_seq or state.durable
+        engine = self._engine
+        if engine.shared:  # one process at a time projects a thread: its owner
+            while not await engine.claim(thread_id):
+                done, meta = await engine.wait_projected(thread_id, target)
+                if done:  # projected by the owner (or deleted)
+                    if meta is not None:
+                        state.projected = max(state.projected, meta.seq)
+                        state.meta = None  # (the next projector call here reads the row)
+                    return
         extra = _NO_EXTRA
         archives = state.archives
         if self._projectors:

@@ -60,17 +60,17 @@ class ScopedStore:
 
     async def append(self, thread_id: str, *items: Item) -> Receipt:
         """:meth:`Store.append <threadstore.Store.append>`, confined."""
-        self._store._owned(thread_id, self.namespace)
+        await self._store._owned_met(thread_id, self.namespace)
         return await self._store.append(thread_id, *items)
 
     async def append_and_flush(self, thread_id: str, *items: Item) -> Receipt:
         """:meth:`Store.append_and_flush <threadstore.Store.append_and_flush>`, confined."""
-        self._store._owned(thread_id, self.namespace)
+        await self._store._owned_met(thread_id, self.namespace)
         return await self._store.append_and_flush(thread_id, *items)
 
     async def flush(self, thread_id: str, seq: int | None = None) -> None:
         """:meth:`Store.flush <threadstore.Store.flush>`, confined."""
-        self._store._owned(thread_id, self.namespace)
+        await self._store._owned_met(thread_id, self.namespace)
         await self._store.flush(thread_id, seq)
 
     async def flush_all(self) -> None:
@@ -79,14 +79,14 @@ class ScopedStore:
 
     async def discard(self, thread_id: str) -> None:
         """:meth:`Store.discard <threadstore.Store.discard>`, confined."""
-        self._store._owned(thread_id, self.namespace)
+        await self._store._owned_met(thread_id, self.namespace)
         await self._store.discard(thread_id)
 
     async def update_thread(
         self, thread_id: str, *, title: str = _UNSET, extra: Mapping[str, Any] = _UNSET
     ) -> ThreadMeta:
         """:meth:`Store.update_thread <threadstore.Store.update_thread>`, confined."""
-        self._store._owned(thread_id, self.namespace)
+        await self._store._owned_met(thread_id, self.namespace)
         changes: dict[str, Any] = {}
         if title is not _UNSET:
             changes["title"] = title
@@ -96,22 +96,22 @@ class ScopedStore:
 
     async def archive_thread(self, thread_id: str) -> ThreadMeta:
         """:meth:`Store.archive_thread <threadstore.Store.archive_thread>`, confined."""
-        self._store._owned(thread_id, self.namespace)
+        await self._store._owned_met(thread_id, self.namespace)
         return await self._store.archive_thread(thread_id)
 
     async def unarchive_thread(self, thread_id: str) -> ThreadMeta:
         """:meth:`Store.unarchive_thread <threadstore.Store.unarchive_thread>`, confined."""
-        self._store._owned(thread_id, self.namespace)
+        await self._store._owned_met(thread_id, self.namespace)
         return await self._store.unarchive_thread(thread_id)
 
     async def delete_thread(self, thread_id: str) -> None:
         """:meth:`Store.delete_thread <threadstore.Store.delete_thread>`, confined."""
-        self._store._owned(thread_id, self.namespace)
+        await self._store._owned_met(thread_id, self.namespace)
         await self._store.delete_thread(thread_id)
 
     async def rewind(self, thread_id: str, to_seq: int) -> ThreadMeta:
         """:meth:`Store.rewind <threadstore.Store.rewind>`, confined."""
-        self._store._owned(thread_id, self.namespace)
+        await self._store._owned_met(thread_id, self.namespace)
         return await self._store.rewind(thread_id, to_seq)
 
     async def fork(
@@ -123,7 +123,7 @@ class ScopedStore:
         title: str | None = None,
     ) -> ThreadMeta:
         """:meth:`Store.fork <threadstore.Store.fork>`, confined (the fork stays here)."""
-        self._store._owned(source_id, self.namespace)
+        await self._store._owned_met(source_id, self.namespace)
         return await self._store.fork(source_id, at_seq, thread_id, title)
 
     async def get_thread(self, thread_id: str) -> ThreadMeta:

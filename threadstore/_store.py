@@ -28,6 +28,7 @@ from ._engine import (
     DeleteThread,
     Engine,
     ForkThread,
+    IndexEntry,
     PageQuery,
     RewindThread,
     SetArchived,
@@ -42,6 +43,7 @@ from ._errors import (
     ThreadDiscardedError,
     ThreadExistsError,
     ThreadNotFoundError,
+    ThreadStoreError,
     WriteFailedError,
     shorten,
 )
@@ -65,7 +67,7 @@ from ._scoped import ScopedStore
 from ._thread_state import ThreadState
 from ._values import UNSET, StoreStatistics, ThreadPage
 
-__all__ = ["Receipt", "Store"]
+__all__ = ["Receipt", "Store", "ThreadNotMetError"]
 
 log = workers.get_logger(__name__)
 
@@ -88,9 +90,24 @@ class Receipt:
     """
 
     thread_id: str
-    seq: int
+    _seq: int = attrs.field(alias="seq")
     _store: Store = attrs.field(alias="store", repr=False)
     _job: Completion[Any] = attrs.field(alias="job", repr=False)
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last item. On a store other processes write too (PostgreSQL)
+        the database gives seqs as it commits: known once :meth:`durable` returned
+        (``append`` returns then); before, this raises :class:`ThreadStoreError`."""
+        if self._seq:
+            return self._seq
+        job = self._job
+        if job.done and job.error is None and job.result:
+            return int(job.result)
+        raise ThreadStoreError(
+            f"the seq of this append to thread {self.thread_id!r} is given at its commit: "
+            "await receipt.durable() first"
+        )
 
     async def durable(self) -> None:
         """Block until the items are in the log; raise AppendFailedError if they never are."""
@@ -141,8 +158,20 @@ class _Append:
         #: update_thread: waits for visibility, never held in a coalescing window.
         self.explicit = explicit
 
-    def __call__(self, job: Completion[None]) -> None:
+    def __call__(self, job: Completion[Any]) -> None:
         self.store._appended(self, job)
+
+
+class ThreadNotMetError(ThreadNotFoundError):
+    """A sync call (``append_nowait``) named a thread this process has not met, in a
+    store other processes write too: it may exist; an async call looks it up."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(thread_id)
+        self.args = (
+            f"no thread with id {shorten(thread_id)} known to this process yet (another "
+            "process may have made it: an async call such as append() looks it up)",
+        )
 
 
 @attrs.define
@@ -174,6 +203,9 @@ class Store(Maintenance):
         self._max_item_bytes = config.limits.max_item_bytes
         self._max_pending_bytes = config.limits.max_pending_bytes
         self._threads: dict[str, ThreadState] = {}
+        #: Other processes write this store too: the engine allocates seqs, and threads
+        #: are looked up as they are met (:meth:`_meet`).
+        self._shared = engine.shared
         self._pool: workers.ActorPool[str, Pending] | None = None
         self._times = Timestamps()
         self._closing = False
@@ -197,8 +229,52 @@ class Store(Maintenance):
     def _live(self, thread_id: object) -> ThreadState:
         state = self._threads.get(thread_id) if isinstance(thread_id, str) else None
         if state is None or state.deleted:
-            raise ThreadNotFoundError(validate_thread_id(thread_id))
+            tid = validate_thread_id(thread_id)
+            if self._shared and state is None:
+                raise ThreadNotMetError(tid)
+            raise ThreadNotFoundError(tid)
         return state
+
+    async def _meet(self, thread_id: object) -> None:
+        """In a shared store, look up a thread this process has not met (another process
+        made it); raise ThreadNotFoundError if there is no such thread. (No checkpoint of
+        its own on the usual path: an append's hot path checkpoints once, later.)"""
+        if not self._shared or not isinstance(thread_id, str) or thread_id in self._threads:
+            return  # noqa: ASYNC910 - the callers checkpoint
+        tid = validate_thread_id(thread_id)
+        entry = await self._engine.lookup_thread(tid)
+        if entry is None:
+            raise ThreadNotFoundError(tid)
+        self._met(entry)
+
+    def _met(self, entry: IndexEntry) -> ThreadState:
+        """The state of a thread the engine told of: made, or brought up to date (its
+        watermarks are this process's knowledge: lower bounds, raised here)."""
+        tid, last_seq, seq, has_user, namespace = entry
+        state = self._threads.get(tid)
+        if state is None:
+            state = ThreadState(tid, last_seq, seq, bool(has_user), namespace)
+            self._threads[tid] = state
+        else:
+            state.assigned = max(state.assigned, last_seq)
+            state.durable = max(state.durable, last_seq)
+            state.projected = max(state.projected, seq)
+        return state
+
+    async def _refresh(self, state: ThreadState) -> None:  # noqa: ASYNC910 - callers checkpoint
+        """In a shared store, learn how far the thread's log goes now (another process
+        may have appended)."""
+        if self._shared:
+            entry = await self._engine.lookup_thread(state.id)
+            if entry is not None:
+                self._met(entry)
+
+    def _project_through(self, state: ThreadState, seq: int) -> None:
+        """In a shared store, have the thread projected through ``seq`` (items another
+        process appended, which no local append announced)."""
+        pool = self._pool
+        if pool is not None and not self._closing and seq > pool.generation(state.id):
+            pool.submit(state.id, Pending.empty(), urgent=True, generation=seq)
 
     @property
     def _actors(self) -> workers.ActorPool[str, Pending]:
@@ -301,11 +377,12 @@ class Store(Maintenance):
         *,
         urgent: bool = False,
         rewind_to: int | None = None,
-    ) -> tuple[Completion[None], int]:
+    ) -> tuple[Completion[Any], int]:
         engine = self._writable()
         if state.deleted:
             raise ThreadNotFoundError(state.id)
-        first = state.assigned + 1
+        # (In a shared store the engine gives the seqs: these are placeholders.)
+        first = 1 if self._shared else state.assigned + 1
         next_us = self._times.next_us
         if len(items) == 1:
             rows = [(first, next_us(), items[0].kind, encoded[0])]
@@ -323,29 +400,44 @@ class Store(Maintenance):
             job = engine.append(op, done)
         else:
             job = engine.rewind(RewindThread(append=op, to_seq=rewind_to), done)
-        state.assigned = last
         state.last_job = job
         self._n.appends += 1
         self._n.items_appended += len(rows)
+        if self._shared:
+            return job, 0  # known at the commit (the job's result)
+        state.assigned = last
         return job, last
 
-    def _appended(self, append: _Append, job: Completion[None]) -> None:
+    def _appended(self, append: _Append, job: Completion[Any]) -> None:
         """On the trio thread, in commit order: advance watermarks and queue the projection."""
         state = append.state
         if state.last_job is job:
             state.last_job = None  # done: do not keep its items alive
         rows = append.op.rows
         if job.error is not None:
+            if self._shared:
+                if isinstance(job.error, ThreadNotFoundError):  # deleted by another process
+                    state.deleted = True
+                    if self._threads.get(state.id) is state:
+                        del self._threads[state.id]
+                job.error = _append_failed(state.id, state.durable + 1, job.error)
+                return
             if append.epoch == state.epoch:
                 # Seqs after the failed ones are refused by the engine (no gaps): rewind.
                 state.epoch += 1
                 state.assigned = state.durable
             job.error = _append_failed(state.id, rows[0][0], job.error)
             return
+        if self._shared:  # the seqs the database gave
+            last = int(job.result or 0)
+            rows = [(last - len(rows) + 1 + i, *row[1:]) for i, row in enumerate(rows)]
+            state.assigned = max(state.assigned, last)
         pending = Pending.of(rows, append.items)
-        state.durable = pending.last_seq
+        state.durable = max(state.durable, pending.last_seq)
         if state.deleted or self._pool is None:
             return
+        if self._shared and pending.last_seq <= self._pool.generation(state.id):
+            return  # already covered: projected through the log's end, which holds these
         # Explicit mutations (update_thread) wait for visibility: never hold them in the window.
         urgent = (
             append.explicit or pending.urgent or (pending.has_user_message and not state.has_user)
@@ -389,13 +481,14 @@ class Store(Maintenance):
     async def _append(
         self, thread_id: str, items: tuple[Item, ...], *, urgent: bool = False
     ) -> Receipt:
+        await self._meet(thread_id)
         state, encoded = self._encode(thread_id, items)
         engine = self._engine
         if engine.queued_bytes >= self._max_pending_bytes:
             await engine.wait_for_room(self._max_pending_bytes)
         job, seq = self._enqueue(state, items, encoded, urgent=urgent)
-        await job.wait()
-        return Receipt(thread_id=state.id, seq=seq, store=self, job=job)
+        last = await job.wait()
+        return Receipt(thread_id=state.id, seq=seq or last, store=self, job=job)
 
     async def append_and_flush(self, thread_id: str, *items: Item) -> Receipt:
         """Append ``items`` and return once they are durable *and* the metadata shows them."""
@@ -416,7 +509,10 @@ class Store(Maintenance):
         Cancelling a waiting flush affects nothing else.
         """
         self._writable()
+        await self._meet(thread_id)
         state = self._live(thread_id)
+        if self._shared and seq is not None and is_int(seq) and seq > state.assigned:
+            await self._refresh(state)  # a seq another process gave
         target = state.assigned if seq is None else _seq(seq, state.assigned)
         if state.projected >= target:
             await trio.lowlevel.checkpoint()
@@ -427,6 +523,8 @@ class Store(Maintenance):
                     await state.last_job.wait()
             if state.durable < target:
                 raise AppendFailedError(state.id, target, "the items were not stored")
+        if self._shared:
+            self._project_through(state, target)
         self._driver.barriers += 1
         self._engine.expedite()  # a write of this thread may be waiting in the deferred lane
         try:
@@ -475,6 +573,7 @@ class Store(Maintenance):
         Idempotent; takes effect even if the caller is cancelled.
         """
         self._writable()
+        await self._meet(thread_id)
         state = self._live(thread_id)
         await self._actors.discard(state.id)
 
@@ -514,6 +613,7 @@ class Store(Maintenance):
 
     async def _set_archived(self, thread_id: str, *, archived: bool) -> ThreadMeta:
         engine = self._writable()
+        await self._meet(thread_id)
         state = self._live(thread_id)
         state.archives += 1
         state.meta = None  # archived_at changes: the next projector call reads the row
@@ -536,6 +636,7 @@ class Store(Maintenance):
         metadata work is redone (barriers wait for it; none raises ThreadDiscardedError).
         """
         engine = self._writable()
+        await self._meet(thread_id)
         state = self._live(thread_id)
         state.deleted = True
         with trio.CancelScope(shield=True):
@@ -573,7 +674,10 @@ class Store(Maintenance):
         (nothing written). If the caller is cancelled the rewind still commits.
         """
         engine = self._writable()
+        await self._meet(thread_id)
         state = self._live(thread_id)
+        if self._shared and is_int(to_seq) and to_seq > state.assigned:
+            await self._refresh(state)  # a seq another process gave
         to = _bounded("to_seq", to_seq, state.assigned)
         item = Item(kind=REWIND_KIND, data={"to_seq": to})
         encoded = [encode_item(item, max_item_bytes=self._max_item_bytes)]
@@ -581,8 +685,8 @@ class Store(Maintenance):
             await engine.wait_for_room(self._max_pending_bytes)
             to = _bounded("to_seq", to, state.assigned)  # a failed append may have rewound it
         job, seq = self._enqueue(state, (item,), encoded, urgent=True, rewind_to=to)
-        await job.wait()
-        await self.flush(state.id, seq)
+        last = await job.wait()
+        await self.flush(state.id, seq or last)
         return await self.get_thread(state.id)
 
     async def fork(
@@ -605,7 +709,9 @@ class Store(Maintenance):
         If the caller is cancelled the fork still commits.
         """
         engine = self._writable()
+        await self._meet(source_id)
         state = self._live(source_id)
+        await self._refresh(state)  # (shared: the source's log as it is at the call)
         through = state.assigned
         at = through if at_seq is None else _bounded("at_seq", at_seq, through)
         tid = new_thread_id() if thread_id is None else validate_thread_id(thread_id)
@@ -685,10 +791,15 @@ class Store(Maintenance):
             raise ThreadNotFoundError(state.id)
         return state
 
+    async def _owned_met(self, thread_id: object, namespace: str) -> ThreadState:
+        """``_owned`` for async calls: a thread another process made is looked up first."""
+        await self._meet(thread_id)
+        return self._owned(thread_id, namespace)
+
     async def _check_owned(self, thread_id: object, namespace: str) -> None:
         """``_owned`` for reads, which also serve read-only stores (no threads in memory)."""
         if not self.read_only:
-            self._owned(thread_id, namespace)
+            await self._owned_met(thread_id, namespace)
             await trio.lowlevel.checkpoint()
             return
         meta = await self.get_thread(validate_thread_id(thread_id))
@@ -741,8 +852,13 @@ class Store(Maintenance):
     # -- reads --------------------------------------------------------------------------
 
     async def get_thread(self, thread_id: str) -> ThreadMeta:
-        """The thread's visible metadata (what lists show). Raises ThreadNotFoundError."""
+        """The thread's visible metadata (what lists show). Raises ThreadNotFoundError.
+
+        In a store other processes write too, it also makes the thread known to this
+        process (``append_nowait`` takes it from then on)."""
         tid = validate_thread_id(thread_id)
+        if not self.read_only:
+            await self._meet(tid)
         meta = await self._engine.get_thread(tid)
         if meta is None:
             raise ThreadNotFoundError(tid)
@@ -838,10 +954,22 @@ class Store(Maintenance):
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    async def _serve_projection_requests(self) -> None:
+        """Shared stores, for the store's life: project the threads the engine hands over
+        (asked by another process, or taken over from a dead one)."""
+        while True:
+            for entry in await self._engine.projection_requests():
+                state = self._met(entry)
+                if not state.deleted:
+                    self._project_through(state, state.durable)
+
     async def _shutdown(self, grace: float) -> workers.ShutdownReport:
         with trio.CancelScope(shield=True):
             self._closing = self._driver.closing = True
-            await self._engine.drain()  # everything accepted is committed
+            # Everything accepted is committed; a write blocked longer (on a row another
+            # process's transaction holds) is cancelled by the engine's close.
+            with trio.move_on_after(grace):
+                await self._engine.drain()
             report = await self._actors.shutdown(grace)
             self._feed.close()  # subscriptions end after the last projection's event
             log.info(

@@ -482,6 +482,12 @@ class ActorPool(Generic[K, W]):
         """True once shutdown has begun."""
         return self._closing
 
+    def generation(self, key: K) -> int:
+        """The key's last generation: submitted (and not retired), or its applied floor.
+        Sync. (A caller with its own ordering submits only generations beyond it.)"""
+        slot = self._slots.get(key)
+        return slot.generation if slot is not None else self._floor(key)
+
     def lag(self, key: K) -> int:
         """Generations submitted for ``key`` but not applied (0 for a key with no state)."""
         slot = self._slots.get(key)

@@ -33,7 +33,6 @@ from threadstore import (
     Store,
     StoredItem,
     StoreFormatError,
-    StoreLockedError,
     StoreUnavailableError,
     ThreadMeta,
     open_store,
@@ -119,18 +118,21 @@ async def test_connections_creating_the_schema_at_once_create_it_once(postgres_u
         await store.create_thread(goal="works")
 
 
-async def test_a_second_writer_is_refused_naming_the_holder(postgres_url: str) -> None:
-    async with open_store(postgres_url) as store:
-        tid = (await store.create_thread(goal="first writer")).id
-        with pytest.raises(StoreLockedError, match="is locked for writing by threadstore ") as info:
-            async with open_store(postgres_url):
-                pytest.fail("opened a second writer")
-        assert f":{os.getpid()} (server backend pid " in str(info.value)
+async def test_two_writers_append_to_one_thread_with_dense_seqs(postgres_url: str) -> None:
+    async with open_store(postgres_url) as one, open_store(postgres_url) as two:
+        tid = (await one.create_thread(goal="shared")).id
+        receipts = []
+        for i in range(5):
+            receipts.append(await one.append(tid, Item.user_message(f"one {i}")))
+            receipts.append(await two.append(tid, Item.assistant_message(f"two {i}")))
+        assert [r.seq for r in receipts] == list(range(2, 12))
+        await two.flush(tid)
+        meta = await one.get_thread(tid)
+        assert (meta.seq, meta.item_count, meta.last_message) == (11, 11, "two 4")
         async with open_store(postgres_url, read_only=True) as reader:
-            assert (await reader.get_thread(tid)).goal == "first writer"
-        await store.append(tid, Item.user_message("still the writer"))
-    async with open_store(postgres_url) as store:  # released on close
-        assert [i.seq for i in await store.read_items(tid)] == [1, 2]
+            assert (await reader.get_thread(tid)).goal == "shared"
+    async with open_store(postgres_url) as store:
+        assert [i.seq for i in await store.read_items(tid)] == list(range(1, 12))
 
 
 @pytest.mark.parametrize(
@@ -663,3 +665,26 @@ async def test_a_read_only_store_follows_the_writers_change_feed(postgres_url: s
                         break
     assert seen == {meta.id: "updated", gone.id: "deleted"}
     assert meta.change == gone.change + 1
+
+
+async def test_closing_cancels_a_statement_blocked_by_another_session(postgres_url: str) -> None:
+    """Another session holds a thread's row: the append's transaction waits for it. Closing
+    the store waits ``shutdown_timeout``, then cancels the blocked statement: the append
+    fails whole and the store closes."""
+    async with open_store(postgres_url) as store:
+        tid = (await store.create_thread(goal="g")).id
+    blocker = await trio.to_thread.run_sync(partial(psycopg.connect, postgres_url))
+    try:
+        await trio.to_thread.run_sync(
+            blocker.execute, "SELECT 1 FROM threadstore_threads WHERE id = %s FOR UPDATE", (tid,)
+        )
+        with trio.fail_after(30):
+            async with open_store(postgres_url, shutdown_timeout=0.2) as store:
+                await store.get_thread(tid)  # (reads never wait for row locks)
+                receipt = store.append_nowait(tid, Item.user_message("blocked"))
+        with pytest.raises(AppendFailedError, match="canceling statement"):
+            await receipt.durable()
+    finally:
+        await trio.to_thread.run_sync(blocker.close)
+    async with open_store(postgres_url) as store:
+        assert [i.kind for i in await store.read_items(tid)] == ["goal"]

@@ -31,6 +31,7 @@ from .._engine import (
     ImportThread,
     IndexEntry,
     LogRow,
+    OwnsEveryThread,
     PageQuery,
     ProjectionWrite,
     RebuildThread,
@@ -126,7 +127,7 @@ class _StoredThread:
         return self.log[-1][0] if self.log else 0
 
 
-class MemoryEngine(ChangePublisher):
+class MemoryEngine(ChangePublisher, OwnsEveryThread):
     """The in-memory engine of one open store (see :func:`open_memory_engine`)."""
 
     def __init__(self, lanes: Lanes) -> None:

@@ -34,8 +34,24 @@ class PostgresConfig:
     #: Metadata rows the writer keeps decoded, and listed rows the readers keep decoded.
     row_cache_size: int = 1024
     listed_cache_size: int = 1024
-    #: A read-only store's subscribers look for the writer's commits this often (seconds).
+    #: Change-feed subscribers are woken by NOTIFY; they also look for changes this often
+    #: (seconds), in case a notification was lost.
     feed_poll_interval: float = 0.05
+    #: Seconds a process waits for the owner of a thread to project it (asked by NOTIFY)
+    #: before it tries to take the thread over (the owner may have died).
+    owner_patience: float = 0.5
+    #: How often (seconds) a process looks for lagging threads nobody owns (their owner
+    #: died) and takes them over, at most ``takeover_batch`` at a time.
+    takeover_interval: float = 1.0
+    takeover_batch: int = 100
+    #: A process lets go of a thread it has not projected for ``ownership_idle`` seconds,
+    #: and of the least recently projected beyond ``ownership_bound`` threads (each owned
+    #: thread holds one of the server's lock table entries: max_locks_per_transaction).
+    ownership_idle: float = 10.0
+    ownership_bound: int = 1000
+    #: Seconds closing waits for the writer's last transaction before it cancels the
+    #: statement it is blocked in (e.g. on a row another process's transaction holds).
+    close_patience: float = 5.0
 
     def __attrs_post_init__(self) -> None:
         if self.durability not in SYNCHRONOUS_COMMIT:

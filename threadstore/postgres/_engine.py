@@ -6,10 +6,13 @@ a reader thread, :mod:`._readers`); this module holds both, and
 :func:`open_postgres_engine`, which connects, creates or checks the schema, loads the thread
 index and starts the writer and the readers.
 
-Phase 1 of the engine: one process writes a store at a time, as with SQLite (the store
-allocates seqs in memory), enforced by a session advisory lock on the write connection
-(:class:`~threadstore.StoreLockedError` names the holder); read-only stores may read it
-alongside, from any process. See ``docs/postgres.md``.
+Several processes, on any hosts, open one database for writing at once (see
+``docs/postgres.md``): seqs are allocated in the database inside each group commit, change
+numbers come from a clock row stamped last in each transaction (:mod:`._transaction`), one
+process at a time projects a given thread (:mod:`._ownership`), and notifications from the
+others arrive through a listener (:mod:`._listener`). Every store on this engine is
+:attr:`~threadstore._engine.Engine.shared`: the store looks threads up as it meets them and
+its feed reads the change index (woken by NOTIFY) rather than hearing its own commits.
 
 The metadata row codec is the SQLite engine's (:mod:`threadstore.sqlite._rows`: the same
 columns, integer microseconds, JSON text), as are its two decoded-row caches.
@@ -63,12 +66,15 @@ from .._errors import (
 from .._feed import EventType
 from .._items import StoredItem
 from .._meta import Patch, Projection, ThreadMeta, fold_log_rows
-from ..sqlite._engine import ChangeCounter, ListedMetas, RowCache
+from ..sqlite._engine import ListedMetas
 from ..sqlite._rows import meta_from_values, projection_from_row, projection_to_row
 from . import _sql as sql
 from ._config import DEFAULTS, PostgresConfig
 from ._faults import PostgresFaults
+from ._listener import Listener
+from ._ownership import Ownership
 from ._readers import ReaderPool
+from ._transaction import Transaction
 from ._url import redact
 from ._writer import Job, LogAppend, Writer
 
@@ -81,8 +87,8 @@ log = workers.get_logger(__name__)
 class PostgresEngine(ChangePublisher):
     """The PostgreSQL engine of one open store (see :func:`open_postgres_engine`).
 
-    Every method runs on the trio thread and only queues work for the writer or reader
-    threads: no driver call is made on the trio thread.
+    Every method runs on the trio thread and only queues work for the writer, reader,
+    ownership or listener threads: no driver call is made on the trio thread.
     """
 
     def __init__(
@@ -92,21 +98,25 @@ class PostgresEngine(ChangePublisher):
         readers: ReaderPool,
         secret: bytes,
         writer: Writer | None = None,
-        row_cache: RowCache | None = None,
-        counter: ChangeCounter | None = None,
-        index: Sequence[IndexEntry] = (),
+        ownership: Ownership | None = None,
+        orphans: Sequence[IndexEntry] = (),
         config: PostgresConfig = DEFAULTS,
     ) -> None:
         self._target = target
         self.readers = readers
         #: The write side (None when read-only).
         self.writer = writer
+        self.ownership = ownership
         self._secret = secret
         self.config = config
-        self._row_cache = row_cache or RowCache(config.row_cache_size)
         self._listed = ListedMetas(config.listed_cache_size)
-        self._index = index
-        self._counter = counter or ChangeCounter()
+        #: Lagging threads nobody owned at open, owned now: recovered before the store opens.
+        self._orphans = list(orphans)
+        #: Set (and replaced) on each change another process (or this one) committed.
+        self._change_seen = trio.Event()
+        #: Threads other processes asked this one to project, and its wake-up.
+        self._requests: set[str] = set()
+        self._requested = trio.Event()
 
     @property
     def target(self) -> str:
@@ -116,6 +126,10 @@ class PostgresEngine(ChangePublisher):
     @property
     def writable(self) -> bool:
         return self.writer is not None
+
+    @property
+    def shared(self) -> bool:
+        return True
 
     @property
     def cursor_secret(self) -> bytes:
@@ -128,19 +142,45 @@ class PostgresEngine(ChangePublisher):
 
     @property
     def external_changes(self) -> bool:
-        # Phase 1: one writer per database, which numbers every change itself; a
-        # read-only store follows it by polling the change index.
-        return self.writer is None
+        # Other processes commit too: subscribers take this process's own commits live
+        # only when nothing can come between (see Subscription.offer), else read the index.
+        return True
 
     def _writer(self) -> Writer:
         assert self.writer is not None
         return self.writer
 
+    def _txn(self) -> Transaction:
+        return self._writer().transaction
+
+    # -- notifications (listener thread -> trio thread) --------------------------------------
+
+    def notified(self, channel: str, payload: str) -> None:
+        """A notification from another process (or this one's own commit)."""
+        if channel == "threadstore_changes":
+            self._wake_changes()
+        elif (
+            channel == "threadstore_project"
+            and self.ownership is not None
+            and self.ownership.owns(payload)
+        ):
+            self._requests.add(payload)
+            self._requested.set()
+
+    def reconnected(self) -> None:
+        """The listener connected again: notifications may have been missed."""
+        self._wake_changes()
+        self._requested.set()
+
+    def _wake_changes(self) -> None:
+        self._change_seen.set()
+        self._change_seen = trio.Event()
+
     # -- writes ---------------------------------------------------------------------------
 
     def append(
-        self, op: AppendItems, on_done: Callable[[Completion[None]], None]
-    ) -> Completion[None]:
+        self, op: AppendItems, on_done: Callable[[Completion[Any]], None]
+    ) -> Completion[Any]:
         job = LogAppend(op.thread_id, op.rows, on_done=on_done, size=op.size)
         self._writer().submit_now(job)
         return job
@@ -149,7 +189,7 @@ class PostgresEngine(ChangePublisher):
         self, op: CreateThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
         job: Job[ThreadMeta] = Job(
-            partial(_create_job, self._counter, op),
+            partial(_create_job, self._txn(), op),
             on_done=self._publishing("created", on_done),
             size=op.size,
             log=bool(op.rows),
@@ -159,14 +199,15 @@ class PostgresEngine(ChangePublisher):
         return job
 
     def rewind(
-        self, op: RewindThread, on_done: Callable[[Completion[None]], None]
-    ) -> Completion[None]:
-        job: Job[None] = Job(
+        self, op: RewindThread, on_done: Callable[[Completion[Any]], None]
+    ) -> Completion[Any]:
+        job: Job[int | None] = Job(
             partial(_rewind_job, op),
             on_done=on_done,
             size=op.append.size,
             log=True,
             target="log",
+            lock=op.append.thread_id,
         )
         self._writer().submit_now(job)
         return job
@@ -175,7 +216,7 @@ class PostgresEngine(ChangePublisher):
         self, op: ForkThread, on_done: Callable[[Completion[ThreadMeta]], None]
     ) -> Completion[ThreadMeta]:
         job: Job[ThreadMeta] = Job(
-            partial(_fork_job, self._counter, op),
+            partial(_fork_job, self._txn(), op),
             on_done=self._publishing("created", on_done),
             log=True,
             target="log",
@@ -192,8 +233,9 @@ class PostgresEngine(ChangePublisher):
             on_done(job)
 
         job: Job[ThreadMeta | None] = Job(
-            partial(_delete_job, self._row_cache, self._counter, op),
+            partial(_delete_job, self._txn(), op),
             on_done=self._publishing("deleted", failed),
+            lock=op.thread_id,
         )
         self._writer().submit(job)
         return job
@@ -201,8 +243,9 @@ class PostgresEngine(ChangePublisher):
     async def set_archived(self, op: SetArchived) -> ThreadMeta | None:
         type: EventType = "unarchived" if op.archived_at_us is None else "archived"
         job: Job[ThreadMeta | None] = Job(
-            partial(_archive_job, self._row_cache, self._counter, op),
+            partial(_archive_job, self._txn(), op),
             on_done=self._publishing(type),
+            lock=op.thread_id,
         )
         self._writer().submit(job)
         try:
@@ -213,9 +256,10 @@ class PostgresEngine(ChangePublisher):
     async def project(self, op: ProjectionWrite) -> ThreadMeta | None:
         lane = op.lane
         job: Job[tuple[ThreadMeta, bool] | None] = Job(
-            partial(_project_job, self._row_cache, self._counter, op),
+            partial(_project_job, self._txn(), op),
             on_done=self._publishing("updated"),
             target="projection",
+            lock=op.thread_id,
         )
         self._writer().submit(job, defer=lane == "deferred", soon=lane == "soon")
         result = await job.wait()
@@ -231,13 +275,63 @@ class PostgresEngine(ChangePublisher):
         await self._writer().drain()
 
     def thread_index(self) -> Sequence[IndexEntry]:
-        return self._index
+        # Threads are looked up as the store meets them (lookup_thread): the ones known at
+        # open are the orphans this process took over, which it recovers now.
+        return list(self._orphans)
 
     async def lagging_threads(self) -> list[tuple[str, int, int]]:
-        return await self.readers.run(sql.lagging_threads)
+        orphans, self._orphans = self._orphans, []
+        await trio.lowlevel.checkpoint()
+        return [(tid, seq, last_seq) for tid, last_seq, seq, _user, _ns in orphans]
+
+    # -- several processes ----------------------------------------------------------------
+
+    async def lookup_thread(self, thread_id: str) -> IndexEntry | None:
+        return await self.readers.run(partial(sql.thread_head, thread_id=thread_id))
+
+    async def claim(self, thread_id: str) -> bool:
+        assert self.ownership is not None
+        return await self.ownership.claim(thread_id)
+
+    async def wait_projected(self, thread_id: str, target: int) -> tuple[bool, ThreadMeta | None]:
+        assert self.ownership is not None
+        await self.ownership.ask(thread_id)
+        deadline = trio.current_time() + self.config.owner_patience
+        while True:
+            changed = self._change_seen
+            meta = await self.get_thread(thread_id)
+            if meta is None or meta.seq >= target:
+                return True, meta
+            if trio.current_time() >= deadline:
+                return False, None
+            with trio.move_on_at(deadline):
+                await changed.wait()
+
+    async def projection_requests(self) -> list[IndexEntry]:
+        ownership = self.ownership
+        assert ownership is not None
+        config = self.config
+        while True:
+            if self._requests:
+                ids, self._requests = sorted(self._requests), set()
+                heads = await self.readers.run(partial(_thread_heads, ids))
+                if heads:
+                    return heads
+                continue
+            requested = self._requested
+            with trio.move_on_after(config.takeover_interval):
+                await requested.wait()
+            if requested.is_set():
+                self._requested = trio.Event()
+                if self._requests:
+                    continue
+            await ownership.release_idle()
+            orphans = await ownership.take_orphans(config.takeover_batch)
+            if orphans:
+                log.info("postgres.took_over", threads=len(orphans))
+                return orphans
 
     # -- reads ----------------------------------------------------------------------------
-
     async def get_thread(self, thread_id: str) -> ThreadMeta | None:
         return await self.readers.run(partial(_get_meta, thread_id))
 
@@ -263,12 +357,14 @@ class PostgresEngine(ChangePublisher):
         return await self.readers.run(partial(_changes, after, limit, namespace))
 
     async def wait_for_changes(self, after: int) -> None:
-        if self.writer is not None:
-            await trio.sleep_forever()  # the one writer: every change is committed here
-        # A poll of the index (LISTEN/NOTIFY joins with several writers per database).
-        interval = self.config.feed_poll_interval
-        while await self.readers.run(sql.last_change) <= after:  # noqa: ASYNC110
-            await trio.sleep(interval)
+        # Woken by the NOTIFY every change-making commit sends (this process's too), with
+        # a slow poll in case a notification was lost.
+        while True:
+            changed = self._change_seen
+            if await self.readers.run(sql.last_change) > after:
+                return
+            with trio.move_on_after(self.config.feed_poll_interval):
+                await changed.wait()
 
     # -- errors and statistics ------------------------------------------------------------
 
@@ -306,15 +402,16 @@ class PostgresEngine(ChangePublisher):
 
     async def rebuild_thread(self, op: RebuildThread) -> ThreadMeta | None:
         job: Job[ThreadMeta | None] = Job(
-            partial(_rebuild_job, self._row_cache, self._counter, op),
+            partial(_rebuild_job, self._txn(), op),
             on_done=self._publishing("updated"),
+            lock=op.thread_id,
         )
         self._writer().submit(job)
         return await job.wait()
 
     async def import_thread(self, op: ImportThread) -> ThreadMeta:
         job: Job[ThreadMeta] = Job(
-            partial(_import_job, self._counter, op),
+            partial(_import_job, self._txn(), op),
             on_done=self._publishing("created"),
             log=True,
             target="log",
@@ -338,22 +435,35 @@ def _write_failed(thread_id: str, operation: str, error: BaseException) -> Write
 
 
 # -- writer jobs (sync; writer thread only) ---------------------------------------------
+#
+# Each runs inside the writer's group transaction, whose rows of the threads the jobs
+# write are locked and read at its start (``txn.row``); a change of listed state is
+# marked (``txn.mark``: a provisional change number, stamped at the transaction's end).
 
 
-def _rewind_job(op: RewindThread, conn: Connection) -> None:
+def _rewind_job(op: RewindThread, conn: Connection) -> int:
     thread_id, rows, _size = op.append
-    sql.append_items(conn, thread_id, rows, expected_last=rows[0][0] - 1)
-    sql.hide_items(conn, thread_id, op.to_seq, rows[0][0])
+    try:
+        row = sql.allocate(conn, [(thread_id, rows)]).fetchone()
+    except psycopg.Error as exc:
+        if sql.is_missing(exc):
+            raise ThreadNotFoundError(thread_id) from None
+        raise
+    assert row is not None
+    last = int(row[1])
+    sql.hide_items(conn, thread_id, op.to_seq, last)
+    return last
 
 
-def _fork_job(counter: ChangeCounter, op: ForkThread, conn: Connection) -> ThreadMeta:
+def _fork_job(txn: Transaction, op: ForkThread, conn: Connection) -> ThreadMeta:
     """Copy the source's context as it stood at ``op.through`` (the pure rule over its log)."""
     if sql.thread_last_seq(conn, op.source_id) is None:
         raise ThreadNotFoundError(op.source_id)
     log_rows = sql.read_items(conn, op.source_id, 0, op.through)
     rows = fork_rows(op, log_rows)
     projection = Projection.new(op.thread_id, op.created_us, op.namespace)
-    projection = projection.apply(fold_log_rows(rows)).with_change(counter.next())
+    projection = projection.apply(fold_log_rows(rows))
+    projection = projection.with_change(txn.mark(op.thread_id))
     if not sql.insert_thread(conn, projection_to_row(projection)):
         raise ThreadExistsError(op.thread_id)
     sql.append_items(conn, op.thread_id, rows, expected_last=0)
@@ -361,7 +471,7 @@ def _fork_job(counter: ChangeCounter, op: ForkThread, conn: Connection) -> Threa
     return projection.meta
 
 
-def _create_job(counter: ChangeCounter, op: CreateThread, conn: Connection) -> ThreadMeta:
+def _create_job(txn: Transaction, op: CreateThread, conn: Connection) -> ThreadMeta:
     projection = Projection.new(op.thread_id, op.created_us, op.namespace)
     if op.items:
         projection = projection.apply(
@@ -372,7 +482,7 @@ def _create_job(counter: ChangeCounter, op: CreateThread, conn: Connection) -> T
                 ]
             )
         )
-    projection = projection.with_change(counter.next())
+    projection = projection.with_change(txn.mark(op.thread_id))
     if not sql.insert_thread(conn, projection_to_row(projection)):
         raise ThreadExistsError(op.thread_id)
     sql.append_items(conn, op.thread_id, op.rows, expected_last=0)
@@ -380,20 +490,17 @@ def _create_job(counter: ChangeCounter, op: CreateThread, conn: Connection) -> T
 
 
 def _project_job(
-    cache: RowCache, counter: ChangeCounter, op: ProjectionWrite, conn: Connection
+    txn: Transaction, op: ProjectionWrite, conn: Connection
 ) -> tuple[ThreadMeta, bool] | None:
-    """Fold the pending items (or, if they do not follow the row, the log itself) into the
-    row; the metadata and whether the row changed (then it has a new change number)."""
+    """Fold the pending items (or, if they do not follow the row: items another process
+    appended came between, the log itself) into the row, through ``op.target`` (what the
+    custom projectors saw: items after it are projected by a later write). The metadata
+    and whether the row changed."""
     thread_id = op.thread_id
-    cached = cache.get(thread_id)
-    if cached is not None:
-        # The writer's copy: the row exists (a delete, by this writer, drops it first).
-        row, projection = cached
-    else:
-        read = sql.read_projection_row(conn, thread_id)
-        if read is None:
-            return None  # deleted meanwhile
-        row, projection = read, projection_from_row(read)
+    row = txn.row(conn, thread_id)
+    if row is None:
+        return None  # deleted meanwhile
+    projection = projection_from_row(row)
     folded = fold_for_write(
         projection, op, lambda after, limit: sql.read_items(conn, thread_id, after, limit)
     )
@@ -402,44 +509,37 @@ def _project_job(
     new_row = projection_to_row(folded)
     changed = bool(sql.changed_columns(row, new_row))
     if changed:
-        folded = folded.with_change(counter.next())
+        folded = folded.with_change(txn.mark(thread_id))
         new_row["change"] = folded.meta.change
-    if not sql.update_projection(conn, row, new_row, exists=cached is not None):
-        cache.drop(thread_id)
-        return None  # deleted meanwhile
-    cache.put(thread_id, new_row, folded)
+    sql.update_projection(conn, row, new_row, exists=True)
+    new_row["last_seq"] = row["last_seq"]
+    txn.put(thread_id, new_row)
     return folded.meta, changed
 
 
-def _archive_job(
-    cache: RowCache, counter: ChangeCounter, op: SetArchived, conn: Connection
-) -> ThreadMeta | None:
-    cache.drop(op.thread_id)
-    row = sql.set_archived(conn, op.thread_id, op.archived_at_us, counter.next())
+def _archive_job(txn: Transaction, op: SetArchived, conn: Connection) -> ThreadMeta | None:
+    txn.forget(op.thread_id)
+    row = sql.set_archived(conn, op.thread_id, op.archived_at_us, txn.mark(op.thread_id))
     return None if row is None else projection_from_row(row).meta
 
 
-def _delete_job(
-    cache: RowCache, counter: ChangeCounter, op: DeleteThread, conn: Connection
-) -> ThreadMeta | None:
+def _delete_job(txn: Transaction, op: DeleteThread, conn: Connection) -> ThreadMeta | None:
     """Delete the thread, leaving a tombstone, and prune tombstones past their retention;
     its metadata as it was, with the deletion's change (None if it was gone already)."""
-    cache.drop(op.thread_id)
+    txn.put(op.thread_id, None)
     row = sql.delete_thread(conn, op.thread_id)
     if row is None:
         return None
-    meta = projection_from_row(row).with_change(counter.next()).meta
+    meta = projection_from_row(row).with_change(txn.mark(op.thread_id, tombstone=True)).meta
     sql.insert_tombstone(conn, op.thread_id, meta.namespace, meta.change, op.deleted_us)
     sql.prune_tombstones(conn, op.prune_before_us)
     return meta
 
 
-def _rebuild_job(
-    cache: RowCache, counter: ChangeCounter, op: RebuildThread, conn: Connection
-) -> ThreadMeta | None:
+def _rebuild_job(txn: Transaction, op: RebuildThread, conn: Connection) -> ThreadMeta | None:
     """Refold the thread's row from its log (as committed: this job's transaction sees
     every earlier write) and mark its context again."""
-    cache.drop(op.thread_id)
+    txn.forget(op.thread_id)
     row = sql.read_projection_row(conn, op.thread_id)
     if row is None:
         return None
@@ -448,15 +548,15 @@ def _rebuild_job(
     base = Projection.new(meta.id, int(row["created_at"]), meta.namespace)  # type: ignore[call-overload]
     base = base.with_archived_at(row["archived_at"])  # type: ignore[arg-type]
     projection = refold(base, [r for r in rows if r[0] <= op.through], op.extra)
-    projection = projection.with_change(counter.next())
+    projection = projection.with_change(txn.mark(op.thread_id))
     sql.replace_projection(conn, projection_to_row(projection))
     sql.set_hidden(conn, op.thread_id, context_marks(rows))
     return projection.meta
 
 
-def _import_job(counter: ChangeCounter, op: ImportThread, conn: Connection) -> ThreadMeta:
-    projection = op.projection.with_change(counter.next())
-    thread_id = projection.meta.id
+def _import_job(txn: Transaction, op: ImportThread, conn: Connection) -> ThreadMeta:
+    thread_id = op.projection.meta.id
+    projection = op.projection.with_change(txn.mark(thread_id))
     if not sql.insert_thread(conn, projection_to_row(projection)):
         raise ThreadExistsError(thread_id)
     sql.append_items(conn, thread_id, op.rows, expected_last=0)
@@ -519,15 +619,21 @@ def _list_page(
 
 
 def _changes(after: int, limit: int, namespace: str | None, conn: Connection) -> ChangePage:
-    """The change index after ``after``: threads and tombstones merged in change order."""
+    """The change index after ``after``: threads and tombstones merged in change order.
+
+    The clock is read first (each statement sees its own snapshot): every change up to
+    it was committed before, so the index read next holds it (or a newer change of the
+    same thread); a ``last`` read after could name a change the index read missed."""
+    last, floor = sql.last_change(conn), sql.feed_floor(conn)
     threads, tombstones = sql.changes_since(conn, after, limit, namespace)
     return change_page(
-        map(meta_from_values, threads),
-        tombstones,
-        limit=limit,
-        floor=sql.feed_floor(conn),
-        last=sql.last_change(conn),
+        map(meta_from_values, threads), tombstones, limit=limit, floor=floor, last=last
     )
+
+
+def _thread_heads(ids: list[str], conn: Connection) -> list[IndexEntry]:
+    heads = [sql.thread_head(conn, tid) for tid in ids]
+    return [head for head in heads if head is not None]
 
 
 def _get_meta(thread_id: str, conn: Connection) -> ThreadMeta | None:
@@ -560,37 +666,15 @@ def _read_context(thread_id: str, limit: int | None, conn: Connection) -> list[S
 # -- opening ----------------------------------------------------------------------------
 
 
-def _connect_writer(url: str, config: PostgresConfig, patience: float = 0.0) -> Connection:
-    """A write connection holding the store's writer lock (also after a reconnect: a
-    writer that lost its session lost the lock with it; ``patience``: see
-    :func:`sql.take_writer_lock`)."""
-    conn = sql.connect(url, durability=config.durability, connect_timeout=config.connect_timeout)
-    try:
-        sql.take_writer_lock(conn, redact(url), patience)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 def _open_writer_connection(url: str, config: PostgresConfig) -> Connection:
-    """The first write connection: connect and lock, then create or check the schema."""
-    conn = _connect_writer(url, config)
+    """The first write connection: connect, then create or check the schema."""
+    conn = sql.connect(url, durability=config.durability, connect_timeout=config.connect_timeout)
     try:
         sql.ensure_schema(conn)
     except BaseException:
         conn.close()
         raise
     return conn
-
-
-def _load_index(counter: ChangeCounter, conn: Connection) -> tuple[list[IndexEntry], bytes]:
-    counter.last = sql.last_change(conn)
-    return sql.thread_index(conn), sql.cursor_secret(conn)
-
-
-#: Seconds a reconnecting writer waits for its old session to let go of the writer lock.
-_RECONNECT_PATIENCE: Final = 2.0
 
 
 def _check_read_only(conn: Connection) -> bytes:
@@ -611,13 +695,16 @@ async def open_postgres_engine(
 
     Writable: connects the writer thread (``synchronous_commit`` for
     ``config.durability``), creates or checks the schema
-    (:class:`~threadstore.StoreFormatError`), loads the thread index, and starts up to
-    ``config.reader_connections`` reader threads. Read-only: the readers only, after a
-    schema check. A server that cannot be reached raises
+    (:class:`~threadstore.StoreFormatError`), starts up to ``config.reader_connections``
+    reader threads, the ownership session and the listener, and takes over the lagging
+    threads no process owns (the store recovers them before it opens). Other processes
+    may write the same database meanwhile. Read-only: the readers and the listener only,
+    after a schema check. A server that cannot be reached raises
     :class:`~threadstore.StoreUnavailableError` naming host and database. Leaving the
-    block closes the readers, commits what is queued and stops the writer, also on
-    cancellation. ``faults`` (:class:`PostgresFaults`) injects server failures into the
-    writer's transactions (a test seam).
+    block commits what is queued, stops the writer and closes every connection (which
+    releases this process's threads to the others), also on cancellation. ``faults``
+    (:class:`PostgresFaults`) injects server failures into the writer's transactions (a
+    test seam).
     """
     target = redact(url)
     connect_reader = partial(
@@ -630,46 +717,61 @@ async def open_postgres_engine(
     if read_only:
         async with ReaderPool(target, connect_reader, config.reader_connections) as readers:
             secret = await readers.run(_check_read_only)
-            yield PostgresEngine(target=target, readers=readers, secret=secret, config=config)
+            engine = PostgresEngine(target=target, readers=readers, secret=secret, config=config)
+            async with _listening(connect_reader, engine, readers):
+                yield engine
         return
-    row_cache = RowCache(config.row_cache_size)
-    counter = ChangeCounter()
     first = [True]
 
     def connect() -> Connection:
         if first[0]:
             first[0] = False
             return _open_writer_connection(url, config)
-        return _connect_writer(url, config, patience=_RECONNECT_PATIENCE)
+        return sql.connect(
+            url, durability=config.durability, connect_timeout=config.connect_timeout
+        )
 
-    def xact_status(xid: str) -> str | None:
-        conn = connect_reader()
-        try:
-            return sql.transaction_status(conn, xid)
-        finally:
-            conn.close()
-
-    writer = Writer(
-        connect,
-        on_rollback=row_cache.clear,
-        xact_status=xact_status,
-        release=sql.release_writer_lock,
-        faults=faults,
-        lanes=lanes,
-    )
+    writer = Writer(connect, connect_aside=connect_reader, faults=faults, lanes=lanes)
     await writer.start()
     try:
-        index, secret = await writer.run(partial(_load_index, counter))
-        async with ReaderPool(target, connect_reader, config.reader_connections) as readers:
-            yield PostgresEngine(
+        secret = await writer.run(sql.cursor_secret)
+        async with (
+            ReaderPool(target, connect_reader, config.reader_connections) as readers,
+            ReaderPool(target, connect_reader, 1) as session,
+        ):
+            ownership = Ownership(session, idle=config.ownership_idle, bound=config.ownership_bound)
+            orphans = await ownership.take_orphans(config.takeover_batch)
+            engine = PostgresEngine(
                 target=target,
                 readers=readers,
                 secret=secret,
                 writer=writer,
-                row_cache=row_cache,
-                counter=counter,
-                index=index,
+                ownership=ownership,
+                orphans=orphans,
                 config=config,
             )
+            async with _listening(connect_reader, engine, session):
+                yield engine
     finally:
-        await writer.aclose()
+        await writer.aclose(config.close_patience)
+
+
+@asynccontextmanager
+async def _listening(
+    connect: Callable[[], Connection], engine: PostgresEngine, sender: ReaderPool
+) -> AsyncIterator[None]:
+    """The engine's listener for the block (``sender`` sends the wake-up that stops it)."""
+    listener = Listener(connect, engine.notified, engine.reconnected)
+    await listener.start()
+
+    async def wake(payload: str) -> None:
+        await sender.run(partial(_notify_wake, payload))
+
+    try:
+        yield
+    finally:
+        await listener.aclose(wake)
+
+
+def _notify_wake(payload: str, conn: Connection) -> None:
+    conn.execute("SELECT pg_notify('threadstore_wake', %s)", (payload,)).fetchall()

@@ -40,7 +40,6 @@ import workers
 
 from .._errors import (
     StoreFormatError,
-    StoreLockedError,
     StoreUnavailableError,
     ThreadNotFoundError,
 )
@@ -56,7 +55,16 @@ __all__ = [
     "ItemRow",
     "SeqGapError",
     "append_items",
-    "append_runs",
+    "allocate",
+    "ask_owner",
+    "disown",
+    "is_missing",
+    "lock_threads",
+    "row_of",
+    "stamp",
+    "take_orphans",
+    "thread_head",
+    "try_own",
     "changed_columns",
     "changes_since",
     "check_schema",
@@ -86,9 +94,7 @@ __all__ = [
     "read_items",
     "read_items_checked",
     "read_projection_row",
-    "release_writer_lock",
     "set_archived",
-    "take_writer_lock",
     "transaction_status",
     "thread_index",
     "thread_last_seq",
@@ -101,11 +107,11 @@ _log = workers.get_logger(__name__)
 ItemRow: TypeAlias = tuple[int, int, str, str]
 """One log item as stored: ``(seq, created_at_us, kind, data_json)``."""
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The schema version this code writes (``threadstore_info.schema_version``)."""
 
-#: The sessions' ``application_name``: which process on which host (what a
-#: :class:`StoreLockedError` shows of the holder).
+#: The sessions' ``application_name``: which process on which host (``pg_stat_activity``
+#: shows it).
 APPLICATION_NAME: Final = f"threadstore {socket.gethostname()}:{os.getpid()}"[:63]
 
 #: What ``threadstore_info.format`` holds in a threadstore database.
@@ -223,10 +229,83 @@ MIGRATIONS: Final[Mapping[int, Sequence[str]]] = {
         $$
         """,
     ),
+    # Several writing processes (docs/postgres.md): seqs allocated in the database inside
+    # the group commit, change numbers from a clock row updated last in each transaction.
+    2: (
+        "DROP FUNCTION threadstore_append(text[], bigint[], bigint[], text[], bigint[], "
+        "bigint[], text[], text[])",
+        """
+        CREATE TABLE threadstore_clock (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            change bigint NOT NULL
+        )
+        """,
+        """
+        INSERT INTO threadstore_clock (change) SELECT greatest(
+            coalesce((SELECT max(change) FROM threadstore_threads), 0),
+            coalesce((SELECT max(change) FROM threadstore_tombstones), 0),
+            coalesce((SELECT value::bigint FROM threadstore_info WHERE key = 'feed_floor'), 0))
+        """,
+        # A group commit's log appends in one statement: each thread's last_seq advances by
+        # its count (the row lock serializes appenders of a thread across processes) and
+        # its items get the seqs after the old end, in order. Returns (id, new last_seq).
+        """
+        CREATE FUNCTION threadstore_allocate(
+            ids text[], counts bigint[],
+            item_threads text[], ats bigint[], kinds text[], datas text[]
+        ) RETURNS TABLE (id text, last bigint) LANGUAGE plpgsql AS $$
+        DECLARE
+            n integer;
+        BEGIN
+            RETURN QUERY
+            WITH moved AS (
+                UPDATE threadstore_threads AS t SET last_seq = t.last_seq + v.n
+                FROM unnest(ids, counts) AS v(id, n)
+                WHERE t.id = v.id
+                RETURNING t.id, t.last_seq AS last, v.n
+            ), inserted AS (
+                INSERT INTO threadstore_items (thread_id, seq, created_at, kind, data)
+                SELECT v.tid,
+                    m.last - m.n + row_number() OVER (PARTITION BY v.tid ORDER BY v.o),
+                    v.at, v.kind, v.data
+                FROM unnest(item_threads, ats, kinds, datas)
+                    WITH ORDINALITY AS v(tid, at, kind, data, o)
+                JOIN moved m ON m.id = v.tid
+            )
+            SELECT m.id::text, m.last FROM moved m;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            IF n <> cardinality(ids) THEN
+                RAISE EXCEPTION 'a thread of this append does not exist'
+                    USING ERRCODE = 'TSNOT';
+            END IF;
+        END
+        $$
+        """,
+        # The end of every transaction that changed listed state: the clock advances by
+        # the changes the transaction made (each marked ``change = -k`` meanwhile, k from
+        # 1), which become clock + k. The clock row's lock is held from here to the commit:
+        # change numbers are in commit order. NOTIFY wakes other processes' subscribers.
+        """
+        CREATE FUNCTION threadstore_stamp(n bigint, ids text[], tombs text[])
+        RETURNS bigint LANGUAGE plpgsql AS $$
+        DECLARE
+            base bigint;
+        BEGIN
+            UPDATE threadstore_clock SET change = change + n RETURNING change - n INTO base;
+            UPDATE threadstore_threads SET change = base - change
+                WHERE id = ANY(ids) AND change < 0;
+            UPDATE threadstore_tombstones SET change = base - change
+                WHERE id = ANY(tombs) AND change < 0;
+            PERFORM pg_notify('threadstore_changes', (base + n)::text);
+            RETURN base;
+        END
+        $$
+        """,
+    ),
 }
 
-#: The SQLSTATE ``threadstore_append`` raises for a gap.
-_GAP_STATE: Final = "TSGAP"
+#: The SQLSTATE ``threadstore_allocate`` raises for a thread that does not exist.
+_MISSING_STATE: Final = "TSNOT"
 
 # SQLSTATE classes and codes worth retrying: connection trouble, serialization failures
 # and deadlocks, an operator's cancel or shutdown, resources running out.
@@ -289,58 +368,66 @@ def where(conn: psycopg.Connection[Any]) -> str:
     return f"database {info.dbname!r} on host {info.host!r}"
 
 
-# --------------------------------------------------------------------------- writer lock
+# --------------------------------------------------------------------------- ownership
 
-#: The session advisory lock (two-key form) the writing process holds on its write
-#: connection: one writer per store database at a time (phase 1, see docs/postgres.md).
-_WRITER_LOCK: Final = (0x54535452, 1)
+#: The seed of the 64-bit hash that keys a thread's ownership lock (a session advisory lock:
+#: the process whose session holds it projects the thread; the server releases it when the
+#: session ends, so a dead process's threads are free to take over).
+_OWNER_SEED: Final = 0x54535452
 
 
-def take_writer_lock(conn: psycopg.Connection[Any], target: str, patience: float = 0.0) -> None:
-    """Take the store's writer lock for this session, or raise :class:`StoreLockedError`
-    naming the session that holds it. The server releases it when the session ends (the
-    process exits or dies, or its connection is lost). Leaves no transaction open.
+def try_own(conn: psycopg.Connection[Any], thread_ids: Sequence[str]) -> list[str]:
+    """Take the ownership locks of ``thread_ids`` that no other session holds; the ids
+    taken. The caller must not ask again for an id its session holds (the locks count)."""
+    cur = conn.execute(
+        "SELECT id FROM unnest(%s::text[]) AS v(id) "
+        "WHERE pg_try_advisory_lock(hashtextextended(id, %s))",
+        (list(thread_ids), _OWNER_SEED),
+    )
+    return [str(row[0]) for row in cur]
 
-    ``patience``: seconds to keep trying (a writer connecting again after a lost connection
-    may find its old session still ending on the server, holding the lock a moment longer).
-    """
-    deadline = time.monotonic() + patience
-    delay = 0.005
-    while True:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", _WRITER_LOCK).fetchone()
-        conn.commit()
-        if row is not None and row[0]:
-            return
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(delay)  # (a writer thread waiting for a server-side session to end)
-        delay = min(delay * 2, 0.1)
-    holder = conn.execute(
-        "SELECT a.pid, a.application_name, a.client_addr, a.backend_start "
-        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
-        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND l.classid = %s AND l.objid = %s AND l.objsubid = 2",
-        _WRITER_LOCK,
+
+def disown(conn: psycopg.Connection[Any], thread_ids: Sequence[str]) -> None:
+    """Release this session's ownership locks of ``thread_ids``."""
+    conn.execute(
+        "SELECT pg_advisory_unlock(hashtextextended(id, %s)) FROM unnest(%s::text[]) AS v(id)",
+        (_OWNER_SEED, list(thread_ids)),
+    ).fetchall()
+
+
+def take_orphans(
+    conn: psycopg.Connection[Any], owned: Sequence[str], limit: int
+) -> list[tuple[str, int, int, int, str]]:
+    """Threads whose metadata lags their log and that no session owns, taken: their
+    ``(id, last_seq, seq, has_user_message, namespace)``, at most ``limit``. A scan of the
+    thread rows (``last_seq`` is in no index: appends stay HOT)."""
+    cur = conn.execute(
+        "SELECT id, last_seq, seq, has_user_message, namespace FROM ("
+        "  SELECT id, last_seq, seq, has_user_message, namespace FROM threadstore_threads"
+        "  WHERE seq < last_seq AND id <> ALL(%s::text[]) ORDER BY id OFFSET 0) AS lagging "
+        "WHERE pg_try_advisory_lock(hashtextextended(id, %s)) LIMIT %s",
+        (list(owned), _OWNER_SEED, limit),
+    )
+    return [(str(i), int(ls), int(s), int(h), str(n)) for i, ls, s, h, n in cur]
+
+
+def ask_owner(conn: psycopg.Connection[Any], thread_id: str) -> None:
+    """Ask the process that owns the thread to project it (a NOTIFY: its listener hears)."""
+    conn.execute("SELECT pg_notify('threadstore_project', %s)", (thread_id,)).fetchall()
+
+
+def thread_head(
+    conn: psycopg.Connection[Any], thread_id: str
+) -> tuple[str, int, int, int, str] | None:
+    """``(id, last_seq, seq, has_user_message, namespace)`` of the thread, or None."""
+    row = conn.execute(
+        "SELECT id, last_seq, seq, has_user_message, namespace FROM threadstore_threads "
+        "WHERE id = %s",
+        (thread_id,),
     ).fetchone()
-    conn.rollback()
-    if holder is None:
-        text = "another session (gone by now: try again)"
-    else:
-        pid, name, addr, since = holder
-        text = (
-            f"{name or 'a session'} (server backend pid {pid}, from "
-            f"{addr or 'a local socket'}, connected since {since:%Y-%m-%d %H:%M:%S %Z})"
-        )
-    raise StoreLockedError(target, text)
-
-
-def release_writer_lock(conn: psycopg.Connection[Any]) -> None:
-    """Release the writer lock (at close: a next writer need not wait for the server to
-    notice the session's end). Leaves no transaction open."""
-    conn.rollback()
-    conn.execute("SELECT pg_advisory_unlock(%s, %s)", _WRITER_LOCK)
-    conn.commit()
+    if row is None:
+        return None
+    return str(row[0]), int(row[1]), int(row[2]), int(row[3]), str(row[4])
 
 
 def transaction_status(
@@ -633,13 +720,8 @@ def feed_floor(conn: psycopg.Connection[Any]) -> int:
 
 
 def last_change(conn: psycopg.Connection[Any]) -> int:
-    """The newest change number the store has given (its index maxima and the floor)."""
-    row = conn.execute(
-        "SELECT greatest("
-        "coalesce((SELECT max(change) FROM threadstore_threads), 0),"
-        " coalesce((SELECT max(change) FROM threadstore_tombstones), 0),"
-        " coalesce((SELECT value::bigint FROM threadstore_info WHERE key = 'feed_floor'), 0))"
-    ).fetchone()
+    """The newest change number the store has given (its clock)."""
+    row = conn.execute("SELECT change FROM threadstore_clock").fetchone()
     return 0 if row is None else int(row[0])
 
 
@@ -827,44 +909,29 @@ def _insert_items(
     )
 
 
-def append_runs(
+def allocate(
     conn: psycopg.Connection[Any], runs: Sequence[tuple[str, Sequence[ItemRow]]]
-) -> None:
-    """Several appends (runs of one thread consecutive and in seq order) in one statement.
-
-    Raises :class:`SeqGapError` without naming the run when a check fails (the caller rolls
-    back and finds the culprit with :func:`append_items`). In pipeline mode the error
-    surfaces at the pipeline's sync. The arrays go in binary (``%b``): item JSON is sent
-    as is, not quoted into an array literal.
+) -> psycopg.Cursor[Any]:
+    """Several appends in one statement, their seqs allocated in the database: each
+    thread's items follow its log's end in the order of ``runs`` (the rows' own seqs are
+    ignored). The cursor yields ``(thread_id, new last_seq)`` per thread; read it after the
+    commit, in pipeline mode. A thread that does not exist fails the statement
+    (:func:`is_missing`). The arrays go in binary (``%b``): item JSON is sent as is.
     """
-    ids: list[str] = []
-    expected: list[int] = []
-    lasts: list[int] = []
-    at: dict[str, int] = {}
+    counts: dict[str, int] = {}
     threads: list[str] = []
     rows: list[ItemRow] = []
     for thread_id, run in runs:
-        index = at.get(thread_id)
-        if index is None:
-            at[thread_id] = len(ids)
-            ids.append(thread_id)
-            expected.append(run[0][0] - 1)
-            lasts.append(run[-1][0])
-        elif lasts[index] == run[0][0] - 1:
-            lasts[index] = run[-1][0]
-        else:
-            raise SeqGapError(thread_id, lasts[index], run[0][0])
+        counts[thread_id] = counts.get(thread_id, 0) + len(run)
         threads.extend([thread_id] * len(run))
         rows.extend(run)
-    conn.execute(
-        "SELECT threadstore_append(%b::text[], %b::bigint[], %b::bigint[], %b::text[], "
-        "%b::bigint[], %b::bigint[], %b::text[], %b::text[])",
+    return conn.execute(
+        "SELECT * FROM threadstore_allocate(%b::text[], %b::bigint[], %b::text[], "
+        "%b::bigint[], %b::text[], %b::text[])",
         (
-            ids,
-            expected,
-            lasts,
+            list(counts),
+            list(counts.values()),
             threads,
-            [r[0] for r in rows],
             [r[1] for r in rows],
             [r[2] for r in rows],
             [r[3] for r in rows],
@@ -872,9 +939,36 @@ def append_runs(
     )
 
 
-def is_gap(exc: BaseException) -> bool:
-    """Whether ``exc`` is ``threadstore_append``'s refusal of a gap."""
-    return isinstance(exc, psycopg.Error) and exc.sqlstate == _GAP_STATE
+def is_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``threadstore_allocate``'s refusal: a thread does not exist."""
+    return isinstance(exc, psycopg.Error) and exc.sqlstate == _MISSING_STATE
+
+
+def lock_threads(conn: psycopg.Connection[Any], thread_ids: Sequence[str]) -> psycopg.Cursor[Any]:
+    """Lock the rows of ``thread_ids`` for this transaction, in id order (so that two
+    processes' transactions never wait for each other in a cycle), and read them: the
+    cursor yields rows in :data:`THREAD_COLUMNS` order (raw: see :func:`row_of`)."""
+    return conn.execute(
+        f"{_SELECT_THREAD} WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE",
+        (list(thread_ids),),
+    )
+
+
+def row_of(raw: Sequence[object]) -> dict[str, object]:
+    """A row read by :func:`lock_threads` as a dict keyed by :data:`THREAD_COLUMNS`."""
+    return _row_dict(raw)
+
+
+def stamp(
+    conn: psycopg.Connection[Any], count: int, thread_ids: Sequence[str], tombs: Sequence[str]
+) -> psycopg.Cursor[Any]:
+    """The transaction's last statement before COMMIT: advance the clock by ``count`` and
+    turn the provisional ``change = -k`` of ``thread_ids`` and ``tombs`` into clock + k.
+    The cursor yields the clock before (read it after the commit)."""
+    return conn.execute(
+        "SELECT threadstore_stamp(%s, %s::text[], %s::text[])",
+        (count, list(thread_ids), list(tombs)),
+    )
 
 
 def read_items(

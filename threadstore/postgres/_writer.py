@@ -24,10 +24,12 @@ order, exactly as in the SQLite writer.
 from __future__ import annotations
 
 import collections
+import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import psycopg
 import trio
@@ -35,10 +37,11 @@ import trio
 import workers
 
 from .._config import Lanes
-from .._errors import StoreClosedError
+from .._errors import StoreClosedError, ThreadNotFoundError
 from .._lanes import LaneName, WriteLanes
 from . import _sql as sql
 from ._faults import FaultKind, PostgresFaults, Target, inject, lose_connection
+from ._transaction import Transaction
 
 __all__ = ["Batch", "Job", "LogAppend", "Writer"]
 
@@ -72,6 +75,7 @@ class Job(Generic[T]):
         "error",
         "fn",
         "injected",
+        "lock",
         "log",
         "on_done",
         "result",
@@ -86,8 +90,12 @@ class Job(Generic[T]):
         size: int = 0,
         log: bool = False,
         target: Target | None = None,
+        lock: str | None = None,
     ) -> None:
         self.fn = fn
+        #: The thread whose row the job writes: locked (and read) at the transaction's
+        #: start, with every other job's, in id order (see :class:`Transaction`).
+        self.lock = lock
         #: What fault injection calls the job (:mod:`._faults`); None is never injected.
         self.target = target
         #: A fault injected into this job: injected again if the batch is redone.
@@ -130,13 +138,14 @@ class Job(Generic[T]):
         return self.fn(conn)
 
 
-def _no_fn(conn: Connection) -> None:  # pragma: no cover - LogAppend overrides run()
+def _no_fn(conn: Connection) -> int:  # pragma: no cover - LogAppend overrides run()
     raise AssertionError("LogAppend jobs run through LogAppend.run")
 
 
-class LogAppend(Job[None]):
-    """Append ``rows`` (dense, in seq order) to ``thread_id``'s log, whose last seq must be
-    ``rows[0][0] - 1``."""
+class LogAppend(Job[int]):
+    """Append ``rows`` (in order) to ``thread_id``'s log after its end, wherever another
+    process left it: the database allocates the seqs (the rows' own are ignored). The
+    result is the seq of the last row."""
 
     __slots__ = ("rows", "thread_id")
 
@@ -159,9 +168,24 @@ class LogAppend(Job[None]):
         self.committed_hook = None
         self.thread_id = thread_id
         self.rows = rows
+        self.lock = thread_id
 
-    def run(self, conn: Connection) -> None:
-        sql.append_items(conn, self.thread_id, self.rows, expected_last=self.rows[0][0] - 1)
+    def run(self, conn: Connection) -> int:
+        """Alone (a redo with savepoints): allocate, read back the last seq at once.
+        Raises :class:`~threadstore.ThreadNotFoundError` if the thread is gone."""
+        try:
+            row = sql.allocate(conn, [(self.thread_id, self.rows)]).fetchone()
+        except psycopg.Error as exc:
+            if sql.is_missing(exc):
+                raise ThreadNotFoundError(self.thread_id) from None
+            raise
+        assert row is not None
+        return int(row[1])
+
+
+#: Seconds the writer keeps trying to reach the server to learn whether a transaction
+#: whose COMMIT got no answer committed (until then its appends' outcome is unknown).
+_RESOLVE_PATIENCE: Final = 15.0
 
 
 class _JobFailed(Exception):
@@ -181,19 +205,17 @@ class Writer:
         connect: Callable[[], Connection],
         *,
         on_rollback: Callable[[], None] | None = None,
-        xact_status: Callable[[str], str | None] | None = None,
-        release: Callable[[Connection], None] | None = None,
+        connect_aside: Callable[[], Connection] | None = None,
         faults: PostgresFaults | None = None,
         lanes: Lanes | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = connect
-        #: Asks the server, on a connection of its own, what became of a transaction (by
-        #: id): ``committed``, ``aborted``, ... (see :meth:`_committed_after_all`).
-        self._xact_status = xact_status
-        #: Called with the connection before the writer closes it (a lock the session holds
-        #: is then free when ``aclose`` returns, not only once the server ends the session).
-        self._release = release
+        #: A connection of its own, to ask the server what became of a transaction whose
+        #: COMMIT got no answer (see :meth:`_committed_after_all`).
+        self._connect_aside = connect_aside
+        #: What the transaction in progress shares among its jobs.
+        self._txn = Transaction()
         self._faults = faults
         #: The id of the transaction in progress (writer thread only).
         self._xid: str | None = None
@@ -219,6 +241,11 @@ class Writer:
         self._arrivals: collections.deque[tuple[Batch, list[Job[Any]]]] = collections.deque()
         self._delivering = False
 
+    @property
+    def transaction(self) -> Transaction:
+        """The transaction in progress (its jobs use it: writer thread only)."""
+        return self._txn
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -243,18 +270,35 @@ class Writer:
             await trio.to_thread.run_sync(self._thread.join)
             raise failure[0]
 
-    async def aclose(self) -> None:
+    async def aclose(self, patience: float = math.inf) -> None:
         """Commit everything queued, then stop the thread and close the connection.
-        Shielded; idempotent."""
+        Shielded; idempotent.
+
+        If the thread is still at it after ``patience`` seconds (a statement blocked, e.g.
+        on a row another process's transaction holds), its statement is cancelled (the
+        server's cancel request), as often as needed: that transaction fails (its appends
+        with :class:`~threadstore.AppendFailedError`: nothing of them stored)."""
         with trio.CancelScope(shield=True):
-            if self._closed or self._thread is None:
+            thread = self._thread
+            if self._closed or thread is None:
                 await trio.lowlevel.checkpoint()
                 return
             self._closed = True
             with self._cond:
                 self._lanes.stop()
                 self._cond.notify()
-            await trio.to_thread.run_sync(self._thread.join)
+            wait = patience
+            while True:
+                with trio.move_on_after(wait):
+                    await trio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
+                if not thread.is_alive():
+                    return
+                conn = self._conn
+                log.warning("postgres.statement_cancelled", after_s=patience)
+                if conn is not None and not conn.closed:
+                    with contextlib.suppress(Exception):
+                        await trio.to_thread.run_sync(conn.cancel_safe)
+                wait = 1.0
 
     # -- feeding ------------------------------------------------------------------------
 
@@ -352,11 +396,6 @@ class Writer:
         finally:
             conn = self._conn
             if conn is not None:
-                if self._release is not None and not conn.broken and not conn.closed:
-                    try:
-                        self._release(conn)
-                    except psycopg.Error as exc:  # the session's end releases it anyway
-                        log.warning("postgres.release_failed", error=repr(exc))
                 conn.close()
 
     def _connection(self, jobs: list[Job[Any]], batches: list[Batch]) -> Connection | None:
@@ -400,7 +439,7 @@ class Writer:
                     job.result = job.error = None
                 self._transaction(conn, jobs, savepoints=True)
         except Exception as exc:
-            if not self._committed_after_all(conn, exc):
+            if not self._committed_after_all(conn, jobs, exc):
                 try:
                     if not conn.closed and not conn.broken:
                         conn.rollback()
@@ -420,16 +459,23 @@ class Writer:
             self._lanes.log_committed()
         return True
 
-    def _committed_after_all(self, conn: Connection, exc: Exception) -> bool:
+    def _committed_after_all(self, conn: Connection, jobs: list[Job[Any]], exc: Exception) -> bool:
         """Whether the transaction that failed with ``exc`` committed all the same: its
         connection was lost after the COMMIT was sent (the server committed, the answer
-        never came). Asked of the server by transaction id on a new connection; anything
-        but a clear ``committed`` counts as not committed."""
+        never came). Asked of the server by transaction id on a new connection, which
+        then reads back the seqs and change numbers the transaction gave; anything but a
+        clear ``committed`` counts as not committed."""
         xid, self._xid = self._xid, None
-        if xid is None or not (conn.broken or conn.closed) or self._xact_status is None:
+        if xid is None or not (conn.broken or conn.closed) or self._connect_aside is None:
             return False
         try:
-            status = self._xact_status(xid)
+            aside = self._connect_patiently()
+            try:
+                status = sql.transaction_status(aside, xid)
+                if status == "committed":
+                    self._txn.read_back(aside, xid, jobs)
+            finally:
+                aside.close()
         except Exception as error:
             log.error("postgres.commit_unknown", xid=xid, error=repr(error), cause=repr(exc))
             return False
@@ -437,6 +483,21 @@ class Writer:
             log.warning("postgres.commit_confirmed", xid=xid, error=repr(exc))
             return True
         return False
+
+    def _connect_patiently(self) -> Connection:
+        """A connection of its own, trying for up to :data:`_RESOLVE_PATIENCE` seconds (a
+        COMMIT whose answer was lost to a server restart is resolved once it is back)."""
+        assert self._connect_aside is not None
+        deadline = time.monotonic() + _RESOLVE_PATIENCE
+        delay = 0.02
+        while True:
+            try:
+                return self._connect_aside()
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)  # (the writer thread waits for the server to come back)
+            delay = min(delay * 2, 0.5)
 
     def _fail(self, jobs: list[Job[Any]], batches: list[Batch], exc: BaseException) -> None:
         for batch in batches:
@@ -455,8 +516,11 @@ class Writer:
         """Run ``jobs`` in one transaction and commit it; False (rolled back or to be) if a
         job failed without ``savepoints``. Raises if the transaction itself failed."""
         self._xid = None  # (not a previous transaction's, if this one fails before it has one)
+        txn = self._txn
         if savepoints:
+            locked = txn.begin(conn, jobs)
             self._xid = _current_xid(conn)
+            txn.locked(locked)
             for job in jobs:
                 conn.execute("SAVEPOINT job")
                 if self._run_job(conn, job):
@@ -464,6 +528,7 @@ class Writer:
                 else:
                     conn.execute("ROLLBACK TO SAVEPOINT job")
                     conn.execute("RELEASE SAVEPOINT job")
+                    txn.forget(job.lock)
             self._commit_now(conn, jobs)
             return True
         # Pipelined: statements whose results no job reads are sent without waiting, and
@@ -472,7 +537,9 @@ class Writer:
         # unpipelined, where each job's error is its own.
         try:
             with conn.pipeline():
-                self._xid = _current_xid(conn)
+                locked = txn.begin(conn, jobs)
+                self._xid = _current_xid(conn)  # (the pipeline's first sync: rows arrive too)
+                txn.locked(locked)
                 if not self._run_jobs(conn, jobs):
                     return False
                 self._commit_now(conn, jobs)
@@ -492,12 +559,14 @@ class Writer:
             fault("before_commit", conn)
         if point == "before":
             lose_connection(conn)
+        self._txn.end(conn)
         conn.commit()
         if fault is not None:
             fault("after_commit", conn)
         if point == "after":
             conn.close()
             raise psycopg.OperationalError("the answer to COMMIT was lost (injected)")
+        self._txn.committed(jobs)
 
     def _inject(self, conn: Connection, job: Job[Any]) -> None:
         """Fault injection before a job's statements (again the same, in a redo)."""
@@ -545,7 +614,7 @@ class Writer:
         try:
             for job in jobs:
                 self._inject(conn, job)
-            sql.append_runs(conn, [(job.thread_id, job.rows) for job in jobs])
+            self._txn.allocate(conn, jobs)
         except Exception:
             if conn.broken or conn.closed:
                 raise

@@ -30,6 +30,7 @@ from .._engine import (
     ForkThread,
     ImportThread,
     IndexEntry,
+    OwnsEveryThread,
     PageQuery,
     ProjectionWrite,
     RebuildThread,
@@ -135,7 +136,7 @@ class ListedMetas:
         return tuple(out)
 
 
-class SqliteEngine(ChangePublisher):
+class SqliteEngine(ChangePublisher, OwnsEveryThread):
     """The SQLite engine of one open store (see :func:`open_sqlite_engine`)."""
 
     def __init__(
