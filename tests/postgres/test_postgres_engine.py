@@ -688,3 +688,19 @@ async def test_closing_cancels_a_statement_blocked_by_another_session(postgres_u
         await trio.to_thread.run_sync(blocker.close)
     async with open_store(postgres_url) as store:
         assert [i.kind for i in await store.read_items(tid)] == ["goal"]
+
+
+async def test_a_group_commit_of_megabytes_commits(postgres_url: str) -> None:
+    """400 threads x 20 items of 400 bytes queued at once: one ~3 MB group commit (in
+    pipeline mode it hung, the client and the server each waiting for the other)."""
+    async with open_store(postgres_url) as store:
+        tids = [(await store.create_thread(goal=f"g{n}")).id for n in range(400)]
+        receipts = [
+            store.append_nowait(tid, *[Item.user_message("x" * 400) for _ in range(20)])
+            for tid in tids
+        ]
+        with trio.fail_after(GUARD_S):
+            for receipt in receipts:
+                await receipt.durable()
+        assert {r.seq for r in receipts} == {21}
+        assert len(await store.read_items(tids[-1])) == 21

@@ -183,6 +183,14 @@ class LogAppend(Job[int]):
         return int(row[1])
 
 
+#: How many times (a second apart) closing cancels the writer's blocked statement before
+#: it leaves the writer thread behind.
+_CANCEL_ATTEMPTS: Final = 10
+
+#: Transactions with more item bytes than this are sent statement by statement, not in
+#: pipeline mode (see :meth:`Writer._transaction`).
+_PIPELINE_BYTES: Final = 1 << 20
+
 #: Seconds the writer keeps trying to reach the server to learn whether a transaction
 #: whose COMMIT got no answer committed (until then its appends' outcome is unknown).
 _RESOLVE_PATIENCE: Final = 15.0
@@ -288,7 +296,7 @@ class Writer:
                 self._lanes.stop()
                 self._cond.notify()
             wait = patience
-            while True:
+            for _ in range(_CANCEL_ATTEMPTS):
                 with trio.move_on_after(wait):
                     await trio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
                 if not thread.is_alive():
@@ -299,6 +307,8 @@ class Writer:
                     with contextlib.suppress(Exception):
                         await trio.to_thread.run_sync(conn.cancel_safe)
                 wait = 1.0
+            # Not the server's doing (a cancel would have ended it): leave the thread.
+            log.error("postgres.writer_abandoned", after_s=patience + _CANCEL_ATTEMPTS)
 
     # -- feeding ------------------------------------------------------------------------
 
@@ -535,8 +545,12 @@ class Writer:
         # the COMMIT with them. An error may surface at a later job's read or at the end
         # (not at the job that caused it): any error redoes the batch with savepoints,
         # unpipelined, where each job's error is its own.
+        # A large transaction goes unpipelined: sending megabytes in pipeline mode can
+        # leave the client and the server each waiting for the other (psycopg's pipeline
+        # stops flushing; seen at ~4 MB), and at that size the round trips cost nothing.
+        large = sum(job.size for job in jobs) > _PIPELINE_BYTES
         try:
-            with conn.pipeline():
+            with contextlib.nullcontext() if large else conn.pipeline():
                 locked = txn.begin(conn, jobs)
                 self._xid = _current_xid(conn)  # (the pipeline's first sync: rows arrive too)
                 txn.locked(locked)
