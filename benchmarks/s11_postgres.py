@@ -316,4 +316,3 @@ async def _measure(profile: Profile, targets: _Targets, server: _postgres.Server
             for engine in ENGINES
         },
     )
-

@@ -47,9 +47,7 @@ def _templates(count: int, size: int) -> list[list[Item]]:
     return out
 
 
-async def populate(
-    store: Store, threads: int, per_thread: int, *, chunk: int = CHUNK
-) -> list[str]:
+async def populate(store: Store, threads: int, per_thread: int, *, chunk: int = CHUNK) -> list[str]:
     """Fill ``store`` with ``threads`` threads of ``per_thread`` realistic items through the
     public API, ``append_nowait`` of ``chunk`` threads at a time; return their ids (also
     used by S11)."""
