@@ -238,9 +238,10 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def _server_stats(server: Any, database: str) -> dict[str, Any]:
-    """Size and committed transactions of ``database`` once its sessions have ended (a
-    backend reports its counters when it exits)."""
+def _server_stats(server: Any, database: str, empty_bytes: int = 0) -> dict[str, Any]:
+    """Growth over an empty database (``empty_bytes``) and committed transactions of
+    ``database``, once its sessions have ended (a backend reports its counters when it
+    exits)."""
     import psycopg
 
     with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
@@ -259,7 +260,7 @@ def _server_stats(server: Any, database: str) -> dict[str, Any]:
             (database,),
         ).fetchone()
     return {
-        "db_bytes": None if size is None else int(size[0]),
+        "db_bytes": None if size is None else int(size[0]) - empty_bytes,
         "server_transactions": None if stats is None else int(stats[0]),
         "server_rollbacks": None if stats is None else int(stats[1]),
     }
@@ -274,6 +275,7 @@ def _run_one(
     workdir: str,
     args: argparse.Namespace,
     server: Any = None,
+    empty_bytes: int = 0,
 ) -> dict[str, Any]:
     """Run one workload in a fresh process on a fresh database; the result or the failure.
 
@@ -310,7 +312,7 @@ def _run_one(
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     if database is not None:
-        result.update(_server_stats(server, database))
+        result.update(_server_stats(server, database, empty_bytes))
         items, tx = result.get("items"), result.get("server_transactions")
         if isinstance(items, int) and items > 0 and isinstance(tx, int):
             result["server_transactions_per_item"] = round(tx / items, 4)
@@ -362,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped: list[str] = []
     server: Any = None
     postgres_server: dict[str, Any] | None = None
+    empty_bytes = 0
     if any(report.on_postgres(row["store"], row["settings"]) for row in rows):
         from benchmarks import _postgres  # (not at the top: peer processes import this package)
 
@@ -370,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("starting a throwaway PostgreSQL server ...", file=sys.stderr)
             server = _postgres.start()
             postgres_server = _server_settings(server)
+            empty = server.create_database()
+            empty_bytes = int(_server_stats(server, empty)["db_bytes"] or 0)
+            server.drop_database(empty)
+            postgres_server["empty_database_bytes"] = empty_bytes
         else:
             skipped.append(f"PostgreSQL rows left out: {reason}")
             print(skipped[-1], file=sys.stderr)
@@ -402,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             workdir,
                             args,
                             server if on_pg else None,
+                            empty_bytes,
                         )
                     )
             for row in todo:
