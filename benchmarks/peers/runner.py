@@ -190,7 +190,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
         description="threadstore against the stores users pick today "
-        "(OpenAI Agents SQLiteSession, LangGraph AsyncSqliteSaver + AsyncSqliteStore), "
+        "(OpenAI Agents SQLiteSession, LangGraph AsyncSqliteSaver + AsyncSqliteStore; on "
+        "PostgreSQL, LangGraph AsyncPostgresSaver and ADK DatabaseSessionService), "
         "each in its own pinned virtual environment.",
     )
     parser.add_argument(
