@@ -12,6 +12,8 @@ Scenarios (each also runs alone: ``--only S2``):
 - S8 history edits on a 10,000-item thread: fork, read_context, rewind
 - S9 ADK sessions: list_sessions at 2,000 (10,000 with ``--full``) against ADK's own SQLite
 - S10 the change feed: catch-up replay rate vs listing, delay to a subscriber in another process
+- S11 the PostgreSQL engine on a throwaway server beside SQLite: S2's burst, S3's goal-first
+  to listed, S4's list at 10,000 threads (skipped, with the reason, without PostgreSQL)
 
 Quick by default (about 2-3 minutes on 2 cores), ``--full`` for the larger scales,
 ``--smoke`` for tiny ones (CI, under 30 s). Results go to ``benchmarks/results/`` as

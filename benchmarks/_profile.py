@@ -50,6 +50,15 @@ class Profile:
     #: S10: threads a subscriber replays from the change index; cross-process events timed.
     s10_threads: int
     s10_events: int
+    #: S11: the PostgreSQL engine beside SQLite: burst threads x items (repeated; the
+    #: engines alternate), goal-first creations, threads in the store when listing, and
+    #: timed list calls.
+    s11_threads: int
+    s11_items: int
+    s11_repeats: int
+    s11_creates: int
+    s11_list_threads: int
+    s11_calls: int
     #: A scenario still running after this many seconds fails (a hang must not stall CI).
     timeout_s: float
 
@@ -80,6 +89,12 @@ SMOKE: Final = Profile(
     s9_calls=3,
     s10_threads=500,
     s10_events=5,
+    s11_threads=10,
+    s11_items=10,
+    s11_repeats=1,
+    s11_creates=20,
+    s11_list_threads=500,
+    s11_calls=50,
     timeout_s=120,
 )
 
@@ -109,6 +124,12 @@ QUICK: Final = Profile(
     s9_calls=10,
     s10_threads=10_000,
     s10_events=40,
+    s11_threads=100,
+    s11_items=100,
+    s11_repeats=2,
+    s11_creates=300,
+    s11_list_threads=10_000,
+    s11_calls=500,
     timeout_s=600,
 )
 
@@ -138,6 +159,12 @@ FULL: Final = Profile(
     s9_calls=20,
     s10_threads=100_000,
     s10_events=200,
+    s11_threads=100,
+    s11_items=100,
+    s11_repeats=5,
+    s11_creates=1000,
+    s11_list_threads=10_000,
+    s11_calls=2_000,
     timeout_s=3_600,
 )
 

@@ -58,6 +58,9 @@ def markdown_table(results: Mapping[str, ScenarioResult]) -> str:
         "|---|---|---:|---|:---:|",
     ]
     for result in results.values():
+        if not result.figures:  # e.g. skipped: say why instead of leaving it out
+            for note in result.notes or ("no figures",):
+                lines.append(f"| {result.id} | {note} | n/a | | |")
         for figure in result.figures:
             lines.append(
                 f"| {result.id} | {figure.label} | {format_value(figure.value, figure.unit)} | "

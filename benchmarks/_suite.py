@@ -24,6 +24,7 @@ from . import (
     s8_history,
     s9_adk,
     s10_feed,
+    s11_postgres,
 )
 from ._burst import burst, make_threads
 from ._figures import ScenarioResult
@@ -53,6 +54,7 @@ SCENARIOS: Final = {
         s8_history,
         s9_adk,
         s10_feed,
+        s11_postgres,
     )
 }
 

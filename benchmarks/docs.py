@@ -83,6 +83,18 @@ def peers_block(document: Mapping[str, Any]) -> str:
         "",
         peers_report.markdown_table(document.get("rows", ()), int(params.get("list_threads", 0))),
     ]
+    postgres = peers_report.postgres_table(document.get("rows", ()))
+    if postgres:
+        server = document.get("postgres_server") or {}
+        lines += [
+            "",
+            f"On PostgreSQL {server.get('server_version', '?')} (a throwaway server: "
+            f"fsync={server.get('fsync', '?')}, Unix socket), burst and sequential appends:",
+            "",
+            postgres,
+            "",
+            *peers_report.postgres_verdict(document.get("rows", ())),
+        ]
     problems = document.get("problems") or ()
     lines += [f"- {problem}" for problem in problems]
     return "\n".join(lines)

@@ -29,7 +29,9 @@ TITLE: Final = "goal-first thread to listed"
 BURST_THREADS: Final = 100
 
 
-async def _creations(store: Store, count: int, tag: str) -> dict[str, Any]:
+async def timed_creations(store: Store, count: int, tag: str) -> dict[str, Any]:
+    """``count`` goal-first creations, each timed until ``list_threads(limit=50)`` called
+    right after it has answered; whether the page held the new thread (also used by S11)."""
     total_ms: list[float] = []
     create_ms: list[float] = []
     list_ms: list[float] = []
@@ -64,7 +66,7 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
         # A few threads already there, as in a real sidebar.
         await make_threads(store, 100, prefix="existing")
         await store.flush_all()
-        idle = await _creations(store, count, "idle")
+        idle = await timed_creations(store, count, "idle")
 
         burst_ids = await make_threads(store, BURST_THREADS, prefix="burst")
         await store.flush_all()
@@ -77,7 +79,7 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
 
         async def measure() -> None:
             await trio.sleep(0.05)  # let the burst get going
-            loaded.update(await _creations(store, count, "loaded"))
+            loaded.update(await timed_creations(store, count, "loaded"))
             stop.set()
 
         async with trio.open_nursery() as nursery:

@@ -47,12 +47,15 @@ def _templates(count: int, size: int) -> list[list[Item]]:
     return out
 
 
-async def _populate(store: Store, threads: int, per_thread: int) -> list[str]:
+async def populate(store: Store, threads: int, per_thread: int, *, chunk: int = CHUNK) -> list[str]:
+    """Fill ``store`` with ``threads`` threads of ``per_thread`` realistic items through the
+    public API, ``append_nowait`` of ``chunk`` threads at a time; return their ids (also
+    used by S11)."""
     ids = await make_threads(store, threads, prefix="scale", goal=False, tasks=100)
     templates = _templates(64, per_thread)
-    for start in range(0, threads, CHUNK):
+    for start in range(0, threads, chunk):
         last: Receipt | None = None
-        for index in range(start, min(start + CHUNK, threads)):
+        for index in range(start, min(start + chunk, threads)):
             items = templates[index % len(templates)]
             try:
                 last = store.append_nowait(ids[index], *items)
@@ -60,7 +63,7 @@ async def _populate(store: Store, threads: int, per_thread: int) -> list[str]:
                 last = await store.append(ids[index], *items)
         if last is not None:
             await last.durable()
-        if (start + CHUNK) % FLUSH_EVERY == 0:
+        if (start + chunk) % FLUSH_EVERY == 0:
             await store.flush_all()
     await store.flush_all()
     return ids
@@ -94,7 +97,7 @@ async def run(profile: Profile, workdir: Path) -> ScenarioResult:
     threads, per_thread, calls = profile.s4_threads, profile.s4_items, profile.s4_calls
     async with open_store(workdir / "s4.db") as store:
         begin = time.perf_counter()
-        ids = await _populate(store, threads, per_thread)
+        ids = await populate(store, threads, per_thread)
         populate_s = time.perf_counter() - begin
 
         hop = summarize(await timed_calls(_noop_hop, calls))

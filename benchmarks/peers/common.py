@@ -67,12 +67,14 @@ class Params:
 
 @dataclass(frozen=True)
 class Request:
-    """One workload for one store at one setting, on a fresh database file ``db``."""
+    """One workload for one store at one setting, on a fresh database file ``db``, or on a
+    fresh PostgreSQL database ``url`` (a libpq URL; the stores on PostgreSQL)."""
 
     workload: str
     settings: str
     db: str
     params: Params = field(default_factory=Params)
+    url: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -85,6 +87,7 @@ class Request:
             settings=str(raw["settings"]),
             db=str(raw["db"]),
             params=Params(**raw["params"]),
+            url=None if raw.get("url") is None else str(raw["url"]),
         )
 
 
@@ -92,7 +95,7 @@ class Adapter(Protocol):
     """One store, driven the same way by every workload."""
 
     async def open(self) -> dict[str, Any]:
-        """Open the store at the request's settings; return the SQLite settings in effect."""
+        """Open the store at the request's settings; return the settings in effect."""
 
     async def new_thread(self, goal: str | None) -> str:
         """Create a thread; with a goal, also store it as the first message (goal-first)."""

@@ -9,8 +9,28 @@ from typing import Any
 STORE_NAMES = {
     "openai": "OpenAI Agents `SQLiteSession`",
     "langgraph": "LangGraph `AsyncSqliteSaver` + `AsyncSqliteStore`",
+    "langgraph_pg": "LangGraph `AsyncPostgresSaver`",
+    "adk_pg": "Google ADK `DatabaseSessionService`",
     "threadstore": "threadstore",
 }
+
+#: The peers that run on the throwaway PostgreSQL server (threadstore there: ``pg-*``).
+POSTGRES_PEERS = frozenset({"langgraph_pg", "adk_pg"})
+#: Issue #19: threadstore on PostgreSQL against the faster peer there, in the burst.
+POSTGRES_MIN_RATIO = 10.0
+
+_POSTGRES_SETTINGS = {
+    ("langgraph_pg", "shipped"): "as shipped: `from_conn_string` (one connection)",
+    ("langgraph_pg", "pool"): "`AsyncConnectionPool` (up to 10 connections)",
+    ("adk_pg", "shipped"): "as shipped: asyncpg, SQLAlchemy's default pool",
+    ("threadstore", "pg-full"): 'durability="full" (synchronous_commit=on)',
+    ("threadstore", "pg-normal"): 'durability="normal" (synchronous_commit=off)',
+}
+
+
+def on_postgres(store: str, settings: str) -> bool:
+    """Whether the row runs on the PostgreSQL server rather than on a SQLite file."""
+    return store in POSTGRES_PEERS or settings.startswith("pg-")
 
 
 def _num(value: Any) -> float | None:
@@ -96,6 +116,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], list_threads: int) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
+        if on_postgres(row["store"], row["settings"]):
+            continue  # (their own table)
         w = row.get("workloads", {})
         burst = w.get("burst")
         seq = w.get("sequential")
@@ -122,6 +144,79 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], list_threads: int) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _pair(result: Any) -> str:
+    return (
+        f"{fmt_ms(_get(result, 'latency_ms', 'p50'))} / {fmt_ms(_get(result, 'latency_ms', 'p99'))}"
+    )
+
+
+def postgres_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows that ran on PostgreSQL ("" if none): the burst and sequential appends."""
+    header = [
+        "store",
+        "settings",
+        "burst items/s",
+        "caller p50 / p99 ms",
+        "server transactions / item",
+        "db MB",
+        "sequential p50 ms",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    found = False
+    for row in rows:
+        store, settings = row["store"], row["settings"]
+        if not on_postgres(store, settings):
+            continue
+        found = True
+        w = row.get("workloads", {})
+        burst = w.get("burst")
+        tx = _num(_get(burst, "server_transactions_per_item"))
+        db = _num(_get(burst, "db_bytes"))
+        cells = [
+            STORE_NAMES.get(store, store),
+            _POSTGRES_SETTINGS.get((store, settings), settings),
+            fmt_int(_get(burst, "items_per_s")),
+            _pair(burst),
+            "n/a" if tx is None else f"{tx:.2f}",
+            "n/a" if db is None else f"{db / 1e6:,.1f}",
+            fmt_ms(_get(w.get("sequential"), "latency_ms", "p50")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if found else ""
+
+
+def postgres_verdict(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """threadstore on PostgreSQL (``durability="full"``, as the peers commit) against the
+    faster PostgreSQL peer in the burst: the issue's target (>= 10x items/s, lower p99)."""
+
+    def burst(row: Mapping[str, Any]) -> Any:
+        return row.get("workloads", {}).get("burst")
+
+    ours = [r for r in rows if r["store"] == "threadstore" and r["settings"] == "pg-full"]
+    peers = [
+        r
+        for r in rows
+        if r["store"] in POSTGRES_PEERS and _num(_get(burst(r), "items_per_s")) is not None
+    ]
+    if not ours or not peers or _num(_get(burst(ours[0]), "items_per_s")) is None:
+        return []
+    best = max(peers, key=lambda r: float(_get(burst(r), "items_per_s")))
+    rate = float(_get(burst(ours[0]), "items_per_s"))
+    peer_rate = float(_get(burst(best), "items_per_s"))
+    ratio = rate / peer_rate
+    p99 = _num(_get(burst(ours[0]), "latency_ms", "p99"))
+    peer_p99 = _num(_get(burst(best), "latency_ms", "p99"))
+    lower = p99 is not None and peer_p99 is not None and p99 < peer_p99
+    name = STORE_NAMES.get(best["store"], best["store"])
+    how = _POSTGRES_SETTINGS.get((best["store"], best["settings"]), best["settings"])
+    return [
+        f'threadstore on PostgreSQL (durability="full") against the faster peer, {name} '
+        f"({how}): {ratio:,.1f}x its burst items/s (target >= {POSTGRES_MIN_RATIO:g}x: "
+        f"{'met' if ratio >= POSTGRES_MIN_RATIO else 'missed'}); caller p99 {fmt_ms(p99)} ms "
+        f"against {fmt_ms(peer_p99)} ms (target lower: {'met' if lower else 'missed'})."
+    ]
 
 
 def problems(rows: Sequence[Mapping[str, Any]]) -> list[str]:

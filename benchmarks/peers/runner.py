@@ -2,7 +2,11 @@
 
 Each (store, settings, workload) runs in a fresh process on a fresh database file: the peers
 with the Python of their pinned environment (``.venv/openai``, ``.venv/langgraph``, created
-on first use), threadstore with this Python. Results go to
+on first use), threadstore with this Python. The PostgreSQL rows (LangGraph
+``AsyncPostgresSaver``, ADK ``DatabaseSessionService``, threadstore at ``pg-full`` and
+``pg-normal``) run the burst and sequential workloads on one throwaway server started from
+the machine's PostgreSQL binaries (``tests/_pg.py``), each run in a fresh database; without
+the binaries those rows are left out and the run says why. Results go to
 ``benchmarks/results/peers-<UTC timestamp>.json`` and ``benchmarks/results/peers-latest.json``,
 and the peers table in ``docs/performance.md`` is regenerated (:mod:`benchmarks.docs`).
 
@@ -31,7 +35,7 @@ from . import common, report, venvs
 REPO = venvs.PEERS_DIR.parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
 
-STORES = ("openai", "langgraph", "threadstore")
+STORES = ("openai", "langgraph", "langgraph_pg", "adk_pg", "threadstore")
 #: Rows of the table, in order: (store, settings).
 CONFIGS = (
     ("openai", "shipped"),
@@ -40,7 +44,14 @@ CONFIGS = (
     ("langgraph", "matched"),
     ("threadstore", "full"),
     ("threadstore", "normal"),
+    ("langgraph_pg", "shipped"),
+    ("langgraph_pg", "pool"),
+    ("adk_pg", "shipped"),
+    ("threadstore", "pg-full"),
+    ("threadstore", "pg-normal"),
 )
+#: What the PostgreSQL rows run (the peers there keep no list of threads to time).
+POSTGRES_WORKLOADS = ("burst", "sequential")
 
 # Imports this folder as the package ``peers`` (without ``benchmarks/__init__.py`` and
 # without putting ``benchmarks/`` on sys.path, where its modules could shadow others), then
@@ -163,11 +174,24 @@ def machine_info(workdir: str) -> dict[str, Any]:
     }
 
 
+def _server_settings(server: Any) -> dict[str, Any]:
+    """The throwaway server's version and the settings that decide what a commit costs."""
+    import psycopg
+
+    out: dict[str, Any] = {}
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers"):
+            row = conn.execute(f"SHOW {name}").fetchone()
+            out[name] = None if row is None else row[0]
+    return out
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
         description="threadstore against the stores users pick today "
-        "(OpenAI Agents SQLiteSession, LangGraph AsyncSqliteSaver + AsyncSqliteStore), "
+        "(OpenAI Agents SQLiteSession, LangGraph AsyncSqliteSaver + AsyncSqliteStore; on "
+        "PostgreSQL, LangGraph AsyncPostgresSaver and ADK DatabaseSessionService), "
         "each in its own pinned virtual environment.",
     )
     parser.add_argument(
@@ -215,6 +239,34 @@ def _loadavg() -> list[float] | None:
         return None
 
 
+def _server_stats(server: Any, database: str, empty_bytes: int = 0) -> dict[str, Any]:
+    """Growth over an empty database (``empty_bytes``) and committed transactions of
+    ``database``, once its sessions have ended (a backend reports its counters when it
+    exits)."""
+    import psycopg
+
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
+            ).fetchone()
+            if row is None or row[0] == 0:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        size = conn.execute("SELECT pg_database_size(%s)", (database,)).fetchone()
+        stats = conn.execute(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (database,),
+        ).fetchone()
+    return {
+        "db_bytes": None if size is None else int(size[0]) - empty_bytes,
+        "server_transactions": None if stats is None else int(stats[0]),
+        "server_rollbacks": None if stats is None else int(stats[1]),
+    }
+
+
 def _run_one(
     store: str,
     settings: str,
@@ -223,14 +275,22 @@ def _run_one(
     pythons: dict[str, str],
     workdir: str,
     args: argparse.Namespace,
+    server: Any = None,
+    empty_bytes: int = 0,
 ) -> dict[str, Any]:
-    """Run one workload in a fresh process on a fresh database; the result or the failure."""
+    """Run one workload in a fresh process on a fresh database; the result or the failure.
+
+    A PostgreSQL row gets a fresh database on ``server``, dropped afterwards, and its
+    size and committed transactions (the whole process's, setup included) in the result.
+    """
     run_dir = tempfile.mkdtemp(prefix=f"{store}-{settings}-{workload}-", dir=workdir)
+    database = server.create_database() if server is not None else None
     request = common.Request(
         workload=workload,
         settings=settings,
         db=os.path.join(run_dir, "bench.db"),
         params=params,
+        url=None if database is None else server.url(database),
     )
     load = _loadavg()
     t0 = time.perf_counter()
@@ -252,6 +312,12 @@ def _run_one(
         print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+    if database is not None:
+        result.update(_server_stats(server, database, empty_bytes))
+        items, tx = result.get("items"), result.get("server_transactions")
+        if isinstance(items, int) and items > 0 and isinstance(tx, int):
+            result["server_transactions_per_item"] = round(tx / items, 4)
+        server.drop_database(database)
     result["loadavg_before"] = load
     result["process_seconds"] = round(time.perf_counter() - t0, 2)
     return result
@@ -296,6 +362,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         for store, settings in CONFIGS
         if store in args.only
     ]
+    skipped: list[str] = []
+    server: Any = None
+    postgres_server: dict[str, Any] | None = None
+    empty_bytes = 0
+    if any(report.on_postgres(row["store"], row["settings"]) for row in rows):
+        from benchmarks import _postgres  # (not at the top: peer processes import this package)
+
+        reason = _postgres.unavailable()
+        if reason is None:
+            print("starting a throwaway PostgreSQL server ...", file=sys.stderr)
+            server = _postgres.start()
+            postgres_server = _server_settings(server)
+            empty = server.create_database()
+            empty_bytes = int(_server_stats(server, empty)["db_bytes"] or 0)
+            server.drop_database(empty)
+            postgres_server["empty_database_bytes"] = empty_bytes
+        else:
+            skipped.append(f"PostgreSQL rows left out: {reason}")
+            print(skipped[-1], file=sys.stderr)
+            rows = [r for r in rows if not report.on_postgres(r["store"], r["settings"])]
     load_before = _loadavg()
     started = time.perf_counter()
     try:
@@ -305,16 +391,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         for workload in args.workloads:
             rounds = args.repeat if workload == "burst" and not args.smoke else 1
             runs: dict[int, list[dict[str, Any]]] = {id(row): [] for row in rows}
+            todo = [
+                row
+                for row in rows
+                if workload in POSTGRES_WORKLOADS
+                or not report.on_postgres(row["store"], row["settings"])
+            ]
             for _ in range(rounds):
-                for row in rows:
+                for row in todo:
+                    on_pg = report.on_postgres(row["store"], row["settings"])
                     runs[id(row)].append(
                         _run_one(
-                            row["store"], row["settings"], workload, params, pythons, workdir, args
+                            row["store"],
+                            row["settings"],
+                            workload,
+                            params,
+                            pythons,
+                            workdir,
+                            args,
+                            server if on_pg else None,
+                            empty_bytes,
                         )
                     )
-            for row in rows:
+            for row in todo:
                 row["workloads"][workload] = _median_run(runs[id(row)])
     finally:
+        if server is not None:
+            server.stop()
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     run_seconds = round(time.perf_counter() - started, 1)
@@ -327,9 +430,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         row["sqlite_settings"] = report.in_effect(row)
 
     table = report.markdown_table(rows, params.list_threads)
-    notes = report.problems(rows)
+    pg_table = report.postgres_table(rows)
+    verdict = report.postgres_verdict(rows)
+    notes = skipped + report.problems(rows)
     print()
     print(table)
+    if pg_table:
+        print()
+        print(pg_table)
+        for line in verdict:
+            print(f"\n{line}")
     for note in notes:
         print(f"- {note}")
     print(f"\n({mode} run: {run_seconds:.0f} s excluding environment creation)")
@@ -350,6 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "loadavg_after": _loadavg(),
             "rows": rows,
             "table_markdown": table,
+            "postgres_table_markdown": pg_table,
+            "postgres_verdict": verdict,
+            "postgres_server": postgres_server,
             "problems": notes,
         }
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ PEERS_DIR = Path(__file__).resolve().parent
 PEERS = {
     "openai": "openai-agents",
     "langgraph": "langgraph-checkpoint-sqlite",
+    "langgraph_pg": "langgraph-checkpoint-postgres",
+    "adk_pg": "google-adk",
 }
 
 

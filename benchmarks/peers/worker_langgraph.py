@@ -61,6 +61,29 @@ class _Thread:
         self.preview: str | None = None
 
 
+async def put_message(saver: Any, thread_id: str, thread: _Thread, text: str) -> None:
+    """Checkpoint ``thread`` with one more user message, as a graph step would: one
+    ``aput`` of a checkpoint whose ``messages`` channel holds every message so far (shared
+    with the PostgreSQL worker)."""
+    from langchain_core.messages import HumanMessage  # type: ignore[import-not-found]
+    from langgraph.checkpoint.base import (  # type: ignore[import-not-found]
+        create_checkpoint,
+        empty_checkpoint,
+    )
+
+    thread.messages.append(HumanMessage(content=text, id=str(uuid.uuid4())))
+    step = len(thread.messages) - 1
+    thread.version = saver.get_next_version(thread.version, None)
+    base = thread.checkpoint if thread.checkpoint is not None else empty_checkpoint()
+    base["channel_values"] = {"messages": list(thread.messages)}
+    base["channel_versions"] = {"messages": thread.version}
+    checkpoint = create_checkpoint(base, None, step)
+    config = thread.config or {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    metadata = {"source": "loop", "step": step, "parents": {}}
+    thread.config = await saver.aput(config, checkpoint, metadata, {"messages": thread.version})
+    thread.checkpoint = checkpoint
+
+
 class LangGraphAdapter:
     def __init__(self, request: common.Request) -> None:
         self.request = request
@@ -101,26 +124,8 @@ class LangGraphAdapter:
         return thread_id
 
     async def append(self, thread_id: str, text: str) -> None:
-        from langchain_core.messages import HumanMessage  # type: ignore[import-not-found]
-        from langgraph.checkpoint.base import (  # type: ignore[import-not-found]
-            create_checkpoint,
-            empty_checkpoint,
-        )
-
         thread = self.threads[thread_id]
-        thread.messages.append(HumanMessage(content=text, id=str(uuid.uuid4())))
-        step = len(thread.messages) - 1
-        thread.version = self.saver.get_next_version(thread.version, None)
-        base = thread.checkpoint if thread.checkpoint is not None else empty_checkpoint()
-        base["channel_values"] = {"messages": list(thread.messages)}
-        base["channel_versions"] = {"messages": thread.version}
-        checkpoint = create_checkpoint(base, None, step)
-        config = thread.config or {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-        metadata = {"source": "loop", "step": step, "parents": {}}
-        thread.config = await self.saver.aput(
-            config, checkpoint, metadata, {"messages": thread.version}
-        )
-        thread.checkpoint = checkpoint
+        await put_message(self.saver, thread_id, thread, text)
         if thread.preview is None:
             thread.preview = text[:100]
         now = datetime.datetime.now(datetime.UTC).isoformat()

@@ -3,7 +3,9 @@
 ``append`` is ``store.append(tid, Item.user_message(text))``; a goal-first thread is
 ``store.create_thread(goal=...)``; the list is ``store.list_threads(limit=50)``. The
 settings are ``durability="full"`` (WAL + ``synchronous=FULL``: the matched comparison) or
-``"normal"`` (WAL + ``synchronous=NORMAL``, the default).
+``"normal"`` (WAL + ``synchronous=NORMAL``, the default), and ``pg-full`` / ``pg-normal``:
+the same on the PostgreSQL engine, at the request's ``url`` (``synchronous_commit`` on, as
+the PostgreSQL peers commit, or off).
 
 Logging is set to warnings on stderr, as an application would run it (structlog's default
 configuration prints every debug event to stdout, which would dominate the timings).
@@ -50,12 +52,18 @@ class ThreadstoreAdapter:
         self.store: threadstore.Store | None = None
 
     def _durability(self) -> Literal["normal", "full"]:
-        return "full" if self.request.settings == "full" else "normal"
+        return "full" if self.request.settings in ("full", "pg-full") else "normal"
 
     async def open(self) -> dict[str, Any]:
+        on_postgres = self.request.settings.startswith("pg-")
+        if on_postgres and self.request.url is None:
+            raise ValueError(f"settings {self.request.settings!r} need the request's url")
+        target = self.request.url if on_postgres and self.request.url else self.request.db
         self.store = await self.stack.enter_async_context(
-            threadstore.open_store(self.request.db, durability=self._durability())
+            threadstore.open_store(target, durability=self._durability())
         )
+        if on_postgres:
+            return {"engine": "postgresql", "durability": self._durability()}
         return await trio.to_thread.run_sync(_writer_settings)
 
     def _store(self) -> threadstore.Store:
