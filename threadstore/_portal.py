@@ -46,7 +46,7 @@ from ._feed import ThreadEvent
 from ._items import Item
 from ._open import open_store
 from ._scoped import ScopedStore
-from ._store import Receipt, Store
+from ._store import Receipt, Store, ThreadNotMetError
 
 __all__ = ["MIRRORED", "MIRRORED_VIEW", "Call", "Portal", "Subscription", "mirror_docs"]
 
@@ -404,8 +404,9 @@ class Portal:
                 target = store if view is None else view
                 try:
                     receipt = call._context.run(target.append_nowait, thread_id, *items)
-                except StoreOverloadedError:
-                    call._context.run(nursery.start_soon, self._run, call)  # waits for room
+                except (StoreOverloadedError, ThreadNotMetError):
+                    # Waits for room, or looks up a thread another process made.
+                    call._context.run(nursery.start_soon, self._run, call)
                 except Exception as exc:
                     call._finish(outcome.Error(exc))
                 else:

@@ -175,9 +175,14 @@ class Receipt:
     """
 
     thread_id: str
-    seq: int
     _store: _Handle = attrs.field(alias="store", repr=False)
     _receipt: trio_store.Receipt = attrs.field(alias="receipt", repr=False)
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last item (on a store several processes write, known once
+        :meth:`durable` returned: see :attr:`threadstore.Receipt.seq`)."""
+        return self._receipt.seq
 
     async def durable(self) -> None:
         """Block until the items are in the log; raise AppendFailedError if they never are."""
@@ -222,7 +227,7 @@ class _Handle:
         return result
 
     def _receipt(self, receipt: trio_store.Receipt) -> Receipt:
-        return Receipt(thread_id=receipt.thread_id, seq=receipt.seq, store=self, receipt=receipt)
+        return Receipt(thread_id=receipt.thread_id, store=self, receipt=receipt)
 
     def append_nowait(self, thread_id: str, *items: Item) -> Receipt:
         return self._receipt(

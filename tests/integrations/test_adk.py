@@ -636,3 +636,38 @@ def test_a_state_too_big_creates_nothing(tmp_path: Path) -> None:
             await service.close()
 
     asyncio.run(main())
+
+
+def test_two_servers_share_one_postgres_store(postgres_url: str) -> None:
+    """Two services (two servers behind a load balancer) on one PostgreSQL database: a
+    session made on one takes events from both, in order, with app and user state, and
+    each reads what the other wrote."""
+
+    async def main() -> None:
+        one = ThreadstoreSessionService(postgres_url)
+        two = ThreadstoreSessionService(postgres_url)
+        try:
+            session = await one.create_session(app_name="a", user_id="u", state={"app:n": 0})
+            events = []
+            for n in range(6):
+                service = (one, two)[n % 2]
+                current = await service.get_session(
+                    app_name="a", user_id="u", session_id=session.id
+                )
+                assert current is not None
+                event = text_event("user", f"turn {n}", {"app:n": n + 1, "user:last": n})
+                await service.append_event(current, event)
+                events.append(event)
+            for service in (one, two):
+                got = await service.get_session(app_name="a", user_id="u", session_id=session.id)
+                assert got is not None
+                assert [e.content.parts[0].text for e in got.events] == [  # type: ignore[union-attr,index]
+                    f"turn {n}" for n in range(6)
+                ]
+                assert got.state["app:n"] == 6
+                assert got.state["user:last"] == 5
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(main())

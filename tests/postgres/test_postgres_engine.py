@@ -7,6 +7,7 @@ The contract suite (every engine, ``tests/test_*.py``) covers the API's semantic
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
@@ -704,3 +705,26 @@ async def test_a_group_commit_of_megabytes_commits(postgres_url: str) -> None:
                 await receipt.durable()
         assert {r.seq for r in receipts} == {21}
         assert len(await store.read_items(tids[-1])) == 21
+
+
+def test_aio_stores_share_threads_across_stores(postgres_url: str) -> None:
+    """Two asyncio stores on one database (as two processes would be): ``append`` looks up a
+    thread the other made; ``append_nowait`` (which never blocks) refuses one it has not
+    met, and takes it once met; its receipt's seq is known once durable."""
+    from threadstore import ThreadNotFoundError, aio
+
+    async def main() -> None:
+        async with aio.open_store(postgres_url) as one, aio.open_store(postgres_url) as two:
+            tid = (await one.create_thread(goal="g")).id
+            assert (await two.append(tid, Item.user_message("from two"))).seq == 2
+            other = (await one.create_thread(goal="other")).id
+            with pytest.raises(ThreadNotFoundError, match="known to this process yet"):
+                two.append_nowait(other, Item.user_message("x"))
+            receipt = two.append_nowait(tid, Item.user_message("again"))
+            await receipt.durable()
+            assert receipt.seq == 3
+            await one.flush(tid, 3)  # a seq the other store gave; projected by its owner
+            assert (await one.get_thread(tid)).last_message == "again"
+            assert [i.seq for i in await one.read_items(other)] == [1]
+
+    asyncio.run(main())

@@ -217,12 +217,16 @@ class ThreadstoreSessionService(BaseSessionService):
     ) -> None:
         if thread_id in self._known:
             return  # noqa: ASYNC910 - known to exist
-        with suppress(ThreadExistsError):
+        try:
             await store.create_thread(
                 thread_id=thread_id,
                 namespace=namespace,
                 extra={NAME: {**adk, "state": {}, "update_time": None}},
             )
+        except ThreadExistsError:
+            # Made before (maybe by another process sharing the store: this makes it known
+            # here, so appends to it need not look it up).
+            await store.get_thread(thread_id)
         self._known.add(thread_id)
 
     async def _ensure_state_threads(self, store: aio.Store, app_name: str, user_id: str) -> None:
@@ -250,8 +254,8 @@ class ThreadstoreSessionService(BaseSessionService):
         user_id: str,
         deltas: Mapping[str, dict[str, Any]],
         time: float,
-    ) -> list[tuple[str, int]]:
-        """Append the app and user deltas (ordered now); return what to flush."""
+    ) -> list[aio.Receipt]:
+        """Append the app and user deltas (ordered now); their receipts (to wait on)."""
         pending = []
         for key, thread_id in (
             ("app", _app_thread_id(app_name)),
@@ -259,7 +263,7 @@ class ThreadstoreSessionService(BaseSessionService):
         ):
             if deltas[key]:
                 item = Item(kind=STATE_KIND, data={"delta": deltas[key], "time": time})
-                pending.append((thread_id, store.append_nowait(thread_id, item).seq))
+                pending.append(store.append_nowait(thread_id, item))
         return pending
 
     # -- BaseSessionService ---------------------------------------------------------------
@@ -301,8 +305,8 @@ class ThreadstoreSessionService(BaseSessionService):
         except InvalidItemError:  # a delta too big: no session either
             await store.delete_thread(session_thread_id(app_name, user_id, session_id))
             raise
-        for thread_id, seq in pending:
-            await store.flush(thread_id, seq)
+        for receipt in pending:
+            await receipt.visible()
         app_state = await self._scoped_state(store, _app_thread_id(app_name))
         user_state = await self._scoped_state(store, _user_thread_id(app_name, user_id))
         return Session(
@@ -425,15 +429,15 @@ class ThreadstoreSessionService(BaseSessionService):
             await self._ensure_state_threads(store, app_name, user_id)
         # The event first: its item holds the deltas, so if it is refused (too big), nothing
         # was written; the deltas follow at once, ordered with it (usually one commit).
-        seq = store.append_nowait(tid, _event_item(event)).seq
+        event_receipt = store.append_nowait(tid, _event_item(event))
         pending = [
-            (tid, seq),
+            event_receipt,
             *self._apply_scoped_deltas(store, app_name, user_id, deltas, event.timestamp),
         ]
-        for thread_id, at in pending:
-            await store.flush(thread_id, at)
+        for receipt in pending:
+            await receipt.visible()  # (durable first: then its seq is known on any store)
         if not self._checked:
-            self._check_projector(await store.get_thread(tid), seq)
+            self._check_projector(await store.get_thread(tid), event_receipt.seq)
         session.last_update_time = event.timestamp
         return self._commit_event_to_session(session, event)
 
