@@ -724,7 +724,31 @@ def test_aio_stores_share_threads_across_stores(postgres_url: str) -> None:
             await receipt.durable()
             assert receipt.seq == 3
             await one.flush(tid, 3)  # a seq the other store gave; projected by its owner
-            assert (await one.get_thread(tid)).last_message == "again"
+            meta = await one.get_thread(tid)
+            assert (meta.seq, meta.item_count, meta.preview) == (3, 3, "from two")
             assert [i.seq for i in await one.read_items(other)] == [1]
 
     asyncio.run(main())
+
+
+async def test_a_barrier_on_a_thread_another_store_projects(postgres_url: str) -> None:
+    """Store A owns the thread (it projected it first); store B's appends are projected by
+    A, asked by B: B's barriers return once A made them visible, and B never owns it."""
+    async with open_store(postgres_url) as a, open_store(postgres_url) as b:
+        tid = (await a.create_thread(goal="g")).id
+        await a.append_and_flush(tid, Item.user_message("hello"))
+        for n in range(3):
+            receipt = await b.append_and_flush(tid, Item.assistant_message(f"b{n}"))
+            meta = await b.get_thread(tid)
+            assert (meta.seq, meta.last_message) == (receipt.seq, f"b{n}")
+        assert _engine(a).ownership.owns(tid)
+        assert not _engine(b).ownership.owns(tid)
+    # A closes: its threads are free; B's next barrier on the thread takes it over.
+    async with open_store(postgres_url) as b:
+        receipt = await b.append_and_flush(tid, Item.assistant_message("after"))
+        assert (await b.get_thread(tid)).seq == receipt.seq == 6
+        assert _engine(b).ownership.owns(tid)
+
+
+def _engine(store: Store) -> Any:
+    return store._engine

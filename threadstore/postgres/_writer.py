@@ -309,6 +309,7 @@ class Writer:
                 wait = 1.0
             # Not the server's doing (a cancel would have ended it): leave the thread.
             log.error("postgres.writer_abandoned", after_s=patience + _CANCEL_ATTEMPTS)
+            await trio.lowlevel.checkpoint()
 
     # -- feeding ------------------------------------------------------------------------
 
