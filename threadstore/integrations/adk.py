@@ -225,8 +225,10 @@ class ThreadstoreSessionService(BaseSessionService):
             )
         except ThreadExistsError:
             # Made before (maybe by another process sharing the store: this makes it known
-            # here, so appends to it need not look it up).
-            await store.get_thread(thread_id)
+            # here, so appends to it need not look it up), or being made by another call
+            # here right now (then known already, not committed yet).
+            with suppress(ThreadNotFoundError):
+                await store.get_thread(thread_id)
         self._known.add(thread_id)
 
     async def _ensure_state_threads(self, store: aio.Store, app_name: str, user_id: str) -> None:

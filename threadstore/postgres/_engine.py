@@ -328,7 +328,6 @@ class PostgresEngine(ChangePublisher):
             await ownership.release_idle()
             orphans = await ownership.take_orphans(config.takeover_batch)
             if orphans:
-                log.info("postgres.took_over", threads=len(orphans))
                 return orphans
 
     # -- reads ----------------------------------------------------------------------------

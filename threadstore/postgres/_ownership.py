@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 import psycopg
 import trio
 
+import workers
+
 from . import _sql as sql
 from ._readers import ReaderPool
 
@@ -37,6 +39,7 @@ __all__ = ["Ownership"]
 
 T = TypeVar("T")
 Connection = psycopg.Connection[Any]
+log = workers.get_logger(__name__)
 IndexEntry = tuple[str, int, int, int, str]
 
 
@@ -85,14 +88,19 @@ class Ownership:
         return thread_id in self._owned
 
     async def take_orphans(self, limit: int) -> list[IndexEntry]:
-        """Own up to ``limit`` threads whose metadata lags their log and that no process
-        owns; their index entries (a scan of the thread rows)."""
+        """Up to ``limit`` threads whose metadata lags their log that this process owns or
+        now takes (no process owned them: their owner died); their index entries (a scan
+        of the thread rows). An owned thread lags for good if the process that appended to
+        it died before asking this one to project it."""
         async with self._lock:
             owned = sorted(self._owned)
             orphans = await self._run(partial(sql.take_orphans, owned=owned, limit=limit))
             now = trio.current_time()
-            for entry in orphans:
-                self._owned[entry[0]] = now
+            taken = [entry[0] for entry in orphans if entry[0] not in self._owned]
+            for tid in taken:
+                self._owned[tid] = now
+        if taken:
+            log.info("postgres.took_over", threads=len(taken))
         return orphans
 
     async def release_idle(self) -> int:

@@ -398,14 +398,16 @@ def disown(conn: psycopg.Connection[Any], thread_ids: Sequence[str]) -> None:
 def take_orphans(
     conn: psycopg.Connection[Any], owned: Sequence[str], limit: int
 ) -> list[tuple[str, int, int, int, str]]:
-    """Threads whose metadata lags their log and that no session owns, taken: their
-    ``(id, last_seq, seq, has_user_message, namespace)``, at most ``limit``. A scan of the
-    thread rows (``last_seq`` is in no index: appends stay HOT)."""
+    """Threads whose metadata lags their log and that this session owns (``owned``) or no
+    session owns (taken now): their ``(id, last_seq, seq, has_user_message, namespace)``,
+    at most ``limit``. A scan of the thread rows (``last_seq`` is in no index: appends
+    stay HOT). An owned thread is never locked again (the locks count)."""
     cur = conn.execute(
         "SELECT id, last_seq, seq, has_user_message, namespace FROM ("
         "  SELECT id, last_seq, seq, has_user_message, namespace FROM threadstore_threads"
-        "  WHERE seq < last_seq AND id <> ALL(%s::text[]) ORDER BY id OFFSET 0) AS lagging "
-        "WHERE pg_try_advisory_lock(hashtextextended(id, %s)) LIMIT %s",
+        "  WHERE seq < last_seq ORDER BY id OFFSET 0) AS lagging "
+        "WHERE CASE WHEN id = ANY(%s::text[]) THEN true "
+        "ELSE pg_try_advisory_lock(hashtextextended(id, %s)) END LIMIT %s",
         (list(owned), _OWNER_SEED, limit),
     )
     return [(str(i), int(ls), int(s), int(h), str(n)) for i, ls, s, h, n in cur]
