@@ -76,6 +76,9 @@ class ProjectionDriver:
         target = patch.last_seq or state.durable
         engine = self._engine
         if engine.shared:  # one process at a time projects a thread: its owner
+            # Through every seq known here: a barrier's generation may be a seq another
+            # process gave, beyond the rows pending (see Store._project_through).
+            target = max(target, state.durable)
             while not await engine.claim(thread_id):
                 done, meta = await engine.wait_projected(thread_id, target)
                 if done:  # projected by the owner (or deleted)
