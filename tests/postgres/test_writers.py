@@ -24,6 +24,7 @@ import os
 import random
 import signal
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
@@ -39,6 +40,7 @@ BEFORE_KILL = 25
 AFTER_KILL = 25
 SHARED = 3
 OWN = 3
+WRITERS = 3
 
 
 class Writer:
@@ -117,34 +119,22 @@ async def _trial(url: str, seed: int) -> None:
         trio.open_nursery() as follower,
     ):
         await follower.start(_follow, reader, view)
-        writers: list[Writer] = []
-        async with (
-            spawn_child(
-                "pg_writer_child.py",
-                url,
-                str(rng.randrange(1 << 30)),
-                str(OWN),
-                ",".join(shared),
-                kind=Child,
-            ) as c1,
-            spawn_child(
-                "pg_writer_child.py",
-                url,
-                str(rng.randrange(1 << 30)),
-                str(OWN),
-                ",".join(shared),
-                kind=Child,
-            ) as c2,
-            spawn_child(
-                "pg_writer_child.py",
-                url,
-                str(rng.randrange(1 << 30)),
-                str(OWN),
-                ",".join(shared),
-                kind=Child,
-            ) as c3,
-        ):
-            writers = [Writer(c) for c in (c1, c2, c3)]
+        async with AsyncExitStack() as children:
+            writers = [
+                Writer(
+                    await children.enter_async_context(
+                        spawn_child(
+                            "pg_writer_child.py",
+                            url,
+                            str(rng.randrange(1 << 30)),
+                            str(OWN),
+                            ",".join(shared),
+                            kind=Child,
+                        )
+                    )
+                )
+                for _ in range(WRITERS)
+            ]
             with trio.fail_after(60):
                 async with trio.open_nursery() as nursery:
                     for w in writers:
