@@ -64,7 +64,10 @@ class Transaction:
         self._tombs.clear()
         self._stamp = None
         self._allocations.clear()
-        ids = sorted({job.lock for job in jobs if job.lock is not None})
+        # (Appends' rows are locked by their allocation, not here: the row lock is paid
+        # once. A deadlock that this allows with another process's transaction is
+        # detected by the server and the writer runs the loser again.)
+        ids = sorted({job.lock for job in jobs if job.lock is not None and not job.allocates})
         return sql.lock_threads(conn, ids) if ids else None
 
     def locked(self, cursor: psycopg.Cursor[Any] | None) -> None:

@@ -29,7 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 import psycopg
 import trio
@@ -108,6 +108,10 @@ class Job(Generic[T]):
         self.batch: Batch | None = None
         self.committed_hook: Callable[[], None] | None = None
 
+    #: Whether the job's statement allocates seqs, locking its thread's row itself (it is
+    #: not locked up front with the others, see :class:`Transaction`).
+    allocates: ClassVar[bool] = False
+
     def when_committed(self, hook: Callable[[], None]) -> None:
         """Have the writer thread call ``hook`` right after the transaction holding this job
         commits, unless the job failed. Best effort (see the SQLite writer's)."""
@@ -148,6 +152,8 @@ class LogAppend(Job[int]):
     result is the seq of the last row."""
 
     __slots__ = ("rows", "thread_id")
+
+    allocates: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -196,6 +202,19 @@ _PIPELINE_BYTES: Final = 1 << 20
 _RESOLVE_PATIENCE: Final = 15.0
 
 
+#: How many times a transaction that lost a deadlock (or a serialization conflict) to
+#: another process's is run again, whole, before its jobs are run one by one.
+_CONFLICT_ATTEMPTS: Final = 4
+
+
+class _Conflicted(Exception):
+    """A job lost a deadlock or a serialization conflict: run the transaction again."""
+
+
+def _conflicted(error: BaseException | None) -> bool:
+    return isinstance(error, psycopg.Error) and error.sqlstate in ("40P01", "40001")
+
+
 class _JobFailed(Exception):
     """A job failed inside a transaction without savepoints (the batch is redone)."""
 
@@ -224,6 +243,8 @@ class Writer:
         self._connect_aside = connect_aside
         #: What the transaction in progress shares among its jobs.
         self._txn = Transaction()
+        #: The deadlock or serialization failure that failed the pipelined attempt.
+        self._conflict: psycopg.Error | None = None
         self._faults = faults
         #: The id of the transaction in progress (writer thread only).
         self._xid: str | None = None
@@ -441,14 +462,28 @@ class Writer:
         """One transaction for ``jobs``; True if it committed. Never raises (failures are
         recorded on the jobs and batches)."""
         try:
-            if not self._transaction(conn, jobs, savepoints=False):
-                # A job failed: redo the batch with a savepoint per job so it fails alone.
-                # (Jobs are pure functions of the database, so running them again is safe.)
-                conn.rollback()
-                self._rolled_back()
-                for job in jobs:
-                    job.result = job.error = None
-                self._transaction(conn, jobs, savepoints=True)
+            for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+                try:
+                    if not self._transaction(conn, jobs, savepoints=False):
+                        # A job failed: redo the batch with a savepoint per job so it fails
+                        # alone, unless the transaction lost a deadlock or a serialization
+                        # conflict: then the whole of it again. (Jobs are pure functions of
+                        # the database, so running them again is safe.)
+                        conflict = (
+                            self._conflict is not None
+                            or any(_conflicted(job.error) for job in jobs)
+                        ) and not any(job.injected for job in jobs)  # (a test's fault: as is)
+                        self._start_over(conn, jobs)
+                        if conflict and attempt < _CONFLICT_ATTEMPTS:
+                            log.info("postgres.transaction_retried", attempt=attempt)
+                            continue
+                        self._transaction(conn, jobs, savepoints=True)
+                    break
+                except _Conflicted:  # in the redo with savepoints
+                    self._start_over(conn, jobs)
+                    log.info("postgres.transaction_retried", attempt=attempt)
+                    if attempt == _CONFLICT_ATTEMPTS:
+                        raise
         except Exception as exc:
             if not self._committed_after_all(conn, jobs, exc):
                 try:
@@ -469,6 +504,14 @@ class Writer:
             self.log_commits += 1
             self._lanes.log_committed()
         return True
+
+    def _start_over(self, conn: Connection, jobs: list[Job[Any]]) -> None:
+        """Roll back the transaction in progress and clear its jobs' outcomes."""
+        conn.rollback()
+        self._rolled_back()
+        self._conflict = None
+        for job in jobs:
+            job.result = job.error = None
 
     def _committed_after_all(self, conn: Connection, jobs: list[Job[Any]], exc: Exception) -> bool:
         """Whether the transaction that failed with ``exc`` committed all the same: its
@@ -536,6 +579,8 @@ class Writer:
                 conn.execute("SAVEPOINT job")
                 if self._run_job(conn, job):
                     conn.execute("RELEASE SAVEPOINT job")
+                elif _conflicted(job.error) and job.injected is None:
+                    raise _Conflicted from job.error  # a deadlock: the whole again
                 else:
                     conn.execute("ROLLBACK TO SAVEPOINT job")
                     conn.execute("RELEASE SAVEPOINT job")
@@ -558,9 +603,11 @@ class Writer:
                 if not self._run_jobs(conn, jobs):
                     return False
                 self._commit_now(conn, jobs)
-        except psycopg.Error:
+        except psycopg.Error as exc:
             if conn.broken or conn.closed:
                 raise
+            if _conflicted(exc):
+                self._conflict = exc
             return False
         return True
 
