@@ -31,8 +31,7 @@ class PostgresConfig:
     reader_connections: int = 2
     #: Seconds to wait for a connection to the server (libpq ``connect_timeout``).
     connect_timeout: int = 10
-    #: Metadata rows the writer keeps decoded, and listed rows the readers keep decoded.
-    row_cache_size: int = 1024
+    #: Listed rows the readers keep decoded.
     listed_cache_size: int = 1024
     #: Change-feed subscribers are woken by NOTIFY; they also look for changes this often
     #: (seconds), in case a notification was lost.

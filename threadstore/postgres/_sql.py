@@ -87,7 +87,6 @@ __all__ = [
     "insert_hidden",
     "insert_thread",
     "is_transient",
-    "lagging_threads",
     "list_query",
     "list_threads",
     "read_context",
@@ -96,7 +95,6 @@ __all__ = [
     "read_projection_row",
     "set_archived",
     "transaction_status",
-    "thread_index",
     "thread_last_seq",
     "unescape_row",
     "update_projection",
@@ -749,25 +747,6 @@ def changes_since(
         [unescape_row(row) for row in threads],
         [(str(i), str(n), int(c), int(d)) for i, n, c, d in tombstones],
     )
-
-
-def thread_index(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int, int, str]]:
-    """``(id, last_seq, seq, has_user_message, namespace)`` of every thread (a full scan,
-    once at open)."""
-    cur = conn.execute(
-        "SELECT id, last_seq, seq, has_user_message, namespace FROM threadstore_threads"
-    )
-    return [(str(i), int(ls), int(s), int(h), str(n)) for i, ls, s, h, n in cur]
-
-
-def lagging_threads(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int]]:
-    """``(id, seq, last_seq)`` of threads whose metadata lags their log. A full scan, for
-    recovery at open: ``last_seq`` is in no index, so the appends' updates of it are HOT
-    (they touch no index; the table's fillfactor leaves room for them)."""
-    cur = conn.execute(
-        "SELECT id, seq, last_seq FROM threadstore_threads WHERE seq < last_seq ORDER BY id"
-    )
-    return [(str(i), int(s), int(ls)) for i, s, ls in cur]
 
 
 def _escape_like(text: str) -> str:

@@ -3,17 +3,20 @@
 As in the SQLite engine (:mod:`threadstore.sqlite._writer`), jobs are sync functions of the
 connection, or :class:`LogAppend` jobs the writer runs itself, and whatever is queued when
 the writer is free goes into one transaction, chosen by the write lanes
-(:mod:`threadstore._lanes`). A transaction is sent in pipeline mode: each run of
-consecutive log appends is one statement (``threadstore_append``), metadata writes of rows
-the writer has cached are statements whose results nobody waits for, and the COMMIT goes
-with them, so a transaction of appends and such writes costs two round trips to the server:
-one for its transaction id (read first, see below), one for the rest (a job that must read,
-e.g. a row not cached, adds one). If a job fails, the batch is redone
+(:mod:`threadstore._lanes`), through a :class:`~._transaction.Transaction` (rows locked
+in id order up front, seqs allocated in the database, change numbers stamped last). A
+transaction is sent in pipeline mode: the row locks and its transaction id first (one round
+trip), then each run of consecutive log appends as one statement (``threadstore_allocate``),
+the metadata writes, the stamp and the COMMIT, whose results are read after it (a second);
+a job that must read (a log fold after another process's items) adds one. A transaction of
+more than 1 MB of items goes statement by statement. If a job fails, the batch is redone
 unpipelined with a savepoint per job, so the failing job rolls back alone while the others
-commit; if the transaction itself fails (a lost connection, a failed COMMIT) every job of it
-fails and nothing of it is stored — unless the connection was lost after the COMMIT went out:
-then the server is asked (on a new connection, by the transaction's id, read at its start)
-whether it committed, and if it did the jobs succeed as if the answer had come.
+commit; a transaction that lost a deadlock or a serialization conflict to another process's
+is run again, whole. If the transaction itself fails (a lost connection, a failed COMMIT)
+every job of it fails and nothing of it is stored — unless the connection was lost after the
+COMMIT went out: then the server is asked (on a new connection, by the transaction's id)
+whether it committed, and if it did the jobs succeed as if the answer had come, with the
+seqs and change numbers read back.
 
 A lost connection fails the transaction that found it out; the writer connects again before
 the next one (failing that transaction's jobs if the server is still unreachable), so later
