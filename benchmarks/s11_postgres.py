@@ -209,17 +209,8 @@ async def _measure(profile: Profile, targets: _Targets, server: _postgres.Server
                 value=rate[engine],
                 unit="items/s",
             ),
-            Figure(
-                key=f"burst_append_p50_ms.{engine}",
-                label=f"{name}: append p50 in the burst",
-                value=mid[engine].p50,
-                unit="ms",
-            ),
-            Figure(
-                key=f"burst_append_p99_ms.{engine}",
-                label=f"{name}: append p99 in the burst",
-                value=mid[engine].p99,
-                unit="ms",
+            *_p50_p99(
+                f"burst_append_{{}}_ms.{engine}", f"{name}: append {{}} in the burst", mid[engine]
             ),
         ]
     figures.append(
@@ -235,17 +226,10 @@ async def _measure(profile: Profile, targets: _Targets, server: _postgres.Server
     for engine in ENGINES:
         name = NAMES[engine]
         figures += [
-            Figure(
-                key=f"listed_p50_ms.{engine}",
-                label=f"{name}: goal-first create -> listed p50",
-                value=goal[engine]["total"].p50,
-                unit="ms",
-            ),
-            Figure(
-                key=f"listed_p99_ms.{engine}",
-                label=f"{name}: goal-first create -> listed p99",
-                value=goal[engine]["total"].p99,
-                unit="ms",
+            *_p50_p99(
+                f"listed_{{}}_ms.{engine}",
+                f"{name}: goal-first create -> listed {{}}",
+                goal[engine]["total"],
             ),
             Figure(
                 key=f"listed_count.{engine}",
@@ -265,17 +249,10 @@ async def _measure(profile: Profile, targets: _Targets, server: _postgres.Server
     for engine in ENGINES:
         name = NAMES[engine]
         figures += [
-            Figure(
-                key=f"list_p50_ms.{engine}",
-                label=f"{name}: list_threads(50) p50, {scale}",
-                value=listing[engine]["list"].p50,
-                unit="ms",
-            ),
-            Figure(
-                key=f"list_p99_ms.{engine}",
-                label=f"{name}: list_threads(50) p99, {scale}",
-                value=listing[engine]["list"].p99,
-                unit="ms",
+            *_p50_p99(
+                f"list_{{}}_ms.{engine}",
+                f"{name}: list_threads(50) {{}}, {scale}",
+                listing[engine]["list"],
             ),
             Figure(
                 key=f"populate_items_per_s.{engine}",
@@ -315,4 +292,13 @@ async def _measure(profile: Profile, targets: _Targets, server: _postgres.Server
             engine: {"burst_items_per_s": [r["items_per_s"] for r in bursts[engine]]}
             for engine in ENGINES
         },
+    )
+
+
+def _p50_p99(key: str, label: str, summary: Summary) -> tuple[Figure, Figure]:
+    """The p50 and p99 figures (in ms) of ``summary``: ``{}`` in ``key`` and ``label``
+    becomes ``p50`` / ``p99``."""
+    return (
+        Figure(key=key.format("p50"), label=label.format("p50"), value=summary.p50, unit="ms"),
+        Figure(key=key.format("p99"), label=label.format("p99"), value=summary.p99, unit="ms"),
     )

@@ -481,7 +481,8 @@ class Store(Maintenance):
     async def _append(
         self, thread_id: str, items: tuple[Item, ...], *, urgent: bool = False
     ) -> Receipt:
-        await self._meet(thread_id)
+        if self._shared:  # (embedded stores know every thread: nothing to await here)
+            await self._meet(thread_id)
         state, encoded = self._encode(thread_id, items)
         engine = self._engine
         if engine.queued_bytes >= self._max_pending_bytes:
@@ -857,7 +858,7 @@ class Store(Maintenance):
         In a store other processes write too, it also makes the thread known to this
         process (``append_nowait`` takes it from then on)."""
         tid = validate_thread_id(thread_id)
-        if not self.read_only:
+        if self._shared and not self.read_only:
             await self._meet(tid)
         meta = await self._engine.get_thread(tid)
         if meta is None:

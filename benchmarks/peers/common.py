@@ -12,6 +12,7 @@ prints one JSON object (the result) as the last line of its stdout.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import json
@@ -527,3 +528,9 @@ def emit(
     result["versions"] = found
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     sys.stdout.flush()
+
+
+async def asyncio_gather(fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """The asyncio workers' way to run one round of calls at once (``run_workload``'s
+    ``gather``)."""
+    await asyncio.gather(*(fn() for fn in fns))

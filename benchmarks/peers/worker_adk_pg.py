@@ -14,7 +14,6 @@ environment.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import common
@@ -82,12 +81,8 @@ class AdkPostgresAdapter:
         return {"writes_per_append": "append_event (session row, event row)"}
 
 
-async def _gather(fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
-    await asyncio.gather(*(fn() for fn in fns))
-
-
 async def _main(request: common.Request) -> dict[str, Any]:
-    return await common.run_workload(request, AdkPostgresAdapter(request), _gather)
+    return await common.run_workload(request, AdkPostgresAdapter(request), common.asyncio_gather)
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import datetime
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import common
@@ -150,12 +149,8 @@ class LangGraphAdapter:
         return {"commits_per_append": "checkpoint aput + thread-index aput"}
 
 
-async def _gather(fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
-    await asyncio.gather(*(fn() for fn in fns))
-
-
 async def _main(request: common.Request) -> dict[str, Any]:
-    return await common.run_workload(request, LangGraphAdapter(request), _gather)
+    return await common.run_workload(request, LangGraphAdapter(request), common.asyncio_gather)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import common
@@ -99,12 +98,10 @@ class LangGraphPostgresAdapter:
         return {"writes_per_append": "checkpoint aput"}
 
 
-async def _gather(fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
-    await asyncio.gather(*(fn() for fn in fns))
-
-
 async def _main(request: common.Request) -> dict[str, Any]:
-    return await common.run_workload(request, LangGraphPostgresAdapter(request), _gather)
+    return await common.run_workload(
+        request, LangGraphPostgresAdapter(request), common.asyncio_gather
+    )
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import common
@@ -117,12 +116,8 @@ class OpenAIAdapter:
         return {}
 
 
-async def _gather(fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
-    await asyncio.gather(*(fn() for fn in fns))
-
-
 async def _main(request: common.Request) -> dict[str, Any]:
-    return await common.run_workload(request, OpenAIAdapter(request), _gather)
+    return await common.run_workload(request, OpenAIAdapter(request), common.asyncio_gather)
 
 
 def main() -> None:
